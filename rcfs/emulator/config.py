@@ -1,0 +1,50 @@
+"""Emulator settings. Every knob has a flag (`rcfs emulator --help`), an environment
+variable (RCFS_EMU_<NAME upper-case>) and, where it makes sense at run time, the admin
+endpoint (`POST /_emulator/config`)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass
+class Faults:
+    """Fault switches; all off by default. Rates are probabilities in [0, 1] per request."""
+
+    latency_ms: float = 0.0  # added before every answer
+    error_rate: float = 0.0  # share of requests answered 503 (CMN-201)
+    reset_rate: float = 0.0  # share of media bodies cut by a connection reset mid-body
+    truncate_rate: float = 0.0  # share of media bodies that end early with a clean close
+    force_429: int = 0  # the next N rate-limited requests get 429 regardless of budget
+    seed: int = 1  # faults are drawn from a seeded RNG so runs repeat
+
+
+@dataclasses.dataclass
+class EmulatorConfig:
+    # accounts and credentials ------------------------------------------------------
+    client_id: str = "rcfs-demo-client"
+    client_secret: str = "rcfs-demo-secret"
+    jwt: str = "rcfs-demo-jwt"  # the user credential the JWT grant accepts
+    password_grant: bool = True  # the official SDK still uses it; switchable off
+    access_token_ttl: int | None = None  # None: honour the request, clamped to [600, 3600]
+    refresh_token_ttl: int | None = None  # None: request / 604800
+    # seeded data ---------------------------------------------------------------------
+    seed: int = 42
+    scale: str = "demo"  # demo | listing | bench (see seed.py)
+    faxes: int | None = None  # override the number of faxes (listing tests: 10000)
+    hide_sizes: float = 0.3  # share of attachments whose JSON omits `size`
+    hostile_names: bool = False  # attachments with fileName values that try to escape
+    # rate limits -------------------------------------------------------------------
+    window: float = 60.0  # seconds per window and penalty; tests scale it down
+    limit_light: int = 50
+    limit_medium: int = 40
+    limit_heavy: int = 10
+    limit_auth: int = 5
+    rate_limits: bool = True
+    # media -------------------------------------------------------------------------
+    max_bytes_per_response: int | None = None  # answer 206 with at most this many bytes
+    # sending -----------------------------------------------------------------------
+    send_delay: float = 2.0  # seconds a fax/SMS stays Queued before Sent/SendingFailed
+    failing_numbers: tuple[str, ...] = ("+15550000666",)  # sends to these end SendingFailed
+    # faults --------------------------------------------------------------------------
+    faults: Faults = dataclasses.field(default_factory=Faults)
