@@ -1,0 +1,263 @@
+"""`rcfs` command line: mount, umount, emulator."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import settings
+from .settings import SettingsError
+
+log = logging.getLogger("rcfs")
+
+EPILOG_MOUNT = """\
+credentials (never on the command line):
+  environment  RC_SERVER_URL, RC_CLIENT_ID, RC_CLIENT_SECRET, RC_JWT
+  config file  ~/.config/rcfs/config.toml with keys server_url, client_id,
+               client_secret, jwt (or jwt_file); keep it chmod 600
+
+what you get:
+  /faxes /voicemail /recordings /mms  read-only media, named
+        YYYY-MM-DD_HH-MM-SS_{from|to}_NUMBER_ID.ext (sorts by time)
+  getfattr -d FILE                      message metadata (user.rc.*)
+
+examples:
+  rcfs mount --demo ~/rc          demo account from the built-in emulator
+  rcfs mount ~/rc                 your account (credentials from env/config)
+  rcfs umount ~/rc
+"""
+
+
+def _setup_logging(verbose: int, debug: bool, log_file: str | None) -> None:
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    handler: logging.Handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    if not debug:
+        # httpx logs every request at INFO; that is debug detail for us.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+        logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rcfs", description="Mount a RingCentral account as a filesystem.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    m = sub.add_parser("mount", help="mount an account (or the demo account)",
+                       description="Mount a RingCentral account on MOUNTPOINT. Runs in the "
+                                   "foreground until unmounted or Ctrl-C, unless --daemon.",
+                       epilog=EPILOG_MOUNT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    m.add_argument("mountpoint", type=Path, help="an empty directory")
+    m.add_argument("--demo", action="store_true",
+                   help="start the built-in emulator with a seeded demo account and mount that; "
+                        "Ctrl-C unmounts and stops the emulator")
+    m.add_argument("--demo-scale", default="demo", choices=["demo", "listing", "bench"],
+                   help="size of the demo account (default: demo)")
+    m.add_argument("--server-url", help="API server (default: $RC_SERVER_URL or %s)" % settings.DEFAULT_SERVER)
+    m.add_argument("--client-id", help="app client id (default: $RC_CLIENT_ID or config file)")
+    m.add_argument("--config", type=Path, help="config file (default: %s)" % settings.default_config_file())
+    m.add_argument("--since", help="show messages and calls from this date on (2026-01-31, or 90d); "
+                                   "default: the whole history")
+    m.add_argument("--cache-size", default="256M", help="memory for the block cache (default: 256M)")
+    m.add_argument("--block-size", default="1M", help="cache block size (default: 1M)")
+    m.add_argument("--state-dir", type=Path,
+                   help="token store and learned sizes (default: %s)" % settings.default_state_dir())
+    m.add_argument("--read-only", action="store_true", help="mount read-only (ro)")
+    m.add_argument("-o", dest="fuse_opts", action="append", default=[], metavar="OPT",
+                   help="FUSE option; supported: allow_other, ro")
+    m.add_argument("--allow-other", action="store_true",
+                   help="let other users see the mount (needs user_allow_other in /etc/fuse.conf "
+                        "unless root); default: private to you")
+    m.add_argument("--nonempty", action="store_true", help="allow mounting over a non-empty directory")
+    m.add_argument("--daemon", action="store_true", help="go to the background once mounted")
+    m.add_argument("-v", "--verbose", action="count", default=0, help="log what happens (INFO)")
+    m.add_argument("--debug", action="store_true", help="log everything (DEBUG)")
+    m.add_argument("--log-file", help="log to this file instead of stderr")
+
+    u = sub.add_parser("umount", help="unmount and wait until the filesystem process has gone",
+                       description="Unmount MOUNTPOINT and wait until the rcfs process has exited. "
+                                   "Also clears a stale mount left by a crash.")
+    u.add_argument("mountpoint", type=Path)
+    u.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (default: 30)")
+
+    sub.add_parser("emulator", help="run the RingCentral API emulator (see rcfs emulator --help)",
+                   add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "emulator":
+        from .emulator.server import main as emulator_main
+        return emulator_main(argv[1:]) or 0
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "mount":
+            return cmd_mount(args)
+        if args.command == "umount":
+            return cmd_umount(args.mountpoint, args.timeout)
+    except (SettingsError,) as exc:
+        print(f"rcfs: {exc}", file=sys.stderr)
+        return 2
+    parser.print_help()
+    return 2
+
+
+# mount ------------------------------------------------------------------------------------
+
+def cmd_mount(args: argparse.Namespace) -> int:
+    import trio
+
+    from .mount import MountError, MountOptions, check_mountpoint, run_mount, start_demo_emulator
+
+    _setup_logging(args.verbose, args.debug, args.log_file)
+    unknown = [o for o in ",".join(args.fuse_opts).split(",") if o and o not in ("allow_other", "ro")]
+    if unknown:
+        raise SettingsError(f"unsupported -o option(s): {', '.join(unknown)} (supported: allow_other, ro)")
+    opts_o = set(",".join(args.fuse_opts).split(","))
+    mountpoint = args.mountpoint.expanduser().absolute()
+    try:
+        check_mountpoint(mountpoint, nonempty=args.nonempty)
+    except MountError as exc:
+        print(f"rcfs: {exc}", file=sys.stderr)
+        return 1
+
+    demo = None
+    state_dir = args.state_dir
+    try:
+        if args.demo:
+            from .api.client import Credentials
+            from .emulator.config import EmulatorConfig
+
+            demo = start_demo_emulator(["--scale", args.demo_scale])
+            cfg = EmulatorConfig()
+            creds = Credentials(server_url=demo.platform_url, client_id=cfg.client_id,
+                                client_secret=cfg.client_secret, jwt=cfg.jwt)
+            if state_dir is None:
+                # A fresh emulator has fresh tokens: never reuse a previous demo's.
+                import tempfile
+                state_dir = Path(tempfile.mkdtemp(prefix="rcfs-demo-state-"))
+            print(f"rcfs: demo emulator at {demo.platform_url} (media {demo.media_url})", file=sys.stderr)
+        else:
+            creds = settings.resolve_credentials(server_url=args.server_url, client_id=args.client_id,
+                                                 config_path=args.config)
+        options = MountOptions(
+            mountpoint=mountpoint, credentials=creds,
+            state_dir=(state_dir or settings.default_state_dir()).expanduser(),
+            since=settings.parse_since(args.since),
+            cache_bytes=settings.parse_size(args.cache_size),
+            block_size=settings.parse_size(args.block_size),
+            allow_other=args.allow_other or "allow_other" in opts_o,
+            read_only=args.read_only or "ro" in opts_o,
+            nonempty=args.nonempty,
+        )
+        ready_fd = _daemonize() if args.daemon else None
+
+        def ready() -> None:
+            print(f"rcfs: mounted on {mountpoint} (Ctrl-C or `rcfs umount {mountpoint}` to stop)",
+                  file=sys.stderr, flush=True)
+            if ready_fd is not None:
+                os.write(ready_fd, b"ok\n")
+                os.close(ready_fd)
+                _detach_stdio()
+
+        try:
+            trio.run(run_mount, options, ready)
+        except MountError as exc:
+            print(f"rcfs: {exc}", file=sys.stderr)
+            if ready_fd is not None:
+                os.write(ready_fd, f"{exc}\n".encode())
+            return 1
+        except KeyboardInterrupt:
+            pass
+        return 0
+    except (MountError, SettingsError) as exc:
+        print(f"rcfs: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if demo is not None:
+            demo.stop()
+
+
+def _daemonize() -> int:
+    """Fork; the parent waits until the child reports "mounted" (or an error) and exits."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid > 0:
+        os.close(write_fd)
+        with os.fdopen(read_fd) as fh:
+            message = fh.readline().strip()
+        if message == "ok":
+            os._exit(0)
+        print(f"rcfs: {message or 'the filesystem process exited before mounting'}", file=sys.stderr)
+        os._exit(1)
+    os.close(read_fd)
+    os.setsid()
+    return write_fd
+
+
+def _detach_stdio() -> None:
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1):
+        os.dup2(devnull, fd)
+    # stderr stays if logging goes to a file; otherwise detach it too.
+    if not any(isinstance(h, logging.FileHandler) for h in logging.getLogger().handlers):
+        os.dup2(devnull, 2)
+    os.close(devnull)
+
+
+# umount -------------------------------------------------------------------------------
+
+def cmd_umount(mountpoint: Path, timeout: float) -> int:
+    path = str(mountpoint.expanduser().absolute())
+    tool = shutil.which("fusermount3") or shutil.which("fusermount")
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ENOTCONN:
+            # A crashed filesystem: nothing to wait for, just detach it.
+            subprocess.run([tool or "umount", "-u", "-z", path] if tool else ["umount", "-l", path], check=False)
+            print(f"rcfs: cleared stale mount {path}", file=sys.stderr)
+            return 0
+        print(f"rcfs: {path}: {exc.strerror}", file=sys.stderr)
+        return 1
+    try:
+        pid = int(os.getxattr(path, "user.rc.pid"))
+    except OSError:
+        print(f"rcfs: {path} is not an rcfs mount", file=sys.stderr)
+        return 1
+    cmd = [tool, "-u", path] if tool else ["umount", path]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        print(f"rcfs: unmount failed: {result.stderr.strip()} (files still open? try: fuser -vm {path})",
+              file=sys.stderr)
+        return 1
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _pid_alive(pid):
+            return 0
+        time.sleep(0.05)
+    print(f"rcfs: unmounted, but process {pid} is still running after {timeout:.0f} s", file=sys.stderr)
+    return 1
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+if __name__ == "__main__":
+    sys.exit(main())

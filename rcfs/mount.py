@@ -1,0 +1,225 @@
+"""Mount lifecycle: check the mountpoint, log in, mount, serve, unmount.
+
+Shape borrowed from s3ql's mount: one trio nursery owns the reader's background tasks,
+the signal watcher and the catalog's background work; SIGINT/SIGTERM end the pyfuse3 loop;
+a clean end unmounts. After an unexpected crash the mountpoint is deliberately left
+mounted-but-dead (reads fail loudly) rather than silently empty, because a mirroring job
+(`rsync --delete` from the mount) would otherwise delete its copy; `rcfs umount` clears it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import errno
+import hashlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Callable
+
+import pyfuse3
+import trio
+
+from .api.auth import TokenStore
+from .api.client import Credentials, RingCentralClient
+from .api.errors import ApiError, AuthError
+from .catalog import Catalog
+from .fs import Operations
+from .reader import Reader
+from .state import StateStore
+from .tree import Tree
+
+log = logging.getLogger(__name__)
+
+
+class MountError(Exception):
+    """Mounting cannot go ahead; the message tells the user what to do."""
+
+
+@dataclasses.dataclass
+class MountOptions:
+    mountpoint: Path
+    credentials: Credentials
+    state_dir: Path
+    since: dt.datetime
+    cache_bytes: int = 256 << 20
+    block_size: int = 1 << 20
+    allow_other: bool = False
+    read_only: bool = False
+    message_ttl: float = 30.0
+    recording_ttl: float = 300.0
+    nonempty: bool = False
+
+
+def check_mountpoint(path: Path, *, nonempty: bool = False) -> None:
+    """Refuse stale, missing, non-directory and (unless asked) non-empty mountpoints."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ENOTCONN:
+            raise MountError(
+                f"{path} is a stale mount left by a crashed filesystem (Transport endpoint is not "
+                f"connected). Clear it with: rcfs umount {path}   (or: fusermount3 -u -z {path})") from None
+        if exc.errno == errno.ENOENT:
+            raise MountError(f"mountpoint {path} does not exist; create it with: mkdir -p {path}") from None
+        raise MountError(f"cannot use mountpoint {path}: {exc.strerror}") from None
+    if not os.path.isdir(path):
+        raise MountError(f"mountpoint {path} is not a directory")
+    if os.path.ismount(path) and _is_fuse_mount(path):
+        raise MountError(f"{path} is already a FUSE mount; unmount it first: rcfs umount {path}")
+    if not nonempty and any(os.scandir(path)):
+        raise MountError(f"mountpoint {path} is not empty; rcfs would hide its files. "
+                         "Use an empty directory (or --nonempty if you really mean it)")
+
+
+def _is_fuse_mount(path: Path) -> bool:
+    target = os.path.realpath(path)
+    try:
+        with open("/proc/self/mounts") as fh:
+            for line in fh:
+                fields = line.split()
+                if len(fields) > 2 and fields[1] == target and fields[2].startswith("fuse"):
+                    return True
+    except OSError:
+        pass
+    return False
+
+
+def account_key(creds: Credentials) -> str:
+    """A short, non-secret directory name for one account/app pair."""
+    raw = f"{creds.server_url}\0{creds.client_id}\0{creds.jwt}".encode()
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+async def _watch_signals(cancel: Callable[[], None]) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        async for signum in signals:
+            log.info("received %s: unmounting", signal.Signals(signum).name)
+            cancel()
+            return
+
+
+async def run_mount(opts: MountOptions, *, ready: Callable[[], None] = lambda: None) -> None:
+    """Mount and serve until unmounted or signalled. Raises MountError on setup failure."""
+    opts.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(opts.state_dir, 0o700)
+    acct_dir = opts.state_dir / account_key(opts.credentials)
+    acct_dir.mkdir(exist_ok=True, mode=0o700)
+    token_store = TokenStore(acct_dir / "tokens.json")
+    state = StateStore(acct_dir / "state.json")
+
+    async with RingCentralClient(opts.credentials, token_store=token_store) as client:
+        try:
+            await client.login()
+        except AuthError as exc:
+            raise MountError(f"login failed: {exc}") from None
+        except ApiError as exc:
+            raise MountError(f"cannot reach {opts.credentials.server_url}: {exc}") from None
+
+        tree = Tree(uid=os.getuid(), gid=os.getgid())
+        catalog = Catalog(client, tree, state, since=opts.since, message_ttl=opts.message_ttl,
+                          recording_ttl=opts.recording_ttl)
+        ops: Operations | None = None
+        reader = Reader(client, cache_bytes=opts.cache_bytes, block_size=opts.block_size,
+                        on_size=lambda key, size: ops.size_learned(key, size) if ops else None)
+        ops = Operations(tree, catalog, reader, state)
+
+        fuse_options = set(pyfuse3.default_options)
+        fuse_options |= {"fsname=rcfs", "subtype=rcfs", "noatime"}
+        if opts.allow_other:
+            fuse_options.add("allow_other")
+        if opts.read_only:
+            fuse_options.add("ro")
+        pyfuse3.init(ops, str(opts.mountpoint), fuse_options)
+        clean = False
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(reader.run)
+                nursery.start_soon(_watch_signals, pyfuse3.terminate)
+                nursery.start_soon(_background, catalog)
+                log.info("mounted %s on %s", opts.credentials.server_url, opts.mountpoint)
+                ready()
+                await pyfuse3.main()
+                nursery.cancel_scope.cancel()
+            clean = True
+        finally:
+            state.flush()
+            pyfuse3.close(unmount=clean)
+            if not clean:
+                log.error("rcfs stopped unexpectedly; clear the mountpoint with: rcfs umount %s",
+                          opts.mountpoint)
+
+
+async def _background(catalog: Catalog) -> None:
+    """Low-priority work: learn recording content types (names) without starving readers."""
+    await trio.sleep(2)
+    while True:
+        try:
+            if catalog.folders["recordings"].loaded_at is not None:
+                await catalog.resolve_recording_types()
+        except ApiError as exc:
+            log.debug("background work failed: %s", exc)
+        await trio.sleep(30)
+
+
+# ---------------------------------------------------------------------------------------
+# demo mode: a private emulator in a child process
+
+
+@dataclasses.dataclass
+class DemoServer:
+    process: subprocess.Popen
+    platform_url: str
+    media_url: str
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+
+
+def start_demo_emulator(extra_args: list[str] | None = None, timeout: float = 60.0) -> DemoServer:
+    """Start `python -m rcfs.emulator` on loopback and wait for its readiness line."""
+    import selectors
+    import time
+
+    cmd = [sys.executable, "-m", "rcfs.emulator", "--host", "127.0.0.1", "--port", "0",
+           "--media-port", "0", *(extra_args or [])]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise MountError(f"the demo emulator exited with status {proc.returncode}")
+            if not sel.select(timeout=0.5):
+                continue
+            line = proc.stdout.readline()
+            if "ready" in line:
+                fields = dict(part.split("=", 1) for part in line.split() if "=" in part)
+                # Keep reading its stdout so the emulator can never block on a full pipe.
+                threading.Thread(target=_drain, args=(proc.stdout,), daemon=True).start()
+                return DemoServer(proc, fields["platform"], fields["media"])
+        raise MountError("the demo emulator did not start within %d s" % timeout)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        sel.close()
+
+
+def _drain(stream) -> None:
+    for _ in stream:
+        pass

@@ -1,0 +1,191 @@
+"""The filesystem model: folders, files, inode numbers and readdir cookies.
+
+Synchronous on purpose: no method awaits, so under trio every mutation is atomic with
+respect to FUSE handlers (a `lookup` can never see a half-updated folder).
+
+Inode numbers are derived from a stable key (e.g. ``msg:123:456``), so the same
+message has the same inode across remounts. Readdir cookies are per-folder insertion
+sequence numbers: stable while entries come and go between two READDIR calls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import stat as stat_mod
+import time
+from typing import Iterator
+
+ROOT_INODE = 1
+
+
+def stable_inode(key: str, salt: int = 0) -> int:
+    """A 63-bit inode number from a key; never 0 or ROOT_INODE."""
+    digest = hashlib.blake2b(f"{salt}:{key}".encode(), digest_size=8).digest()
+    value = int.from_bytes(digest, "big") & ((1 << 63) - 1)
+    return value if value > ROOT_INODE else value + 2
+
+
+@dataclasses.dataclass(eq=False)
+class Node:
+    """Something with a name in a folder."""
+
+    key: str
+    name: str
+    mtime: float
+    inode: int = 0
+    parent: "Folder | None" = None
+    cookie: int = 0  # position in the parent's insertion order (readdir offset)
+    xattrs: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def is_dir(self) -> bool:
+        return False
+
+
+@dataclasses.dataclass(eq=False)
+class File(Node):
+    """A read-only file whose bytes live at `url` on the media host.
+
+    `size` is None until known (recordings and attachments without `size`): see
+    `rcfs.fs` for how that is presented to the kernel.
+    """
+
+    url: str = ""
+    size: int | None = None
+    content_type: str | None = None
+    inline: bytes | None = None  # small content we already have (no request needed)
+
+    @property
+    def size_known(self) -> bool:
+        return self.size is not None or self.inline is not None
+
+    @property
+    def apparent_size(self) -> int:
+        if self.inline is not None:
+            return len(self.inline)
+        return self.size or 0
+
+
+@dataclasses.dataclass(eq=False)
+class Folder(Node):
+    """A directory. Children are kept in insertion order; `cookie` numbers never reuse."""
+
+    children: dict[str, Node] = dataclasses.field(default_factory=dict)
+    next_cookie: int = 1
+    writable: bool = False
+
+    @property
+    def is_dir(self) -> bool:
+        return True
+
+    def entries_after(self, cookie: int) -> Iterator[Node]:
+        """Children whose cookie is greater than `cookie`, in cookie order."""
+        # dicts keep insertion order and cookies grow with insertion, so this is sorted.
+        for child in self.children.values():
+            if child.cookie > cookie:
+                yield child
+
+
+class Tree:
+    """The inode table plus the folder hierarchy.
+
+    Nodes removed from a folder stay in the inode table while the kernel still holds
+    a lookup reference to them (see `forget`), so open files keep working.
+    """
+
+    def __init__(self, *, uid: int, gid: int) -> None:
+        self.uid = uid
+        self.gid = gid
+        self.mount_time = time.time()
+        self.root = Folder(key="root", name="", mtime=self.mount_time, inode=ROOT_INODE)
+        self.nodes: dict[int, Node] = {ROOT_INODE: self.root}
+        self.lookups: dict[int, int] = {}
+
+    # building ----------------------------------------------------------------
+    def _assign_inode(self, node: Node) -> None:
+        salt = 0
+        while True:
+            ino = stable_inode(node.key, salt)
+            other = self.nodes.get(ino)
+            if other is None or other is node or other.key == node.key:
+                node.inode = ino
+                return
+            salt += 1  # a 63-bit collision: astronomically rare, but stay correct
+
+    def add(self, folder: Folder, node: Node) -> Node:
+        """Put `node` into `folder` (replacing a node of the same key and name)."""
+        existing = folder.children.get(node.name)
+        if existing is not None and existing.key == node.key:
+            return existing
+        if existing is not None:
+            raise ValueError(f"name collision in {folder.name!r}: {node.name!r}")
+        self._assign_inode(node)
+        old = self.nodes.get(node.inode)
+        if old is not None and old is not node and old.key == node.key:
+            # Same object re-listed after it had been removed but not yet forgotten.
+            node = old
+        node.parent = folder
+        node.cookie = folder.next_cookie
+        folder.next_cookie += 1
+        folder.children[node.name] = node
+        self.nodes[node.inode] = node
+        return node
+
+    def remove(self, folder: Folder, name: str) -> Node | None:
+        """Take `name` out of `folder`; the inode lives on until forgotten."""
+        node = folder.children.pop(name, None)
+        if node is None:
+            return None
+        if self.lookups.get(node.inode, 0) == 0:
+            self._drop(node)
+        return node
+
+    def _drop(self, node: Node) -> None:
+        if node.inode == ROOT_INODE:
+            return
+        if node.parent is not None and node.parent.children.get(node.name) is node:
+            return  # still linked
+        self.nodes.pop(node.inode, None)
+        if isinstance(node, Folder):
+            for child in list(node.children.values()):
+                node.children.pop(child.name, None)
+                if self.lookups.get(child.inode, 0) == 0:
+                    self._drop(child)
+
+    def mkdir(self, parent: Folder, name: str, key: str, *, mtime: float | None = None,
+              writable: bool = False) -> Folder:
+        existing = parent.children.get(name)
+        if isinstance(existing, Folder):
+            return existing
+        folder = Folder(key=key, name=name, mtime=mtime or self.mount_time, writable=writable)
+        return self.add(parent, folder)  # type: ignore[return-value]
+
+    # queries -------------------------------------------------------------------
+    def get(self, inode: int) -> Node | None:
+        return self.nodes.get(inode)
+
+    def child(self, folder: Folder, name: str) -> Node | None:
+        return folder.children.get(name)
+
+    # kernel reference counting --------------------------------------------------
+    def remember(self, node: Node) -> None:
+        """The kernel learned about `node` (lookup / readdirplus entry)."""
+        if node.inode != ROOT_INODE:
+            self.lookups[node.inode] = self.lookups.get(node.inode, 0) + 1
+
+    def forget(self, inode: int, count: int) -> None:
+        remaining = self.lookups.get(inode, 0) - count
+        if remaining > 0:
+            self.lookups[inode] = remaining
+            return
+        self.lookups.pop(inode, None)
+        node = self.nodes.get(inode)
+        if node is not None and (node.parent is None or node.parent.children.get(node.name) is not node):
+            self._drop(node)
+
+    # attributes ----------------------------------------------------------------------
+    def mode(self, node: Node) -> int:
+        if isinstance(node, Folder):
+            return stat_mod.S_IFDIR | (0o700 if node.writable else 0o500)
+        return stat_mod.S_IFREG | 0o400
