@@ -129,6 +129,8 @@ def attachment_name(file_name: object, index: int, content_type: str | None) -> 
     ext = extension_for(content_type)
     stem = ""
     if isinstance(file_name, str) and file_name:
+        # A name with directories in it means its last component (`a/b/c.jpg` -> `c.jpg`).
+        file_name = re.split(r"[/\\]", file_name)[-1]
         stem = safe_component(file_name, fallback="", max_bytes=MAX_COMPONENT_BYTES - 16)
         # Drop an extension that disagrees with the real type, keep a matching one once.
         lowered = stem.lower()
