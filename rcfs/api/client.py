@@ -14,28 +14,77 @@ INTERFACE CONTRACT (the FUSE side codes against exactly this; keep it stable):
             s.total ; async for piece in s.aiter_bytes(): ...
 
 Every method raises only `rcfs.api.errors.ApiError` subclasses.
+
+Also available: `get_message(id)`, `get_recording(id)`, `update_message(id, read_status)`,
+`delete_message(id, purge=False)`, `send_fax(...)`, `send_mms(...)`,
+`upload_greeting(...)`, `logout()`, `rc.stats` (ClientStats), `rc.governor.budget(group)`
+and `rc.budget_for(url)` (the Budget of the group a URL belongs to).
+
+How one call runs (`_request`): take a valid access token (auth.py: proactive,
+single-flight refresh) → wait for a slot in the URL's rate-limit group (governor.py)
+→ send over the one shared `httpx.AsyncClient` (keep-alive, every phase timed out) →
+on 401 renew the token once and resend; on 429 let the governor block the group for
+Retry-After and resend (bounded); on 5xx or a transport error back off and resend
+(bounded by attempts and total time; POSTs only when the server cannot have acted) →
+map what is left to a domain error. httpx exceptions never leave this module.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import dataclasses
 import datetime as dt
-import enum
-from typing import AsyncIterator
+import json as jsonlib
+import logging
+import random
+import re
+import time
+from typing import Any, AsyncIterator, Callable, Iterable, Mapping, Sequence
+from urllib.parse import urlsplit
 
 import httpx
+import trio
 
+from .auth import TokenManager, TokenStore
+from .errors import (
+    ApiError,
+    AuthError,
+    BadResponse,
+    NetworkError,
+    NotFound,
+    RangeNotSatisfiable,
+    RateLimited,
+    Rejected,
+    ServerError,
+)
+from .governor import Budget, Group, Priority, RateGovernor
+from .retry import RetryPolicy, is_retryable_transport_error, never_reached_server
 
-class Priority(enum.IntEnum):
-    """Lower value goes first when a rate-limit group is short of budget."""
+log = logging.getLogger(__name__)
 
-    FOREGROUND = 0  # a reader is blocked on this (read(), open(), readdir())
-    READAHEAD = 1  # speculative: yields when the group's budget runs low
-    BACKGROUND = 2  # refreshes, probes
+__all__ = [
+    "Chunk",
+    "ClientStats",
+    "Credentials",
+    "Priority",
+    "RingCentralClient",
+    "Stream",
+    "SyncResult",
+    "classify",
+]
+
+EXTENSION_PATH = "/restapi/v1.0/account/~/extension/~"
+ACCOUNT_PATH = "/restapi/v1.0/account/~"
+DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=30.0, write=30.0, pool=30.0)
+MAX_PAGES = 10_000  # a server whose nextPage never ends must not keep us forever
+_ERROR_BODY_LIMIT = 64 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
 class Credentials:
+    """What identifies the app and the user; secrets never appear in its repr."""
+
     server_url: str  # e.g. https://platform.ringcentral.com (no trailing slash needed)
     client_id: str
     client_secret: str
@@ -47,8 +96,13 @@ class Credentials:
 
 @dataclasses.dataclass
 class SyncResult:
-    records: list[dict]  # full records; deleted ones may be just {id, availability}
+    """One message-sync answer: records (deleted ones may be just {id, availability})."""
+
+    records: list[dict]
     sync_token: str
+    sync_type: str = ""
+    sync_time: str | None = None
+    older_records_exist: bool = False
 
 
 @dataclasses.dataclass
@@ -82,3 +136,825 @@ class Stream:
 
     def aiter_bytes(self) -> AsyncIterator[bytes]:
         raise NotImplementedError
+
+
+@dataclasses.dataclass
+class ClientStats:
+    """Counters since the client was created (for logs, tests and benchmarks)."""
+
+    requests: dict[str, int] = dataclasses.field(default_factory=dict)  # sent, per group
+    statuses: dict[int, int] = dataclasses.field(default_factory=dict)  # answers per status
+    rate_limited: int = 0  # 429 answers seen
+    retries: int = 0  # requests re-sent after a 5xx, transport error, 401 or 429
+    transport_errors: int = 0
+    bytes_received: int = 0  # response bodies (media and JSON)
+    bytes_sent: int = 0  # request bodies
+
+    @property
+    def total_requests(self) -> int:
+        """All requests sent, every group together."""
+        return sum(self.requests.values())
+
+
+# -- rate-limit group of each operation (CONTRACT §4.4) ---------------------------------
+
+_ALL = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"})
+_ROUTES: list[tuple[str, re.Pattern[str], frozenset[str], Group]] = [
+    (kind, re.compile(pattern), methods, group)
+    for kind, pattern, methods, group in [
+        ("oauth", r"^/restapi/oauth/", _ALL, Group.AUTH),
+        ("message-content", r"/message-store/[^/]+/content/[^/]+/?$", _ALL, Group.MEDIUM),
+        ("message-list", r"/message-store/?$", frozenset({"GET"}), Group.LIGHT),
+        ("message-modify", r"/message-store(/[^/]+)?/?$", _ALL - {"GET"}, Group.MEDIUM),
+        ("message-read", r"/message-store/[^/]+/?$", frozenset({"GET"}), Group.LIGHT),
+        ("message-sync", r"/message-sync/?$", _ALL, Group.LIGHT),
+        ("call-log", r"/call-log(-sync)?(/[^/]+)?/?$", _ALL, Group.HEAVY),
+        ("recording-content", r"/recording/[^/]+/content/?$", _ALL, Group.HEAVY),
+        ("recording", r"/recording/[^/]+/?$", _ALL, Group.HEAVY),
+        ("call-recordings", r"/call-recordings/?$", _ALL, Group.HEAVY),
+        ("fax", r"/extension/[^/]+/fax/?$", _ALL, Group.HEAVY),
+        ("sms", r"/extension/[^/]+/(sms|mms|company-pager)/?$", _ALL, Group.MEDIUM),
+        ("greeting-content", r"/greeting/[^/]+/content/?$", _ALL, Group.HEAVY),
+        ("user-greeting-create", r"/extension/[^/]+/greeting/?$", frozenset({"POST"}), Group.HEAVY),
+        ("company-greeting-create", r"/account/[^/]+/greeting/?$", frozenset({"POST"}), Group.MEDIUM),
+        ("greeting-read", r"/greeting/[^/]+/?$", frozenset({"GET"}), Group.MEDIUM),
+        ("dictionary-greeting", r"^/restapi/v1\.0/dictionary/greeting", _ALL, Group.MEDIUM),
+        ("fax-cover-page", r"^/restapi/v1\.0/dictionary/fax-cover-page", _ALL, Group.LIGHT),
+        ("message-store-report", r"/message-store-report", _ALL, Group.HEAVY),
+        ("phone-number", r"/extension/[^/]+/phone-number/?$", _ALL, Group.LIGHT),
+        ("extension", r"^/restapi/v1\.0/account/[^/]+(/extension/[^/]+)?/?$", frozenset({"GET"}), Group.LIGHT),
+        ("api-versions", r"^/restapi/?$", _ALL, Group.NONE),
+    ]
+]
+
+
+def classify(method: str, url: str) -> tuple[str, Group]:
+    """The operation kind and rate-limit group of a request (CONTRACT §4.4).
+
+    Unknown routes count as Heavy: pacing them too slowly costs time, too fast a 429.
+    """
+    path = urlsplit(url).path or "/"
+    m = method.upper()
+    for kind, pattern, methods, group in _ROUTES:
+        if m in methods and pattern.search(path):
+            return kind, group
+    return "other", Group.HEAVY
+
+
+def format_time(value: dt.datetime | str) -> str:
+    """RingCentral's timestamp form (UTC, milliseconds, `Z`); naive datetimes are UTC."""
+    if isinstance(value, str):
+        return value
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    value = value.astimezone(dt.timezone.utc)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def _safe_url(url: str | httpx.URL) -> str:
+    """Scheme, host and path only: query strings may carry anything."""
+    parts = urlsplit(str(url))
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
+def _content_range(value: str | None) -> tuple[int, int, int | None] | None:
+    """Parse `bytes a-b/N` (or `/*`) into (a, b, N or None); None if malformed."""
+    if not value:
+        return None
+    m = re.fullmatch(r"\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*", value)
+    if not m:
+        return None
+    a, b = int(m.group(1)), int(m.group(2))
+    total = None if m.group(3) == "*" else int(m.group(3))
+    if b < a or (total is not None and b >= total):
+        return None
+    return a, b, total
+
+
+def _unsatisfied_total(value: str | None) -> int | None:
+    """The N of `Content-Range: bytes */N` (a 416 answer), None if absent or malformed."""
+    if not value:
+        return None
+    m = re.fullmatch(r"\s*bytes\s+\*/(\d+)\s*", value)
+    return int(m.group(1)) if m else None
+
+
+async def _raw_pieces(resp: httpx.Response) -> AsyncIterator[bytes]:
+    """The body as it arrives; a body that is already in memory comes as one piece."""
+    if resp.is_stream_consumed:
+        try:
+            content = resp.content  # e.g. MockTransport answers: read at construction
+        except httpx.ResponseNotRead:
+            raise RuntimeError("response body was already consumed") from None
+        if content:
+            yield content
+        return
+    async for piece in resp.aiter_raw():
+        yield piece
+
+
+def _content_length(headers: httpx.Headers) -> int | None:
+    raw = headers.get("content-length")
+    if raw is None:
+        return None
+    try:
+        n = int(raw)
+    except ValueError:
+        raise BadResponse("malformed Content-Length header") from None
+    if n < 0:
+        raise BadResponse("negative Content-Length header")
+    return n
+
+
+class _ResponseStream(Stream):
+    """The Stream handed out by `RingCentralClient.stream` (wraps one httpx response)."""
+
+    def __init__(
+        self,
+        response: httpx.Response,
+        *,
+        start: int,
+        total: int | None,
+        content_type: str | None,
+        piece_timeout: float,
+        stats: ClientStats,
+        scrub: Callable[[str], str],
+    ) -> None:
+        self.start = start
+        self.total = total
+        self.content_type = content_type
+        self.received = 0
+        self._response = response
+        self._piece_timeout = piece_timeout
+        self._stats = stats
+        self._scrub = scrub
+        self._pieces: AsyncIterator[bytes] | None = None
+
+    def __repr__(self) -> str:
+        return f"Stream(start={self.start}, total={self.total}, received={self.received})"
+
+    async def _close_pieces(self) -> None:
+        pieces, self._pieces = self._pieces, None
+        aclose = getattr(pieces, "aclose", None)
+        if aclose is not None:
+            try:
+                await aclose()
+            except (httpx.HTTPError, RuntimeError):
+                pass
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        """Body pieces as they arrive; NetworkError if the connection drops or stalls."""
+        if self._pieces is not None:
+            raise RuntimeError("Stream.aiter_bytes() can only be iterated once")
+        self._pieces = pieces = _raw_pieces(self._response)
+        while True:
+            try:
+                with trio.fail_after(self._piece_timeout):
+                    piece = await pieces.__anext__()
+            except StopAsyncIteration:
+                return
+            except trio.TooSlowError:
+                raise NetworkError(
+                    f"stream stalled: no data for {self._piece_timeout:g} s after {self.received} bytes"
+                ) from None
+            except httpx.HTTPError as exc:
+                raise NetworkError(
+                    self._scrub(f"stream dropped after {self.received} bytes: {type(exc).__name__}: {exc}")
+                ) from None
+            if piece:
+                self.received += len(piece)
+                self._stats.bytes_received += len(piece)
+                yield piece
+
+
+class RingCentralClient:
+    """Async client for the subset of the RingCentral API rcfs needs.
+
+    ```
+    async with RingCentralClient(creds, token_store=TokenStore(path)) as rc:
+        faxes = await rc.list_messages("Fax", date_from=since)
+    ```
+
+    **Parameters:**
+    * `credentials`: app and user credentials (`Credentials`).
+    * `token_store`: persists tokens across runs (None: memory only, login every run).
+    * `transport` / `mounts`: passed to `httpx.AsyncClient` (tests route hosts to the
+      emulator's ASGI apps; production passes nothing).
+    * `timeout`: httpx timeout for every request (float or `httpx.Timeout`).
+    * `retry`: `RetryPolicy` bounds for 5xx, transport errors and 429s.
+    * `governor`: a `RateGovernor` (one is created when omitted).
+    * `max_connections`: HTTP keep-alive pool size.
+    * `wall_clock`: epoch seconds for token expiry (tests inject one).
+    """
+
+    def __init__(
+        self,
+        credentials: Credentials,
+        *,
+        token_store: TokenStore | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        mounts: Mapping[str, httpx.AsyncBaseTransport] | None = None,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        governor: RateGovernor | None = None,
+        max_connections: int = 32,
+        user_agent: str = "rcfs/0.1",
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.credentials = dataclasses.replace(credentials, server_url=credentials.server_url.rstrip("/"))
+        self.timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
+        self.retry = retry or RetryPolicy()
+        self.governor = governor or RateGovernor()
+        self.stats = ClientStats()
+        self._rng = random.Random()
+        self._learned_groups: dict[str, Group] = {}
+        self._http = httpx.AsyncClient(
+            transport=transport,
+            mounts=dict(mounts) if mounts else None,
+            timeout=self.timeout,
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            headers={"User-Agent": user_agent},
+            trust_env=False,  # never pick up proxies or .netrc credentials from the environment
+            follow_redirects=False,
+        )
+        self.auth = TokenManager(
+            self.credentials,
+            request_token=self._token_request,
+            revoke=self._revoke_request,
+            store=token_store,
+            wall_clock=wall_clock,
+        )
+
+    def __repr__(self) -> str:
+        return f"RingCentralClient({self.credentials.server_url!r})"
+
+    async def __aenter__(self) -> RingCentralClient:
+        await self._http.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool (tokens stay persisted for the next run)."""
+        with trio.CancelScope(shield=True):
+            await self._http.aclose()
+
+    # -- typed calls: messages ---------------------------------------------------------
+
+    async def list_messages(
+        self,
+        message_type: str | Sequence[str] | None = None,
+        date_from: dt.datetime | str | None = None,
+        date_to: dt.datetime | str | None = None,
+        per_page: int = 1000,
+        *,
+        availability: str | Sequence[str] | None = None,
+        direction: str | None = None,
+        priority: Priority = Priority.FOREGROUND,
+    ) -> list[dict]:
+        """Every message of the given type(s) in [date_from, date_to], all pages followed.
+
+        `date_from` is always sent (the server's silent default is the last 24 hours);
+        when omitted it means "the beginning" (1970).
+        """
+        params: list[tuple[str, str]] = self._types("messageType", message_type)
+        params.append(("dateFrom", format_time(date_from or dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc))))
+        if date_to is not None:
+            params.append(("dateTo", format_time(date_to)))
+        params += self._types("availability", availability)
+        if direction:
+            params.append(("direction", direction))
+        params.append(("perPage", str(max(1, min(1000, per_page)))))
+        return await self._all_pages(f"{EXTENSION_PATH}/message-store", params, priority)
+
+    async def sync_messages(
+        self,
+        message_type: str | Sequence[str] | None = None,
+        date_from: dt.datetime | str | None = None,
+        date_to: dt.datetime | str | None = None,
+        *,
+        sync_token: str | None = None,
+        record_count: int | None = None,
+        priority: Priority = Priority.BACKGROUND,
+    ) -> SyncResult:
+        """Message sync: FSync without `sync_token`, ISync with it (CONTRACT §7).
+
+        An expired or invalid token raises `Rejected` with code "MSG-333": do a FSync.
+        """
+        params: list[tuple[str, str]] = []
+        if sync_token:
+            params.append(("syncType", "ISync"))
+            params.append(("syncToken", sync_token))
+            if date_from is not None:
+                params.append(("dateFrom", format_time(date_from)))
+        else:
+            params.append(("syncType", "FSync"))
+            params += self._types("messageType", message_type)
+            params.append(("dateFrom", format_time(date_from or dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc))))
+            if date_to is not None:
+                params.append(("dateTo", format_time(date_to)))
+        if record_count is not None:
+            params.append(("recordCount", str(record_count)))
+        body = await self._json("GET", f"{EXTENSION_PATH}/message-sync", params=params, priority=priority)
+        records = body.get("records")
+        info = body.get("syncInfo")
+        if not isinstance(records, list) or not isinstance(info, dict) or not isinstance(info.get("syncToken"), str):
+            raise BadResponse("message-sync answer lacks records or syncInfo.syncToken")
+        return SyncResult(
+            records=records,
+            sync_token=info["syncToken"],
+            sync_type=str(info.get("syncType") or ""),
+            sync_time=info.get("syncTime"),
+            older_records_exist=bool(info.get("olderRecordsExist")),
+        )
+
+    async def get_message(self, message_id: str | int, *, priority: Priority = Priority.FOREGROUND) -> dict:
+        """One message record (`GET …/message-store/{id}`); NotFound if unknown."""
+        return await self._json("GET", f"{EXTENSION_PATH}/message-store/{message_id}", priority=priority)
+
+    async def update_message(self, message_id: str | int, read_status: str) -> dict:
+        """Set `readStatus` ("Read"/"Unread"); returns the updated record."""
+        return await self._json(
+            "PUT", f"{EXTENSION_PATH}/message-store/{message_id}", json={"readStatus": read_status}
+        )
+
+    async def delete_message(self, message_id: str | int, *, purge: bool = False) -> None:
+        """Delete a message (to Deleted; Purged when `purge` or already deleted)."""
+        params = [("purge", "true")] if purge else None
+        await self._request("DELETE", f"{EXTENSION_PATH}/message-store/{message_id}", params=params)
+
+    # -- typed calls: call log and recordings ---------------------------------------------
+
+    async def list_call_log(
+        self,
+        date_from: dt.datetime | str | None = None,
+        date_to: dt.datetime | str | None = None,
+        *,
+        per_page: int = 1000,
+        priority: Priority = Priority.FOREGROUND,
+    ) -> list[dict]:
+        """Every call that has a recording in [date_from, date_to], all pages followed."""
+        params = [
+            ("dateFrom", format_time(date_from or dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc))),
+            ("recordingType", "All"),
+            ("perPage", str(max(1, min(1000, per_page)))),
+        ]
+        if date_to is not None:
+            params.insert(1, ("dateTo", format_time(date_to)))
+        return await self._all_pages(f"{EXTENSION_PATH}/call-log", params, priority)
+
+    async def get_recording(self, recording_id: str | int, *, priority: Priority = Priority.FOREGROUND) -> dict:
+        """Recording metadata {id, contentUri, contentType, duration} (Heavy group)."""
+        return await self._json("GET", f"{ACCOUNT_PATH}/recording/{recording_id}", priority=priority)
+
+    # -- media ------------------------------------------------------------------------------
+
+    async def fetch(
+        self,
+        url: str,
+        start: int = 0,
+        end: int | None = None,
+        priority: Priority = Priority.FOREGROUND,
+    ) -> Chunk:
+        """One ranged GET of media: bytes [start, end] (inclusive), or [start, EOF) if end is None.
+
+        206 → Chunk at the Content-Range start (may be shorter than asked); 200 → the whole
+        body at start 0; 416 → RangeNotSatisfiable with the size when the server said.
+        """
+        if start < 0 or (end is not None and end < start):
+            raise ValueError(f"bad range {start}-{end}")
+        headers = {"Range": f"bytes={start}-" if end is None else f"bytes={start}-{end}", "Accept-Encoding": "identity"}
+        resp = await self._request("GET", url, headers=headers, priority=priority, media=True)
+        start_at, total = self._media_position(resp)
+        return Chunk(data=resp.content, start=start_at, total=total, content_type=resp.headers.get("content-type"))
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, url: str, start: int = 0, priority: Priority = Priority.READAHEAD
+    ) -> AsyncIterator[Stream]:
+        """Open `GET url` with `Range: bytes=start-` and yield a Stream once headers arrived.
+
+        The connection is released on exit, also when the caller is cancelled.
+        """
+        if start < 0:
+            raise ValueError(f"bad stream start {start}")
+        headers = {"Range": f"bytes={start}-", "Accept-Encoding": "identity"}
+        resp = await self._request("GET", url, headers=headers, priority=priority, media=True, stream=True)
+        handle: _ResponseStream | None = None
+        try:
+            start_at, total = self._media_position(resp)
+            handle = _ResponseStream(
+                resp,
+                start=start_at,
+                total=total,
+                content_type=resp.headers.get("content-type"),
+                piece_timeout=self.timeout.read or 30.0,
+                stats=self.stats,
+                scrub=self._scrub,
+            )
+            yield handle
+        finally:
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = trio.current_time() + 5.0
+                if handle is not None:
+                    await handle._close_pieces()
+            await self._close_response(resp)
+
+    def budget_for(self, url: str, method: str = "GET") -> Budget:
+        """The rate-limit budget of the group `url` belongs to (e.g. to size read-ahead)."""
+        kind, group = classify(method, url)
+        return self.governor.budget(self._learned_groups.get(kind, group))
+
+    # -- sending ------------------------------------------------------------------------------
+
+    async def send_fax(
+        self,
+        to: Sequence[str],
+        files: Sequence[tuple[str, bytes, str | None]],
+        *,
+        cover_index: int | None = None,
+        cover_page_text: str | None = None,
+        resolution: str | None = None,
+        send_time: dt.datetime | str | None = None,
+    ) -> dict:
+        """Send a fax: `files` are (file name, bytes, MIME type or None). Returns FaxResponse.
+
+        Multipart like the official SDK: a `json` envelope part, then `attachment` parts.
+        """
+        envelope: dict[str, Any] = {"to": [{"phoneNumber": n} for n in to]}
+        if cover_index is not None:
+            envelope["coverIndex"] = cover_index
+        if cover_page_text is not None:
+            envelope["coverPageText"] = cover_page_text
+        if resolution is not None:
+            envelope["faxResolution"] = resolution
+        if send_time is not None:
+            envelope["sendTime"] = format_time(send_time)
+        return await self._multipart(f"{EXTENSION_PATH}/fax", envelope, files, "attachment")
+
+    async def send_mms(
+        self,
+        from_number: str,
+        to: Sequence[str],
+        files: Sequence[tuple[str, bytes, str | None]],
+        *,
+        text: str | None = None,
+    ) -> dict:
+        """Send an MMS (`POST …/mms`): attachments plus optional text. Returns the record."""
+        envelope: dict[str, Any] = {
+            "from": {"phoneNumber": from_number},
+            "to": [{"phoneNumber": n} for n in to],
+        }
+        if text:
+            envelope["text"] = text
+        return await self._multipart(f"{EXTENSION_PATH}/mms", envelope, files, "attachment")
+
+    async def send_sms(self, from_number: str, to: Sequence[str], text: str) -> dict:
+        """Send a plain SMS (JSON body). Returns the message record."""
+        body = {"from": {"phoneNumber": from_number}, "to": [{"phoneNumber": n} for n in to], "text": text}
+        return await self._json("POST", f"{EXTENSION_PATH}/sms", json=body)
+
+    async def upload_greeting(
+        self,
+        greeting_type: str,
+        audio: tuple[str, bytes, str | None],
+        *,
+        answering_rule_id: str | None = None,
+        apply: bool | None = None,
+    ) -> dict:
+        """Upload a custom user greeting (`type` e.g. "Voicemail"; audio MP3 or WAV)."""
+        envelope: dict[str, Any] = {"type": greeting_type}
+        if answering_rule_id is not None:
+            envelope["answeringRule"] = {"id": answering_rule_id}
+        params = None if apply is None else [("apply", "true" if apply else "false")]
+        return await self._multipart(f"{EXTENSION_PATH}/greeting", envelope, [audio], "binary", params=params)
+
+    async def logout(self) -> None:
+        """Revoke the session on the server (errors ignored) and forget the stored tokens."""
+        await self.auth.logout()
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _types(name: str, value: str | Sequence[str] | None) -> list[tuple[str, str]]:
+        if value is None:
+            return []
+        if isinstance(value, str):
+            return [(name, value)]
+        return [(name, v) for v in value]
+
+    def _url(self, url: str) -> str:
+        if url.startswith(("http://", "https://")):
+            return url
+        if not url.startswith("/"):
+            url = "/" + url
+        return self.credentials.server_url + url
+
+    def _scrub(self, text: str) -> str:
+        for secret in self.auth.secrets():
+            if len(secret) >= 4:
+                text = text.replace(secret, "***")
+        return text
+
+    async def _json(self, method: str, url: str, **kw: Any) -> dict:
+        resp = await self._request(method, url, **kw)
+        return self._decode(resp, method, url)
+
+    def _decode(self, resp: httpx.Response, method: str, url: str) -> dict:
+        try:
+            body = jsonlib.loads(resp.content)
+        except (ValueError, UnicodeDecodeError):
+            raise BadResponse(
+                f"{method} {_safe_url(url)}: answer is not JSON", status=resp.status_code
+            ) from None
+        if not isinstance(body, dict):
+            raise BadResponse(f"{method} {_safe_url(url)}: answer is not a JSON object", status=resp.status_code)
+        return body
+
+    async def _all_pages(self, path: str, params: list[tuple[str, str]], priority: Priority) -> list[dict]:
+        records: list[dict] = []
+        url: str | None = path
+        seen: set[str] = set()
+        query: list[tuple[str, str]] | None = params
+        for _ in range(MAX_PAGES):
+            assert url is not None
+            body = await self._json("GET", url, params=query, priority=priority)
+            page = body.get("records")
+            if not isinstance(page, list):
+                raise BadResponse(f"GET {_safe_url(self._url(path))}: answer lacks a records list")
+            records.extend(r for r in page if isinstance(r, dict))
+            nav = body.get("navigation")
+            nxt = nav.get("nextPage") if isinstance(nav, dict) else None
+            nxt_uri = nxt.get("uri") if isinstance(nxt, dict) else None
+            if not nxt_uri or not page:
+                return records
+            if not isinstance(nxt_uri, str) or nxt_uri in seen:
+                raise BadResponse(f"GET {_safe_url(self._url(path))}: paging loops or is malformed")
+            seen.add(nxt_uri)
+            url, query = nxt_uri, None  # nextPage.uri already carries the whole query
+        raise BadResponse(f"GET {_safe_url(self._url(path))}: more than {MAX_PAGES} pages")
+
+    async def _multipart(
+        self,
+        path: str,
+        envelope: dict[str, Any],
+        files: Iterable[tuple[str, bytes, str | None]],
+        part_name: str,
+        params: list[tuple[str, str]] | None = None,
+    ) -> dict:
+        parts: list[tuple[str, tuple[str, bytes] | tuple[str, bytes, str]]] = [
+            ("json", ("request.json", jsonlib.dumps(envelope).encode(), "application/json"))
+        ]
+        for name, data, ctype in files:
+            parts.append((part_name, (name, data, ctype) if ctype else (name, data)))
+        return await self._json("POST", path, files=parts, params=params)
+
+    def _media_position(self, resp: httpx.Response) -> tuple[int, int | None]:
+        """(offset of the body's first byte, file size or None) for a 200/206 answer."""
+        if resp.status_code == 206:
+            parsed = _content_range(resp.headers.get("content-range"))
+            if parsed is None:
+                raise BadResponse("206 answer with a missing or malformed Content-Range", status=206)
+            return parsed[0], parsed[2]
+        return 0, _content_length(resp.headers)
+
+    async def _close_response(self, resp: httpx.Response) -> None:
+        # Shielded, with its own deadline: a cancelled reader must still give the
+        # connection back, and a stuck close must not hang the cancellation.
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + 5.0
+            try:
+                await resp.aclose()
+            except httpx.HTTPError:
+                pass
+
+    async def _token_request(self, form: dict[str, str]) -> Any:
+        resp = await self._request(
+            "POST", "/restapi/oauth/token", data=form, auth=False, basic=True, idempotent=True
+        )
+        try:
+            return jsonlib.loads(resp.content)
+        except (ValueError, UnicodeDecodeError):
+            raise BadResponse("token endpoint answered something that is not JSON", status=resp.status_code) from None
+
+    async def _revoke_request(self, token: str) -> None:
+        policy = dataclasses.replace(self.retry, attempts=1, max_429=0)
+        await self._request("POST", "/restapi/oauth/revoke", data={"token": token}, auth=False, basic=True, policy=policy)
+
+    async def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Sequence[tuple[str, str]] | None = None,
+        headers: Mapping[str, str] | None = None,
+        json: Any = None,
+        data: Mapping[str, str] | None = None,
+        files: Any = None,
+        priority: Priority = Priority.FOREGROUND,
+        auth: bool = True,
+        basic: bool = False,
+        stream: bool = False,
+        media: bool = False,
+        idempotent: bool | None = None,
+        policy: RetryPolicy | None = None,
+    ) -> httpx.Response:
+        """Send one logical request with auth, pacing and bounded retries.
+
+        Returns a 2xx response (body read unless `stream`; then the caller closes it).
+        Raises only ApiError subclasses.
+        """
+        policy = policy or self.retry
+        full_url = self._url(url)
+        where = f"{method} {_safe_url(full_url)}"
+        kind, group = classify(method, full_url)
+        if idempotent is None:
+            idempotent = method.upper() in ("GET", "PUT", "DELETE", "HEAD")
+        started = trio.current_time()
+        attempt = 0
+        renewed = False
+        seen_429 = 0
+        while True:
+            token = await self.auth.access_token() if auth else None
+            try:
+                request = self._http.build_request(
+                    method,
+                    full_url,
+                    params=params,
+                    headers=self._headers(headers, token, basic),
+                    json=json,
+                    data=data,
+                    files=files,
+                )
+            except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+                raise BadResponse(self._scrub(f"{where}: unusable URL ({type(exc).__name__})")) from None
+            group = self._learned_groups.get(kind, group)
+            ticket = await self.governor.acquire(group, priority)
+            if auth:
+                # The wait for a slot may have outlasted a refresh done by another task.
+                latest = self.auth.current()
+                if latest is not None and latest != token:
+                    token = latest
+                    request.headers["Authorization"] = self.auth.authorization(token)
+            attempt += 1
+            self.stats.requests[group.value] = self.stats.requests.get(group.value, 0) + 1
+            if attempt > 1 or seen_429 or renewed:
+                self.stats.retries += 1
+            self.stats.bytes_sent += int(request.headers.get("content-length") or 0)
+            failure: httpx.HTTPError | None = None
+            resp: httpx.Response | None = None
+            try:
+                resp = await self._http.send(request, stream=True)
+            except httpx.HTTPError as exc:
+                failure = exc
+            finally:
+                if resp is None:
+                    self.governor.release(ticket)
+            if resp is not None:
+                self.governor.observe(ticket, resp.status_code, resp.headers)
+                self._learn_group(kind, group, resp.headers)
+                self.stats.statuses[resp.status_code] = self.stats.statuses.get(resp.status_code, 0) + 1
+                if 200 <= resp.status_code < 300:
+                    if auth:
+                        self.auth.mark_verified()
+                    if stream:
+                        log.debug("%s -> %d (streaming)", where, resp.status_code)
+                        return resp
+                    try:
+                        await resp.aread()
+                    except httpx.HTTPError as exc:
+                        failure = exc
+                    finally:
+                        await self._close_response(resp)
+                    if failure is None:
+                        self.stats.bytes_received += len(resp.content)
+                        log.debug("%s -> %d (%d bytes)", where, resp.status_code, len(resp.content))
+                        return resp
+                else:
+                    body = await self._error_body(resp)
+                    status = resp.status_code
+                    log.debug("%s -> %d", where, status)
+                    if status == 401 and auth and not renewed:
+                        renewed = True
+                        assert token is not None
+                        log.info("%s: 401, renewing the access token once", where)
+                        await self.auth.on_unauthorized(token)
+                        continue
+                    if status == 429:
+                        seen_429 += 1
+                        self.stats.rate_limited += 1
+                        wait = self.governor.retry_after(resp.headers)
+                        if seen_429 > policy.max_429 or (wait is not None and wait > policy.max_penalty):
+                            raise self._error(RateLimited, where, status, body, resp.headers)
+                        log.info("%s: 429, group %s blocked; will resend", where, group.value)
+                        continue
+                    if status >= 500 and (idempotent or status == 503) and attempt < policy.attempts:
+                        delay = policy.backoff(attempt, self.governor.retry_after(resp.headers), self._rng)
+                        if trio.current_time() + delay - started <= policy.total:
+                            log.info("%s: HTTP %d, retry %d in %.2f s", where, status, attempt, delay)
+                            await trio.sleep(delay)
+                            continue
+                    raise self._map_error(where, status, body, resp.headers)
+            # No usable answer: a transport error before or during the body.
+            assert failure is not None
+            self.stats.transport_errors += 1
+            desc = f"{type(failure).__name__}"
+            retryable = is_retryable_transport_error(failure) and (idempotent or never_reached_server(failure))
+            if retryable and attempt < policy.attempts:
+                delay = policy.backoff(attempt, None, self._rng)
+                if trio.current_time() + delay - started <= policy.total:
+                    log.info("%s: %s, retry %d in %.2f s", where, desc, attempt, delay)
+                    await trio.sleep(delay)
+                    continue
+            if isinstance(failure, httpx.DecodingError):
+                raise BadResponse(self._scrub(f"{where}: undecodable body ({desc})"))
+            raise NetworkError(self._scrub(f"{where}: {desc} after {attempt} attempt(s)"))
+
+    def _headers(self, extra: Mapping[str, str] | None, token: str | None, basic: bool) -> dict[str, str]:
+        headers = dict(extra or {})
+        if token is not None:
+            headers["Authorization"] = self.auth.authorization(token)
+        elif basic:
+            pair = f"{self.credentials.client_id}:{self.credentials.client_secret}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
+        return headers
+
+    def _learn_group(self, kind: str, assumed: Group, headers: httpx.Headers) -> None:
+        told = Group.from_header(headers.get("x-rate-limit-group"))
+        if told is not None and told is not assumed and self._learned_groups.get(kind) is not told:
+            log.info("server puts %s requests in group %s (assumed %s)", kind, told.value, assumed.value)
+            self._learned_groups[kind] = told
+
+    async def _error_body(self, resp: httpx.Response) -> bytes:
+        """Read at most 64 KiB of an error answer, then close it."""
+        data = b""
+        try:
+            async with contextlib.aclosing(_raw_pieces(resp)) as pieces:
+                async for piece in pieces:
+                    data += piece
+                    if len(data) >= _ERROR_BODY_LIMIT:
+                        break
+        except httpx.HTTPError:
+            pass
+        finally:
+            await self._close_response(resp)
+        self.stats.bytes_received += len(data)
+        return data[:_ERROR_BODY_LIMIT]
+
+    def _map_error(self, where: str, status: int, body: bytes, headers: httpx.Headers) -> ApiError:
+        if status == 401 or (status == 400 and "/restapi/oauth/" in where and self._oauth_error(body) == "invalid_client"):
+            return self._error(AuthError, where, status, body, headers)
+        if status == 404:
+            return self._error(NotFound, where, status, body, headers)
+        if status == 416:
+            err = self._error(RangeNotSatisfiable, where, status, body, headers)
+            assert isinstance(err, RangeNotSatisfiable)
+            err.total = _unsatisfied_total(headers.get("content-range"))
+            return err
+        if status == 429:
+            return self._error(RateLimited, where, status, body, headers)
+        if status >= 500:
+            return self._error(ServerError, where, status, body, headers)
+        if 400 <= status < 500:
+            return self._error(Rejected, where, status, body, headers)
+        return self._error(BadResponse, where, status, body, headers)  # 1xx/3xx: not expected
+
+    @staticmethod
+    def _oauth_error(body: bytes) -> str | None:
+        try:
+            doc = jsonlib.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return doc.get("error") if isinstance(doc, dict) and isinstance(doc.get("error"), str) else None
+
+    def _error(self, cls: type[ApiError], where: str, status: int, body: bytes, headers: httpx.Headers) -> ApiError:
+        code, message = self._parse_error(body)
+        text = f"{where}: HTTP {status}"
+        if code:
+            text += f" {code}"
+        if message:
+            text += f": {message[:300]}"
+        text = self._scrub(text)
+        if cls is RangeNotSatisfiable:
+            return RangeNotSatisfiable(text, code=code)
+        return cls(text, status=status, code=code)
+
+    @staticmethod
+    def _parse_error(body: bytes) -> tuple[str | None, str | None]:
+        """(first errors[].errorCode, its message) of a RingCentral error body."""
+        try:
+            doc = jsonlib.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return None, None
+        if not isinstance(doc, dict):
+            return None, None
+        errors = doc.get("errors")
+        if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+            first = errors[0]
+            code = first.get("errorCode")
+            msg = first.get("message")
+            return (str(code) if code else None), (str(msg) if msg else None)
+        code = doc.get("errorCode") or doc.get("error")
+        msg = doc.get("message") or doc.get("error_description")
+        return (str(code) if code else None), (str(msg) if msg else None)
