@@ -475,3 +475,249 @@ def test_greeting_upload(account: Account):
     expect_error(400, "CMN-101", new_greeting, account,
                  greeting_request([upload("x.mp3", mp3)]))
     expect_error(400, "CMN-101", new_greeting, account, greeting_request([], type="Voicemail"))
+
+
+# ============================================================================ over HTTP
+# The real Emulator apps, in process over httpx's ASGI transport (the store clock is
+# injectable only in process); tests/test_emulator_sdk.py and the curl test below cover
+# real loopback HTTP.
+
+import httpx  # noqa: E402
+
+from rcfs.emulator.app import Emulator  # noqa: E402
+
+PLATFORM, MEDIA = "http://platform.test", "http://media.test"
+EXT = "/restapi/v1.0/account/~/extension/~"
+
+
+@dataclasses.dataclass
+class Api:
+    """An authenticated httpx client on an in-process Emulator."""
+
+    emu: Emulator
+    client: httpx.AsyncClient
+    clock: Clock
+
+    async def post(self, path: str, **kw) -> httpx.Response:
+        return await self.client.post(PLATFORM + EXT + path, **kw)
+
+    async def get(self, url: str, **kw) -> httpx.Response:
+        return await self.client.get(url if url.startswith("http") else PLATFORM + EXT + url, **kw)
+
+
+@pytest.fixture
+async def api(clock: Clock):
+    config = EmulatorConfig(send_delay=2.0, rate_limits=False)
+    emu = Emulator(config, Store(main_number=MAIN, now=clock))
+    emu.platform_base, emu.media_base = PLATFORM, MEDIA
+    mounts = {PLATFORM: httpx.ASGITransport(emu.platform_app),
+              MEDIA: httpx.ASGITransport(emu.media_app)}
+    async with httpx.AsyncClient(mounts=mounts, timeout=10) as client:
+        r = await client.post(PLATFORM + "/restapi/oauth/token",
+                              auth=(config.client_id, config.client_secret),
+                              data={"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer",
+                                    "assertion": config.jwt})
+        assert r.status_code == 200, r.text
+        client.headers["Authorization"] = "Bearer " + r.json()["access_token"]
+        yield Api(emu, client, clock)
+
+
+def assert_error(r: httpx.Response, status: int, code: str) -> dict:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    body = r.json()
+    assert body["errors"][0]["errorCode"] == code, body
+    assert body["errorCode"] and body["message"] and body["errors"][0]["message"]
+    return body
+
+
+async def check_fax_response(api: Api, r: httpx.Response, docs: list[tuple[str, bytes]]) -> dict:
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["type"], body["direction"], body["messageStatus"]) == ("Fax", "Outbound", "Queued")
+    assert body["faxPageCount"] == 0
+    assert body["uri"] == f"{PLATFORM}{api.emu.extension_path}/message-store/{body['id']}"
+    assert [a["filename"] for a in body["attachments"]] == [name for name, _ in docs]
+    assert all("fileName" not in a for a in body["attachments"])
+    for att, (_, data) in zip(body["attachments"], docs):
+        assert att["uri"].startswith(MEDIA + "/") and att["size"] == len(data)
+        content = await api.get(att["uri"])
+        assert content.status_code == 200 and content.content == data
+        assert content.headers["content-type"].startswith(att["contentType"])
+    return body
+
+
+async def test_fax_shape_1_flat_form_fields(api: Api):
+    doc = pdf(2)
+    r = await api.post("/fax", data={"to": ["18005554567", "+16505550199"],
+                                     "faxResolution": "High", "coverIndex": "0"},
+                       files=[("attachment", ("scan.pdf", doc, "application/pdf")),
+                              ("attachment", ("notes.txt", b"hello\nworld\n", "text/plain"))])
+    body = await check_fax_response(api, r, [("scan.pdf", doc), ("notes.txt", b"hello\nworld\n")])
+    assert [t["phoneNumber"] for t in body["to"]] == ["+18005554567", "+16505550199"]
+    assert body["faxResolution"] == "High" and body["coverIndex"] == 0
+    assert [a["contentType"] for a in body["attachments"]] == ["application/pdf", "text/plain"]
+
+
+async def test_fax_shape_2_multipart_mixed_json_envelope(api: Api):
+    doc = b"Dear sir,\r\nplease find\r\n"
+    envelope = {"to": [{"phoneNumber": "18005554567", "name": "Bob"}], "faxResolution": "Low",
+                "coverPageText": "urgent"}
+    body = mixed_body("mixed-boundary-1", [
+        (["Content-Type: application/json"], json.dumps(envelope).encode()),
+        (['Content-Disposition: attachment; filename="fax.txt"', "Content-Type: text/plain"], doc),
+    ])
+    r = await api.post("/fax", content=body,
+                       headers={"Content-Type": "multipart/mixed; boundary=mixed-boundary-1"})
+    out = await check_fax_response(api, r, [("fax.txt", doc)])
+    assert out["to"][0] == {"phoneNumber": "+18005554567", "name": "Bob", "messageStatus": "Queued"}
+    assert out["coverPageText"] == "urgent"
+
+
+async def test_fax_shape_3_sdk_builder_and_lazy_transition(api: Api):
+    from ringcentral import SDK
+    builder = SDK("id", "secret", PLATFORM).create_multipart_builder()
+    builder.set_body({"to": [{"phoneNumber": "+15551230001"}]})
+    builder.add(("report.pdf", pdf(3)))  # no MIME type: the part has no Content-Type
+    prep = builder.request(PLATFORM + EXT + "/fax").prepare()
+    r = await api.post("/fax", content=prep.body,
+                       headers={"Content-Type": prep.headers["Content-Type"]})
+    body = await check_fax_response(api, r, [("report.pdf", pdf(3))])
+    assert body["attachments"][0]["contentType"] == "application/pdf"
+
+    sync = (await api.get("/message-sync", params={"syncType": "FSync",
+                                                   "dateFrom": "2026-01-01T00:00:00Z"})).json()
+    assert [m["id"] for m in sync["records"]] == [body["id"]]
+    api.clock.advance(1)
+    assert (await api.get(f"/message-store/{body['id']}")).json()["messageStatus"] == "Queued"
+    api.clock.advance(1.5)
+    msg = (await api.get(f"/message-store/{body['id']}")).json()
+    assert (msg["messageStatus"], msg["faxPageCount"]) == ("Sent", 4)
+    assert msg["to"][0]["messageStatus"] == "Sent"
+    isync = (await api.get("/message-sync", params={"syncType": "ISync",
+                                                    "syncToken": sync["syncInfo"]["syncToken"]}))
+    assert [(m["id"], m["messageStatus"]) for m in isync.json()["records"]] == [(body["id"], "Sent")]
+
+
+async def test_fax_failure_and_resend_over_http(api: Api):
+    r = await api.post("/fax", data={"to": "+15550000666"},
+                       files={"attachment": ("a.txt", b"text\n")})
+    assert r.status_code == 200
+    fid = r.json()["id"]
+    r = await api.post("/fax", json={"originalMessageId": str(fid)})
+    assert_error(r, 406, "MSG-343")
+    api.clock.advance(3)
+    failed = (await api.get(f"/message-store/{fid}")).json()
+    assert failed["messageStatus"] == "SendingFailed"
+    assert failed["to"][0]["faxErrorCode"] == "NoAnswer"
+    r = await api.post("/fax", json={"originalMessageId": str(fid),
+                                     "to": [{"phoneNumber": "+15551230001"}]})
+    assert r.status_code == 200, r.text
+    assert r.json()["attachments"][0]["filename"] == "a.txt"
+    api.clock.advance(3)
+    assert (await api.get(f"/message-store/{r.json()['id']}")).json()["messageStatus"] == "Sent"
+
+
+async def test_fax_errors_over_http(api: Api):
+    files = {"attachment": ("a.pdf", pdf(1), "application/pdf")}
+    assert_error(await api.post("/fax", files=files), 400, "CMN-101")
+    only_fields = mixed_body("b", [(['Content-Disposition: form-data; name="to"'], b"+15551230001")])
+    body = assert_error(await api.post("/fax", content=only_fields,
+                                       headers={"Content-Type": "multipart/form-data; boundary=b"}),
+                        400, "CMN-101")
+    assert body["errors"][0]["parameterName"] == "attachment"
+    assert_error(await api.post("/fax", data={"to": "+15551230001"}), 415, "CMN-104")  # urlencoded
+    assert_error(await api.post("/fax", data={"to": "+15551230001"},
+                                files={"attachment": ("a.pdf", b"")}), 400, "MSG-347")
+    assert_error(await api.post("/fax", data={"to": "+15551230001"},
+                                files={"attachment": ("a.pdf", ELF, "application/pdf")}),
+                 415, "MSG-348")
+    bad_envelope = mixed_body("b", [(["Content-Type: application/json"], b"{oops"),
+                                    (['Content-Disposition: attachment; filename="a.txt"'], b"x")])
+    assert_error(await api.post("/fax", content=bad_envelope,
+                                headers={"Content-Type": "multipart/mixed; boundary=b"}),
+                 400, "MSG-349")
+    no_disposition = mixed_body("b", [(["Content-Type: application/json"], b'{"to":["+15551230001"]}'),
+                                      (["Content-Type: text/plain"], b"x")])
+    assert_error(await api.post("/fax", content=no_disposition,
+                                headers={"Content-Type": "multipart/mixed; boundary=b"}),
+                 400, "MSG-350")
+    no_filename = mixed_body("b", [(["Content-Type: application/json"], b'{"to":["+15551230001"]}'),
+                                   (["Content-Disposition: attachment"], b"x")])
+    assert_error(await api.post("/fax", content=no_filename,
+                                headers={"Content-Type": "multipart/mixed; boundary=b"}),
+                 400, "MSG-351")
+    assert_error(await api.post("/fax", content=b"to=1", headers={"Content-Type": "text/plain"}),
+                 415, "CMN-104")
+    assert_error(await api.post("/fax", content=b"--b\r\nbroken",
+                                headers={"Content-Type": "multipart/form-data; boundary=b"}),
+                 400, "CMN-104")
+    assert_error(await api.post("/fax", json={"originalMessageId": "42"}), 404, "CMN-102")
+    assert_error(await api.post("/fax", content=b"[1]", headers={"Content-Type": "application/json"}),
+                 400, "CMN-103")
+    assert api.emu.store.messages == {}
+
+
+async def test_sms_and_mms_over_http(api: Api):
+    r = await api.post("/sms", json={"from": {"phoneNumber": MAIN},
+                                     "to": [{"phoneNumber": "+15551230009"}], "text": "hello"})
+    assert r.status_code == 200, r.text
+    sms = r.json()
+    assert (sms["type"], sms["messageStatus"], sms["subject"]) == ("SMS", "Queued", "hello")
+    assert [a["type"] for a in sms["attachments"]] == ["Text"]
+    assert (await api.get(sms["attachments"][0]["uri"])).content == b"hello"
+
+    jpeg = media.image_jpeg(5).read(0, 10**7)
+    for path in ("/mms", "/sms"):  # the MMS alias and the SMS endpoint take the same multipart
+        r = await api.post(path, files=[
+            ("json", ("request.json", json.dumps({"from": {"phoneNumber": MAIN},
+                                                  "to": [{"phoneNumber": "+15551230009"}],
+                                                  "text": "pic"}), "application/json")),
+            ("attachment", ("photo.jpg", jpeg, "image/jpeg"))])
+        assert r.status_code == 200, r.text
+        mms = r.json()
+        assert [a["type"] for a in mms["attachments"]] == ["Text", "MmsAttachment"]
+        assert mms["conversationId"] == sms["conversationId"]
+        assert (await api.get(mms["attachments"][1]["uri"])).content == jpeg
+    api.clock.advance(2.5)
+    assert (await api.get(f"/message-store/{mms['id']}")).json()["messageStatus"] == "Sent"
+
+    envelope = json.dumps({"from": {"phoneNumber": MAIN}, "to": [{"phoneNumber": "+15551230009"}]})
+    assert_error(await api.post("/mms", files=[("json", ("request.json", envelope, "application/json"))]),
+                 400, "CMN-101")
+    assert_error(await api.post("/mms", files=[
+        ("json", ("request.json", envelope, "application/json")),
+        ("attachment", ("big.jpg", jpeg + bytes(1_500_001 - len(jpeg)), "image/jpeg"))]),
+        400, "MSG-337")
+    assert_error(await api.post("/mms", files=[
+        ("json", ("request.json", envelope, "application/json")),
+        ("attachment", ("x.jpg", ELF, "image/jpeg"))]), 415, "MSG-348")
+    assert_error(await api.post("/sms", json={"from": {"phoneNumber": MAIN},
+                                              "to": [{"phoneNumber": "+15551230009"}],
+                                              "text": "x" * 1001}), 400, "CMN-101")
+
+
+async def test_greeting_over_http(api: Api):
+    mp3 = media.audio_mp3(9, 3).read(0, 10**7)
+    r = await api.post("/greeting", files=[
+        ("json", ("request.json", json.dumps({"type": "Announcement"}), "application/json")),
+        ("binary", ("hello.mp3", mp3, "audio/mpeg"))])
+    assert r.status_code == 200, r.text
+    g = r.json()
+    assert (g["type"], g["contentType"]) == ("Announcement", "audio/mpeg")
+    assert "answeringRule" not in g
+    assert g["uri"] == f"{PLATFORM}{api.emu.extension_path}/greeting/{g['id']}"
+    content = await api.get(g["contentUri"])
+    assert content.status_code == 200 and content.content == mp3
+    assert (await api.get(g["uri"])).json() == g
+
+    wav = media.audio_wav(9, 1).read(0, 10**7)
+    r = await api.post("/greeting", data={"type": "Voicemail", "answeringRuleId": "business-hours-rule"},
+                       files={"binary": ("v.wav", wav)})
+    assert r.status_code == 200, r.text
+    assert r.json()["answeringRule"]["id"] == "business-hours-rule"
+    assert r.json()["contentType"] == "audio/wav"
+    assert_error(await api.post("/greeting", data={"type": "Voicemail"},
+                                files={"binary": ("v.mp3", pdf(1), "audio/mpeg")}), 415, "MSG-348")
+    assert_error(await api.post("/greeting", data={"type": "Nope"},
+                                files={"binary": ("v.mp3", mp3)}), 400, "CMN-101")

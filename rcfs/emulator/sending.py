@@ -596,7 +596,7 @@ async def create_greeting(emu: Any, request: Request) -> Response:
     except SendError as err:
         log.info("greeting refused: %s", err)
         return err.response(emu)
-    return _json_response(render_greeting(emu, greeting))
+    return _json_response(emu.render_greeting(greeting))
 
 
 def _answering_rule_id(req: SendRequest) -> str | None:
@@ -641,30 +641,9 @@ def new_greeting(emu: Any, req: SendRequest, *, apply: bool = True) -> Greeting:
     return greeting
 
 
-def render_greeting(emu: Any, greeting: Greeting) -> dict[str, Any]:
-    """`CustomUserGreetingInfo` JSON of a stored greeting."""
-    store: Store = emu.store
-    path = (f"/restapi/v1.0/account/{store.account_id}/extension/{store.extension_id}"
-            f"/greeting/{greeting.id}")
-    body: dict[str, Any] = {
-        "uri": emu.platform_base + path,
-        "id": greeting.id,
-        "type": greeting.type,
-        "contentType": greeting.media.content_type,
-        "contentUri": emu.media_base + path + "/content",
-    }
-    if greeting.answering_rule_id is not None:
-        body["answeringRule"] = {
-            "uri": (f"{emu.platform_base}/restapi/v1.0/account/{store.account_id}/extension/"
-                    f"{store.extension_id}/answering-rule/{greeting.answering_rule_id}"),
-            "id": greeting.answering_rule_id,
-        }
-    return body
-
-
 __all__ = [
     "SendError", "SendRequest", "Upload", "create_fax", "create_sms", "create_greeting",
     "settle_sends", "pending_count", "split_parts", "read_multipart", "new_fax", "resend_fax",
-    "new_sms", "new_greeting", "render_greeting", "normalize_phone", "parse_recipients",
+    "new_sms", "new_greeting", "normalize_phone", "parse_recipients",
     "conversation_id", "utf16_units",
 ]
