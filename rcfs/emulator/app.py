@@ -14,6 +14,389 @@ INTERFACE CONTRACT (sending.py and the tests rely on these names):
 The platform app serves /restapi/oauth/* and /restapi/v1.0/* JSON routes plus /_emulator/*
 (admin); the media app serves the content routes (message content, recording content,
 greeting content). Both count against the same rate limiter and token table.
+
+Also available (used by the route modules, usable by sending.py):
+
+    emu.config, emu.store, emu.tokens (auth.TokenTable), emu.limiter (ratelimit.RateLimiter)
+    emu.render_message(msg, single=True)     # single GET form (adds vmSideRecipients)
+    emu.render_call(call), emu.render_recording(rec), emu.render_greeting(greeting)
+    emu.extension_path / emu.account_path     # "/restapi/v1.0/account/<id>[/extension/<id>]"
+    raise ApiProblem(emu.api_error(...))     # inside a handler: answer with that error
+    emu.endpoint(name, group, handler, auth=...)  # wrap a handler(request, session) with
+                                             # stats, faults, auth and rate limiting
+
+Every request to a routed endpoint goes through `Emulator.endpoint`: count it, add the
+configured latency, maybe answer 503 (fault), authenticate, charge the rate-limit group
+(429 when over), run the handler, stamp the `X-Rate-Limit-*` headers on the answer.
 """
 
 from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import random
+import time
+from typing import Any, Awaitable, Callable, Literal
+
+import anyio
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from . import auth as auth_mod
+from .auth import AuthFailure, Session, TokenTable
+from .config import EmulatorConfig
+from .ratelimit import RateLimiter
+from .store import Attachment, CallRecord, Greeting, Message, Party, Recording, Store, iso
+
+log = logging.getLogger(__name__)
+
+AuthMode = Literal["bearer", "media", "client", "none"]
+Handler = Callable[[Request, "Session | None"], Awaitable[Response]]
+
+
+class ApiProblem(Exception):
+    """Raised inside a handler to answer with `response` (an `Emulator.api_error`)."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+@dataclasses.dataclass
+class Stats:
+    """Counters the admin endpoint reports (`GET /_emulator/stats`)."""
+
+    requests: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    groups: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    statuses: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    rate_limited: int = 0
+    bytes_served: int = 0
+    faults: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+
+    def reset(self) -> None:
+        """Zero every counter."""
+        self.requests.clear()
+        self.groups.clear()
+        self.statuses.clear()
+        self.faults.clear()
+        self.rate_limited = 0
+        self.bytes_served = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form: route names, groups (lower case) and statuses as string keys."""
+        return {
+            "requests": dict(self.requests),
+            "total_requests": sum(self.requests.values()),
+            "groups": {g.lower(): n for g, n in self.groups.items()},
+            "statuses": {str(s): n for s, n in sorted(self.statuses.items())},
+            "rate_limited": self.rate_limited,
+            "bytes_served": self.bytes_served,
+            "faults": dict(self.faults),
+        }
+
+
+class Emulator:
+    """One emulated RingCentral account served by a platform app and a media app.
+
+    `clock` (seconds, monotonic) drives token expiry and rate-limit windows; the
+    store's own `now` drives message times.
+    """
+
+    def __init__(self, config: EmulatorConfig, store: Store, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self.platform_base = "http://platform.rcfs-emulator.invalid"
+        self.media_base = "http://media.rcfs-emulator.invalid"
+        self.tokens = TokenTable(config, store.extension_id, clock)
+        self.limiter = RateLimiter(config, clock)
+        self.stats = Stats()
+        self.fault_rng = random.Random(config.faults.seed)
+        self.account_path = f"/restapi/v1.0/account/{store.account_id}"
+        self.extension_path = f"{self.account_path}/extension/{store.extension_id}"
+
+        from . import admin, media_routes, platform  # the route modules import this one
+
+        self.sync_tokens = platform.SyncTokens()
+        errors = {404: self._not_found, 405: self._not_allowed}
+        self.platform_app = Starlette(routes=platform.routes(self) + admin.routes(self),
+                                      exception_handlers=errors)
+        self.media_app = Starlette(routes=media_routes.routes(self), exception_handlers=errors)
+
+    # errors ----------------------------------------------------------------
+    def api_error(self, status: int, code: str, message: str, **extra: Any) -> Response:
+        """A RingCentral error body: `errorCode` + `message` on top, the same in `errors[]`.
+
+        `extra` (e.g. parameterName="dateFrom") goes into the error item and on top, as
+        the real API's legacy shape does.
+        """
+        item = {"errorCode": code, "message": message, **extra}
+        return JSONResponse({"errorCode": code, "message": message, "errors": [item], **extra},
+                            status_code=status)
+
+    async def _not_found(self, request: Request, exc: Exception) -> Response:
+        return self.api_error(404, "AGW-404", "Resource not found")
+
+    async def _not_allowed(self, request: Request, exc: Exception) -> Response:
+        return self.api_error(405, "CMN-120", f"Method {request.method} is not allowed here")
+
+    # auth ----------------------------------------------------------------------
+    def authenticate(self, request: Request, *, allow_query: bool = False) -> Session:
+        """The session of the request's access token; raises `AuthFailure` (a 401)."""
+        return auth_mod.authenticate(self, request, allow_query=allow_query)
+
+    # ids and urls --------------------------------------------------------------
+    def check_path_ids(self, request: Request) -> None:
+        """Reject account / extension ids in the path that are neither `~` nor ours."""
+        for name, ours in (("accountId", self.store.account_id),
+                           ("extensionId", self.store.extension_id)):
+            value = request.path_params.get(name)
+            if value is not None and value not in ("~", ours):
+                raise ApiProblem(self.api_error(404, "CMN-102", f"Resource for parameter [{name}] is not found",
+                                                parameterName=name, parameterValue=value))
+
+    def canonical_path(self, request: Request) -> str:
+        """The request path with `~` account / extension ids replaced by the real ones."""
+        path = request.url.path
+        path = path.replace("/account/~", f"/account/{self.store.account_id}", 1)
+        return path.replace("/extension/~", f"/extension/{self.store.extension_id}", 1)
+
+    def message_uri(self, msg_id: int) -> str:
+        """Absolute platform URI of one message."""
+        return f"{self.platform_base}{self.extension_path}/message-store/{msg_id}"
+
+    def attachment_uri(self, msg_id: int, att_id: int) -> str:
+        """Absolute media URI of one attachment's content."""
+        return f"{self.media_base}{self.extension_path}/message-store/{msg_id}/content/{att_id}"
+
+    # rendering -----------------------------------------------------------------
+    @staticmethod
+    def _party(p: Party) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if p.phone_number is not None:
+            out["phoneNumber"] = p.phone_number
+        if p.extension_number is not None:
+            out["extensionNumber"] = p.extension_number
+        if p.name is not None:
+            out["name"] = p.name
+        return out
+
+    def render_attachment(self, msg: Message, att: Attachment) -> dict[str, Any]:
+        """`MessageAttachmentInfo` JSON: size/fileName only when the store says so."""
+        out: dict[str, Any] = {
+            "id": att.id,
+            "uri": self.attachment_uri(msg.id, att.id),
+            "type": att.type,
+            "contentType": att.media.content_type if att.media is not None else "text/plain",
+        }
+        if att.vm_duration is not None:
+            out["vmDuration"] = att.vm_duration
+        if att.file_name is not None:
+            out["fileName"] = att.file_name
+        if att.expose_size and att.media is not None:
+            out["size"] = att.media.size
+        return out
+
+    def render_message(self, msg: Message, *, single: bool = False) -> dict[str, Any]:
+        """`GetMessageInfoResponse` JSON of a message (`single=True`: the single-GET form).
+
+        Purged messages have lost their attachments, so they render with none. The
+        single-GET form adds `vmSideRecipients`, which the spec marks required with at
+        least one item: the emulator lists the message's own recipients there.
+        """
+        to = []
+        for p in msg.to:
+            item = self._party(p)
+            if msg.direction == "Outbound":
+                item["messageStatus"] = msg.message_status
+                if msg.fax_error_code is not None:
+                    item["faxErrorCode"] = msg.fax_error_code
+            to.append(item)
+        out: dict[str, Any] = {
+            "uri": self.message_uri(msg.id),
+            "id": msg.id,
+            "extensionId": self.store.extension_id,
+            "type": msg.type,
+            "direction": msg.direction,
+            "availability": msg.availability,
+            "readStatus": msg.read_status,
+            "messageStatus": msg.message_status,
+            "priority": "Normal",
+            "creationTime": iso(msg.creation_time),
+            "lastModifiedTime": iso(msg.last_modified or msg.creation_time),
+            "from": self._party(msg.from_),
+            "to": to,
+            "attachments": [] if msg.availability == "Purged"
+            else [self.render_attachment(msg, a) for a in msg.attachments],
+        }
+        if msg.subject is not None:
+            out["subject"] = msg.subject
+        if msg.type == "Fax":
+            if msg.fax_page_count is not None:
+                out["faxPageCount"] = msg.fax_page_count
+            if msg.fax_resolution is not None:
+                out["faxResolution"] = msg.fax_resolution
+            if msg.cover_index is not None:
+                out["coverIndex"] = msg.cover_index
+            if msg.cover_page_text is not None:
+                out["coverPageText"] = msg.cover_page_text
+        if msg.type == "VoiceMail" and msg.vm_transcription_status is not None:
+            out["vmTranscriptionStatus"] = msg.vm_transcription_status
+        if msg.conversation_id is not None:
+            out["conversationId"] = msg.conversation_id
+            out["conversation"] = {
+                "id": str(msg.conversation_id),
+                "uri": f"{self.platform_base}/restapi/v1.0/conversation/{msg.conversation_id}",
+            }
+        if single:
+            out["vmSideRecipients"] = [self._party(p) for p in msg.to] or [self._party(msg.from_)]
+        return out
+
+    def recording_uri(self, rec_id: str) -> str:
+        """Absolute platform URI of a recording's metadata."""
+        return f"{self.platform_base}{self.account_path}/recording/{rec_id}"
+
+    def recording_content_uri(self, rec_id: str) -> str:
+        """Absolute media URI of a recording's audio."""
+        return f"{self.media_base}{self.account_path}/recording/{rec_id}/content"
+
+    def render_call(self, call: CallRecord, *, account_level: bool = False) -> dict[str, Any]:
+        """`CallLogRecord` JSON; the `recording` object carries no size (as the real API)."""
+        prefix = self.account_path if account_level else self.extension_path
+        out: dict[str, Any] = {
+            "uri": f"{self.platform_base}{prefix}/call-log/{call.id}",
+            "id": call.id,
+            "sessionId": call.session_id,
+            "startTime": iso(call.start_time),
+            "duration": call.duration,
+            "durationMs": call.duration * 1000,
+            "type": call.type,
+            "direction": call.direction,
+            "action": call.action,
+            "result": call.result,
+            "from": self._party(call.from_),
+            "to": self._party(call.to),
+            "extension": {"id": int(self.store.extension_id),
+                          "uri": f"{self.platform_base}{self.extension_path}"},
+        }
+        if call.recording is not None:
+            out["recording"] = {
+                "id": call.recording.id,
+                "uri": self.recording_uri(call.recording.id),
+                "type": call.recording.type,
+                "contentUri": self.recording_content_uri(call.recording.id),
+            }
+        if call.message_id is not None:
+            msg = self.store.messages.get(call.message_id)
+            out["message"] = {"id": str(call.message_id),
+                              "type": msg.type if msg is not None else "VoiceMail",
+                              "uri": self.message_uri(call.message_id)}
+        return out
+
+    def render_recording(self, rec: Recording) -> dict[str, Any]:
+        """`GetCallRecordingResponse` JSON: id, contentUri, contentType, duration."""
+        return {
+            "id": rec.id,
+            "contentUri": self.recording_content_uri(rec.id),
+            "contentType": rec.media.content_type,
+            "duration": rec.duration,
+        }
+
+    def render_greeting(self, greeting: Greeting) -> dict[str, Any]:
+        """`CustomUserGreetingInfo` JSON of a stored greeting."""
+        path = f"{self.extension_path}/greeting/{greeting.id}"
+        out: dict[str, Any] = {
+            "uri": f"{self.platform_base}{path}",
+            "id": greeting.id,
+            "type": greeting.type,
+            "contentType": greeting.media.content_type,
+            "contentUri": f"{self.media_base}{path}/content",
+        }
+        if greeting.answering_rule_id is not None:
+            out["answeringRule"] = {
+                "id": greeting.answering_rule_id,
+                "uri": f"{self.platform_base}{self.extension_path}/answering-rule/{greeting.answering_rule_id}",
+            }
+        return out
+
+    # faults --------------------------------------------------------------------
+    def reseed_faults(self) -> None:
+        """Restart the fault RNG from `config.faults.seed` (after a config change)."""
+        self.fault_rng = random.Random(self.config.faults.seed)
+
+    def fault_hits(self, rate: float) -> bool:
+        """Draw once from the fault RNG: True with probability `rate`."""
+        return rate > 0 and self.fault_rng.random() < rate
+
+    # the request pipeline ------------------------------------------------------
+    def settle_sends(self) -> None:
+        """Let sends whose time has come leave Queued (sending.py computes it lazily)."""
+        try:
+            from . import sending
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__package__}.sending":
+                raise
+            return
+        sending.settle_sends(self.store)
+
+    def rate_key(self, request: Request, session: Session | None) -> tuple[str, str]:
+        """(user, app) the rate limiter counts against."""
+        if session is not None:
+            return session.owner_id, session.client_id
+        return self.store.extension_id, auth_mod.basic_client_id(request) or ""
+
+    def endpoint(self, name: str, group: str | None, handler: Handler, *,
+                 auth: AuthMode = "bearer") -> Callable[[Request], Awaitable[Response]]:
+        """Wrap `handler(request, session)` into a Starlette endpoint.
+
+        `auth`: "bearer" (header only), "media" (header or `access_token` query),
+        "client" (OAuth endpoints: the handler checks client credentials itself) or
+        "none" (admin). `group` None means not throttled.
+        """
+
+        async def run(request: Request) -> Response:
+            self.stats.requests[name] += 1
+            faults = self.config.faults
+            if group is not None and faults.latency_ms > 0:
+                await anyio.sleep(faults.latency_ms / 1000.0)
+            if group is not None and self.fault_hits(faults.error_rate):
+                self.stats.faults["error"] += 1
+                response = self.api_error(503, "CMN-201", "Service Temporarily Unavailable")
+                self.stats.statuses[response.status_code] += 1
+                return response
+            decision = None
+            try:
+                session = None
+                if auth in ("bearer", "media"):
+                    session = self.authenticate(request, allow_query=auth == "media")
+                if group is not None:
+                    self.stats.groups[group] += 1
+                    decision = self.limiter.check(self.rate_key(request, session), group)
+                    if not decision.allowed:
+                        self.stats.rate_limited += 1
+                        response = self.api_error(429, "CMN-301", "Request rate exceeded")
+                        response.headers.update(decision.headers())
+                        self.stats.statuses[429] += 1
+                        return response
+                self.check_path_ids(request)
+                if group is not None:
+                    self.settle_sends()
+                response = await handler(request, session)
+            except (ApiProblem, AuthFailure) as exc:
+                response = exc.response
+            except HTTPException:
+                raise
+            except Exception:
+                log.exception("emulator handler %s failed", name)
+                response = self.api_error(500, "CMN-203", "Internal Server Error")
+            if decision is not None:
+                response.headers.update(decision.headers())
+            self.stats.statuses[response.status_code] += 1
+            return response
+
+        run.__name__ = name.replace("-", "_")
+        return run

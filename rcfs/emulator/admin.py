@@ -1,0 +1,233 @@
+"""Admin endpoints of the emulator (platform host, no auth: a loopback test tool).
+
+    GET  /_emulator/stats          {"requests": {route: n}, "total_requests", "groups":
+                                   {"light": n, ...}, "statuses": {"200": n, ...},
+                                   "rate_limited": n, "bytes_served": n, "faults": {kind: n}}
+    POST /_emulator/stats/reset    zero the counters (204)
+    GET  /_emulator/config         the live settings (same keys as below)
+    POST /_emulator/config         change settings at run time; JSON object with any of
+                                   window, limit_light, limit_medium, limit_heavy,
+                                   limit_auth, limits {light, medium, heavy, auth},
+                                   rate_limits, max_bytes_per_response, access_token_ttl,
+                                   refresh_token_ttl, refresh_grace, password_grant,
+                                   send_delay, failing_numbers, faults {latency_ms,
+                                   error_rate, reset_rate, truncate_rate, force_429, seed}.
+                                   Unknown keys are 400. Answers the new settings.
+    POST /_emulator/ratelimit/reset  forget all rate-limit counts and penalties (204)
+    POST /_emulator/messages       inject an inbound message (for sync tests): JSON
+                                   {"type": "SMS"|"Fax"|"VoiceMail", "from": "+1…",
+                                    "text": "…" (SMS), "pages": n (Fax), "seconds": n
+                                    (VoiceMail), "minutesAgo": n (default 0)} → 201 with
+                                   the message JSON
+    GET  /_emulator/info           ids, base URLs and counts of the seeded data
+
+None of these count against rate limits; they are counted in `requests` under
+their route names (`admin-*`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import importlib
+import json
+import logging
+import zlib
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from .app import ApiProblem
+from .auth import Session
+from .config import Faults
+from .store import Attachment, Message, Party
+
+if TYPE_CHECKING:
+    from .app import Emulator
+
+log = logging.getLogger(__name__)
+
+_NUMBERS = {"window": float, "limit_light": int, "limit_medium": int, "limit_heavy": int,
+            "limit_auth": int, "send_delay": float}
+_OPTIONAL_INTS = ("max_bytes_per_response", "access_token_ttl", "refresh_token_ttl")
+_BOOLS = ("rate_limits", "password_grant")
+_FAULTS = {"latency_ms": float, "error_rate": float, "reset_rate": float, "truncate_rate": float,
+           "force_429": int, "seed": int}
+
+
+def config_view(emu: Emulator) -> dict[str, Any]:
+    """The run-time settings as JSON."""
+    c = emu.config
+    out: dict[str, Any] = {k: getattr(c, k) for k in (*_NUMBERS, *_OPTIONAL_INTS, *_BOOLS)}
+    out["failing_numbers"] = list(c.failing_numbers)
+    out["refresh_grace"] = emu.tokens.refresh_grace
+    out["faults"] = dataclasses.asdict(c.faults)
+    return out
+
+
+def _bad(emu: Emulator, message: str) -> ApiProblem:
+    return ApiProblem(emu.api_error(400, "CMN-101", message))
+
+
+def _number(emu: Emulator, key: str, value: Any, kind: type) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _bad(emu, f"[{key}] must be a number")
+    if value < 0:
+        raise _bad(emu, f"[{key}] must not be negative")
+    return kind(value)
+
+
+def apply_config(emu: Emulator, body: dict[str, Any]) -> None:
+    """Validate all of `body` first, then change the live config (all or nothing)."""
+    updates: dict[str, Any] = {}
+    fault_updates: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for key, value in body.items():
+        if key in _NUMBERS:
+            updates[key] = _number(emu, key, value, _NUMBERS[key])
+        elif key == "limits":
+            if not isinstance(value, dict):
+                raise _bad(emu, "[limits] must be an object")
+            for group, limit in value.items():
+                name = f"limit_{str(group).lower()}"
+                if name not in _NUMBERS:
+                    raise _bad(emu, f"unknown rate-limit group [{group}]")
+                updates[name] = _number(emu, name, limit, int)
+        elif key in _OPTIONAL_INTS:
+            updates[key] = None if value is None else _number(emu, key, value, int)
+        elif key in _BOOLS:
+            if not isinstance(value, bool):
+                raise _bad(emu, f"[{key}] must be true or false")
+            updates[key] = value
+        elif key == "refresh_grace":
+            extra[key] = _number(emu, key, value, float)
+        elif key == "failing_numbers":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise _bad(emu, "[failing_numbers] must be a list of strings")
+            updates[key] = tuple(value)
+        elif key == "faults":
+            if not isinstance(value, dict):
+                raise _bad(emu, "[faults] must be an object")
+            for name, v in value.items():
+                if name not in _FAULTS:
+                    raise _bad(emu, f"unknown fault [{name}]")
+                fault_updates[name] = _number(emu, name, v, _FAULTS[name])
+                if name.endswith("_rate") and fault_updates[name] > 1:
+                    raise _bad(emu, f"[{name}] must be within [0, 1]")
+        else:
+            raise _bad(emu, f"unknown setting [{key}]")
+    if updates.get("window") == 0:
+        raise _bad(emu, "[window] must be positive")
+    for key, value in updates.items():
+        setattr(emu.config, key, value)
+    if fault_updates:
+        faults: Faults = emu.config.faults
+        for name, value in fault_updates.items():
+            setattr(faults, name, value)
+        emu.reseed_faults()
+    if "refresh_grace" in extra:
+        emu.tokens.refresh_grace = extra["refresh_grace"]
+    log.info("emulator config changed: %s", sorted(body))
+
+
+async def _json(emu: Emulator, request: Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.body() or b"{}")
+    except ValueError:
+        raise ApiProblem(emu.api_error(400, "CMN-103", "JSON body is unparsable")) from None
+    if not isinstance(body, dict):
+        raise _bad(emu, "body must be a JSON object")
+    return body
+
+
+def inject_message(emu: Emulator, body: dict[str, Any]) -> Message:
+    """Create an inbound message from the admin JSON (see the module docstring)."""
+    media = importlib.import_module("rcfs.emulator.media")
+    store = emu.store
+    kind = body.get("type", "SMS")
+    sender = str(body.get("from", "+16505550199"))
+    minutes = body.get("minutesAgo", 0)
+    if isinstance(minutes, bool) or not isinstance(minutes, (int, float)):
+        raise _bad(emu, "[minutesAgo] must be a number")
+    created = store.now() - dt.timedelta(minutes=minutes)
+    msg_id = store.new_id()
+    me = Party(phone_number=store.main_number, extension_number=store.extension_number)
+    try:
+        if kind == "SMS":
+            text = str(body.get("text", "Hello from the emulator"))
+            att = Attachment(id=msg_id, type="Text", media=media.text_plain(text), text=text)
+            msg = Message(id=msg_id, type="SMS", direction="Inbound", creation_time=created,
+                          from_=Party(phone_number=sender), to=[me], attachments=[att], subject=text,
+                          conversation_id=8_000_000_000_000_000_000 + zlib.crc32(sender.encode()))
+        elif kind == "Fax":
+            pages = int(body.get("pages", 1))
+            att = Attachment(id=msg_id, type="RenderedDocument", media=media.fax_pdf(msg_id, pages))
+            msg = Message(id=msg_id, type="Fax", direction="Inbound", creation_time=created,
+                          from_=Party(phone_number=sender), to=[me], attachments=[att],
+                          subject=sender, fax_page_count=pages, fax_resolution="High")
+        elif kind == "VoiceMail":
+            seconds = int(body.get("seconds", 5))
+            att = Attachment(id=msg_id, type="AudioRecording", media=media.audio_mp3(msg_id, seconds),
+                             vm_duration=seconds)
+            msg = Message(id=msg_id, type="VoiceMail", direction="Inbound", creation_time=created,
+                          from_=Party(phone_number=sender), to=[me], attachments=[att],
+                          subject=f"Voice message from {sender}", vm_transcription_status="NotAvailable")
+        else:
+            raise _bad(emu, f"[type] must be SMS, Fax or VoiceMail, not {kind!r}")
+    except AttributeError as exc:  # media factories not available in this build
+        raise ApiProblem(emu.api_error(501, "CMN-202", f"cannot build {kind} media: {exc}")) from None
+    return store.add_message(msg)
+
+
+def routes(emu: Emulator) -> list[BaseRoute]:
+    """The `/_emulator/*` routes."""
+
+    async def stats(request: Request, session: Session | None) -> Response:
+        return JSONResponse(emu.stats.as_dict())
+
+    async def stats_reset(request: Request, session: Session | None) -> Response:
+        emu.stats.reset()
+        return Response(status_code=204)
+
+    async def get_config(request: Request, session: Session | None) -> Response:
+        return JSONResponse(config_view(emu))
+
+    async def set_config(request: Request, session: Session | None) -> Response:
+        apply_config(emu, await _json(emu, request))
+        return JSONResponse(config_view(emu))
+
+    async def ratelimit_reset(request: Request, session: Session | None) -> Response:
+        emu.limiter.reset()
+        return Response(status_code=204)
+
+    async def messages(request: Request, session: Session | None) -> Response:
+        msg = inject_message(emu, await _json(emu, request))
+        return JSONResponse(emu.render_message(msg), status_code=201)
+
+    async def info(request: Request, session: Session | None) -> Response:
+        s = emu.store
+        return JSONResponse({
+            "platform": emu.platform_base,
+            "media": emu.media_base,
+            "account_id": s.account_id,
+            "extension_id": s.extension_id,
+            "messages": len(s.messages),
+            "calls": len(s.calls),
+            "recordings": len(s.recordings),
+            "greetings": len(s.greetings),
+        })
+
+    def r(path: str, name: str, handler, method: str) -> Route:
+        return Route(path, emu.endpoint(name, None, handler, auth="none"), methods=[method], name=name)
+
+    return [
+        r("/_emulator/stats", "admin-stats", stats, "GET"),
+        r("/_emulator/stats/reset", "admin-stats-reset", stats_reset, "POST"),
+        r("/_emulator/config", "admin-config", get_config, "GET"),
+        r("/_emulator/config", "admin-config-set", set_config, "POST"),
+        r("/_emulator/ratelimit/reset", "admin-ratelimit-reset", ratelimit_reset, "POST"),
+        r("/_emulator/messages", "admin-messages", messages, "POST"),
+        r("/_emulator/info", "admin-info", info, "GET"),
+    ]
