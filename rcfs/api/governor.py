@@ -209,9 +209,9 @@ class RateGovernor:
         (the caller decides whether to retry, and its retry then waits in `acquire`).
         """
         now = self._clock()
-        self._finish(ticket, now)
         group = Group.from_header(headers.get("x-rate-limit-group")) or ticket.group
         if group is Group.NONE:
+            self._finish(ticket, now)
             return
         st = self._groups[group]
         limit = self._int_header(headers, "x-rate-limit-limit")
@@ -227,6 +227,8 @@ class RateGovernor:
                 log.debug("rate group %s: window %.3g -> %.3g s", group.value, st.window, window)
             st.window = window
             st.learned = True
+        # After learning: the answered slot lives for the server's window, not our default.
+        self._finish(ticket, now)
         if remaining is not None and status != 429:
             self._reconcile(st, remaining, now)
         if status == 429:
