@@ -270,3 +270,15 @@ def test_extension_for() -> None:
     assert media.extension_for("Audio/X-WAV") == ".wav"
     assert media.extension_for("application/x-rcfs-unknown") == ".bin"
     assert media.from_bytes(b"abc", "application/octet-stream").read(1, 5) == b"bc"
+
+
+@pytest.mark.parametrize("which", sorted(LARGE))
+def test_chunk_cache_does_not_change_bytes(which: str) -> None:
+    obj = LARGE[which]()
+    spots = [len(obj.header) + i * media.CHUNK - 100 for i in range(1, 9)]
+    media._chunk_cache.clear()
+    forward = [obj.read(s, 200) for s in spots]
+    media._chunk_cache.clear()
+    backward = [obj.read(s, 200) for s in reversed(spots)][::-1]
+    assert forward == backward
+    assert len(set(forward)) == len(forward)
