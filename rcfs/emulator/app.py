@@ -18,7 +18,7 @@ greeting content). Both count against the same rate limiter and token table.
 Also available (used by the route modules, usable by sending.py):
 
     emu.config, emu.store, emu.tokens (auth.TokenTable), emu.limiter (ratelimit.RateLimiter)
-    emu.render_message(msg, single=True)     # single GET form (adds vmSideRecipients)
+    emu.render_message(msg, single=True)     # single GET form (same body; see spec_departures)
     emu.render_call(call), emu.render_recording(rec), emu.render_greeting(greeting)
     emu.extension_path / emu.account_path     # "/restapi/v1.0/account/<id>[/extension/<id>]"
     raise ApiProblem(emu.api_error(...))     # inside a handler: answer with that error
@@ -205,8 +205,8 @@ class Emulator:
         """`GetMessageInfoResponse` JSON of a message (`single=True`: the single-GET form).
 
         Purged messages have lost their attachments, so they render with none. The
-        single-GET form adds `vmSideRecipients`, which the spec marks required with at
-        least one item: the emulator lists the message's own recipients there.
+        single-GET form is the same body: the spec's required `vmSideRecipients`
+        (minItems 1) is deliberately omitted, as listed in tests/spec_departures.py.
         """
         to = []
         for p in msg.to:
@@ -252,8 +252,6 @@ class Emulator:
                 "id": str(msg.conversation_id),
                 "uri": f"{self.platform_base}/restapi/v1.0/conversation/{msg.conversation_id}",
             }
-        if single:
-            out["vmSideRecipients"] = [self._party(p) for p in msg.to] or [self._party(msg.from_)]
         return out
 
     def recording_uri(self, rec_id: str) -> str:
