@@ -16,7 +16,8 @@ the API's default one-day window shows some but not all. Message ids grow with
 creation time, and every creation time is distinct.
 
 Every kind of data draws from its own seeded generator, so changing the fax count
-leaves voicemails, SMS and calls as they were (only ids shift).
+leaves voicemails, SMS and calls as they were (ids shift; a time moves by a second only
+if it would have collided).
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ class _Builder:
         self.used_times: set[dt.datetime] = set()
         self.used_call_times: set[dt.datetime] = set()
         self.pending: list[_Pending] = []
-        self.voicemails: list[Message] = []
+        self.vm_messages: list[Message] = []
         self._call_ids: set[str] = set()
 
     # helpers -------------------------------------------------------------------
@@ -167,6 +168,7 @@ class _Builder:
 
     # faxes ---------------------------------------------------------------------
     def faxes(self, n: int, listing: bool) -> None:
+        """`n` faxes, about 70% inbound; listing scale keeps them to small PDFs."""
         rng = _rng(self.seed, "faxes")
         for i, when in enumerate(self._times(rng, n, self.used_times)):
             outbound = rng.random() < 0.3
@@ -214,7 +216,8 @@ class _Builder:
         return make
 
     # voicemail -----------------------------------------------------------------
-    def voicemails_(self, n: int) -> None:
+    def voicemails(self, n: int) -> None:
+        """`n` inbound voicemails (MP3 or x-wav) with a Completed transcription."""
         rng = _rng(self.seed, "voicemail")
         for i, when in enumerate(self._times(rng, n, self.used_times)):
             person = rng.choice(self.people)
@@ -240,12 +243,13 @@ class _Builder:
                           read_status=read, message_status="Received",
                           subject=f"Voice message from {person.name or person.phone}",
                           vm_transcription_status="Completed")
-            self.voicemails.append(msg)
+            self.vm_messages.append(msg)
             return msg
         return make
 
     # SMS / MMS -----------------------------------------------------------------
     def sms(self, total: int, mms: int) -> None:
+        """`total` SMS, the first `mms` of them with 1-4 MMS parts besides the text."""
         rng = _rng(self.seed, "sms")
         for i, when in enumerate(self._times(rng, total, self.used_times)):
             person = rng.choice(self.people[:15])  # few correspondents: real conversations
@@ -294,6 +298,7 @@ class _Builder:
         return 1_000_000_000_000_000_000 + _sub_seed(self.seed, "conversation", phone) % 10**18
 
     def hostile(self) -> None:
+        """One recent inbound MMS per group of HOSTILE_NAMES."""
         rng = _rng(self.seed, "hostile")
         times = self._times(rng, len(HOSTILE_NAMES), self.used_times, recent=len(HOSTILE_NAMES))
         for g, (names, when) in enumerate(zip(HOSTILE_NAMES, times)):
@@ -325,9 +330,11 @@ class _Builder:
                 return cid
 
     def calls(self, total: int, recorded: int) -> None:
+        """`total` call records: `recorded` with a recording, a few that went to voicemail,
+        the rest plain calls. Runs after flush() so voicemails have ids to link to."""
         rng = _rng(self.seed, "calls")
         times = self._times(rng, total, self.used_call_times)
-        linked = self.voicemails[: max(0, min(3, total - recorded))]
+        linked = self.vm_messages[: max(0, min(3, total - recorded))]
         for i, when in enumerate(times):
             person = rng.choice(self.people)
             inbound = rng.random() < 0.5
@@ -372,6 +379,7 @@ class _Builder:
             recording=recording, message_id=message_id))
 
     def bench_recordings(self) -> None:
+        """The bench scale's large and few-MB recordings, each on its own call record."""
         rng = _rng(self.seed, "bench")
         specs = [(size, kind) for size, kind in BENCH_LARGE]
         specs += [(rng.randint(2 * 1024**2, 6 * 1024**2), rng.choice(("mp3", "wav"))) for _ in range(BENCH_SMALL)]
@@ -387,6 +395,7 @@ class _Builder:
                            "Accepted" if i % 2 else "Call connected", recording, None)
 
     def greetings(self) -> None:
+        """Two custom greetings, one bound to an answering rule."""
         seed = _sub_seed(self.seed, "greeting")
         for gtype, obj, rule in (("Voicemail", media.audio_mp3(seed, 8), "business-hours-rule"),
                                  ("Introductory", media.audio_wav(seed + 1, 5), None)):
@@ -439,7 +448,7 @@ def build_store(config: EmulatorConfig, now: dt.datetime | None = None) -> Store
     store = Store()
     b = _Builder(config, store, now)
     b.faxes(fax_count(config), listing=config.scale == "listing")
-    b.voicemails_(VOICEMAILS)
+    b.voicemails(VOICEMAILS)
     b.sms(SMS_TOTAL, MMS_COUNT)
     if config.hostile_names:
         b.hostile()
