@@ -1,0 +1,847 @@
+"""The block-cache reader: serves FUSE reads of remote media with few HTTP requests.
+
+The FUSE adapter opens a `Source` (cache key, content URL, size if known), reads byte
+ranges through the returned handle, and closes it. Underneath:
+
+* Content lives in a `cachetools.LRUCache` bounded in bytes, keyed `(key, block index)`;
+  every cached block is complete (`block_size` bytes, or up to the end of the file).
+* A block being downloaded is a `_Pending`, registered in its file's `pending` map so a
+  second reader of the same bytes waits for it (single-flight). It fills from its
+  start, and readers are answered as soon as the bytes they asked for are in.
+* Producers are background tasks in `Reader.run()`'s nursery: a *fetch* (one ranged
+  GET, continued when the answer is short) for small files and random access, or a
+  *stream* (`Range: bytes=N-`) per sequentially-read handle. A stream is paced by its
+  reader: it stops pulling from the socket once it is `window` bytes ahead (the window
+  doubles as the reader keeps going, and all streams share one read-ahead budget), and
+  is dropped when its reader seeks away, closes, or stays idle too long.
+* Size: a known size never costs a request at open; an unknown one is learned from the
+  headers of the stream that `open()` starts at offset 0 and then keeps for the reader.
+
+Concurrency invariants (all code runs on one trio loop, no threads): claims and block
+state changes happen without an `await` in between, so a block is never claimed twice;
+a producer that ends releases every block it still holds (failed with its error, or
+abandoned so waiting readers plan again), so no reader waits on a dead producer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import itertools
+import logging
+from contextlib import AbstractAsyncContextManager
+from typing import Callable, Protocol
+
+import cachetools
+import trio
+
+from rcfs.api.client import Chunk, Priority, Stream
+from rcfs.api.errors import ApiError, BadResponse, NetworkError, RangeNotSatisfiable
+
+__all__ = ["ContentClient", "Reader", "ReaderStats", "Source"]
+
+log = logging.getLogger(__name__)
+
+KiB = 2**10
+MiB = 2**20
+
+
+class ContentClient(Protocol):
+    """The part of `RingCentralClient` the reader uses."""
+
+    async def fetch(self, url: str, *, start: int, end: int, priority: Priority) -> Chunk:
+        """One ranged GET of bytes `start..end` (inclusive)."""
+        ...
+
+    def stream(
+        self, url: str, *, start: int, priority: Priority
+    ) -> AbstractAsyncContextManager[Stream]:
+        """An open-ended streaming GET from `start`."""
+        ...
+
+
+@dataclasses.dataclass
+class Source:
+    """What the FUSE side knows about one file."""
+
+    key: str  # stable cache key, e.g. "msg:123:456" or "rec:789"
+    url: str  # absolute content URL (media host)
+    size: int | None  # exact size, or None when unknown
+
+
+@dataclasses.dataclass
+class ReaderStats:
+    """Counters of a `Reader` (a snapshot when read through `Reader.stats`)."""
+
+    requests: int = 0  # HTTP requests issued (fetches + stream opens, resumes included)
+    fetches: int = 0  # ranged GETs
+    streams: int = 0  # streaming GETs opened (first opens and re-opens)
+    resumes: int = 0  # re-opens after a dropped connection
+    bytes_fetched: int = 0  # body bytes received
+    cache_hits: int = 0  # block lookups answered from the cache
+    cache_misses: int = 0  # block lookups that started a download
+    waits: int = 0  # block lookups that joined a download already in flight
+    cache_bytes: int = 0  # bytes held by the block cache now
+    cache_blocks: int = 0  # blocks held by the block cache now
+    buffered_bytes: int = 0  # bytes held by blocks still downloading now
+    peak_buffered_bytes: int = 0  # highest buffered_bytes seen
+    active_streams: int = 0  # stream tasks alive now
+
+
+class _Replan(Exception):
+    """Internal: the producer of a block went away without error; plan the read again."""
+
+
+class _State(enum.Enum):
+    FILLING = "filling"
+    DONE = "done"
+    FAILED = "failed"
+    ABANDONED = "abandoned"
+
+
+class _Pending:
+    """One block being downloaded. Filled from its first byte on, readable as it fills."""
+
+    def __init__(self, index: int, length: int, claims: dict[int, _Pending], owner: object) -> None:
+        self.index = index
+        self.length = length  # expected bytes (block_size, less for the last block)
+        self.claims = claims  # the producer's map of blocks it still has to fill
+        self.owner = owner  # the _Stream or _Fetch filling it
+        self.buf: bytearray | None = None
+        self.data: bytes | None = None
+        self.filled = 0
+        self.state = _State.FILLING
+        self.error: ApiError | None = None
+        self._changed = trio.Event()
+
+    def notify(self) -> None:
+        """Wake every reader waiting on this block."""
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def view(self, start: int, stop: int) -> bytes:
+        """Bytes `start..stop` of the block (clipped to what is filled)."""
+        stop = min(stop, self.filled)
+        if start >= stop:
+            return b""
+        if self.data is not None:
+            return self.data[start:stop]
+        assert self.buf is not None
+        return bytes(self.buf[start:stop])
+
+    async def wait_for(self, need: int) -> None:
+        """Return once `need` bytes are in or the block is final; raise if it failed.
+
+        Raises `_Replan` when the producer abandoned the block. The caller bounds the
+        wait with its own deadline.
+        """
+        while self.filled < need:
+            if self.state is _State.DONE:
+                return
+            if self.state is _State.FAILED:
+                assert self.error is not None
+                raise self.error
+            if self.state is _State.ABANDONED:
+                raise _Replan()
+            await self._changed.wait()
+
+
+class _File:
+    """Per-key state shared by every handle open on the same content."""
+
+    def __init__(self, key: str, url: str, size: int | None) -> None:
+        self.key = key
+        self.url = url
+        self.size = size
+        self.pending: dict[int, _Pending] = {}
+        self.streams: set[_Stream] = set()
+        self.handles = 0
+        self.probe: _Stream | None = None  # the stream learning the size for open()
+        self.failure: ApiError | None = None  # the last download that gave up ...
+        self.failed_at = 0.0  # ... and when (trio clock)
+
+
+class _Handle:
+    """One open() of a file: its access pattern and its read-ahead stream."""
+
+    def __init__(self, hid: int, file: _File, priority: Priority, streak: int) -> None:
+        self.id = hid
+        self.file = file
+        self.priority = priority
+        self.pos = 0  # where the previous read ended
+        self.streak = streak  # bytes read contiguously since the last seek
+        self.stream: _Stream | None = None
+
+
+class _Fetch:
+    """Marker owner for blocks filled by a ranged GET."""
+
+    __slots__ = ()
+
+
+class _Stream:
+    """A streaming GET from `pos` onwards, paced by its handle's reads."""
+
+    def __init__(self, handle: _Handle, start: int, window: int, priority: Priority) -> None:
+        self.handle = handle
+        self.file = handle.file
+        self.pos = start  # next file offset to receive
+        self.claim_end = start  # blocks below this index have been considered for claiming
+        self.claimed: dict[int, _Pending] = {}
+        self.reader_end = start  # furthest offset its handle has read
+        self.demand = start  # furthest offset some reader is waiting for
+        self.window = window
+        self.priority = priority
+        self.resumes = 0
+        self.dropped = False
+        self.done = False
+        self.error: ApiError | None = None
+        self.scope = trio.CancelScope()
+        self.ready = trio.Event()  # headers received, or the stream ended
+        self.wake = trio.Event()
+
+    def notify(self) -> None:
+        """Tell the stream task its limit may have moved."""
+        self.wake.set()
+        self.wake = trio.Event()
+
+
+class Reader:
+    """Reads remote content through a byte-bounded LRU block cache.
+
+    Run `run()` in a nursery before opening anything: downloads happen in its tasks.
+    Every error raised by `open`/`read` is an `ApiError` subclass.
+    """
+
+    def __init__(
+        self,
+        client: ContentClient,
+        *,
+        cache_bytes: int = 256 * MiB,
+        block_size: int = 1 * MiB,
+        small_file_max: int | None = None,
+        on_size: Callable[[str, int], None] | None = None,
+        readahead_budget: int | None = None,
+        max_window: int = 64 * MiB,
+        seek_tolerance: int = 2 * MiB,
+        read_timeout: float = 90.0,
+        stream_idle_timeout: float = 30.0,
+        max_resumes: int = 5,
+        failure_ttl: float = 5.0,
+    ) -> None:
+        if block_size <= 0:
+            raise ValueError("block_size must be positive")
+        if cache_bytes < 2 * block_size:
+            raise ValueError("cache_bytes must hold at least two blocks")
+        self._client = client
+        self._bs = block_size
+        self._cache: cachetools.LRUCache[tuple[str, int], bytes] = cachetools.LRUCache(
+            maxsize=cache_bytes, getsizeof=len
+        )
+        # A small file must fit in the cache several times over, or fetching it whole
+        # would evict itself.
+        self._small_max = min(8 * MiB, cache_bytes // 4) if small_file_max is None else small_file_max
+        self._on_size = on_size
+        self._budget = cache_bytes // 2 if readahead_budget is None else readahead_budget
+        self._max_window = max(block_size, min(max_window, self._budget))
+        self._seek_tol = seek_tolerance
+        self._min_streak = min(256 * KiB, block_size)
+        self._read_timeout = read_timeout
+        self._idle_timeout = stream_idle_timeout
+        self._max_resumes = max_resumes
+        self._failure_ttl = failure_ttl
+        self._max_replans = 8
+        self._files: dict[str, _File] = {}
+        self._sizes: dict[str, int] = {}
+        self._handles: dict[int, _Handle] = {}
+        self._ids = itertools.count(1)
+        self._streams: set[_Stream] = set()
+        self._nursery: trio.Nursery | None = None
+        self._st = ReaderStats()
+
+    # ----------------------------------------------------------------- public API
+
+    @property
+    def stats(self) -> ReaderStats:
+        """A snapshot of the counters."""
+        return dataclasses.replace(
+            self._st,
+            cache_bytes=int(self._cache.currsize),
+            cache_blocks=len(self._cache),
+            active_streams=len(self._streams),
+        )
+
+    @property
+    def cache_limit(self) -> int:
+        """The byte bound of the block cache."""
+        return int(self._cache.maxsize)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Own the background downloads until cancelled."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None
+
+    def known_size(self, key: str) -> int | None:
+        """The exact size of `key` if it is known (given at open or learned)."""
+        f = self._files.get(key)
+        if f is not None and f.size is not None:
+            return f.size
+        return self._sizes.get(key)
+
+    async def open(self, source: Source, *, priority: Priority = Priority.FOREGROUND) -> int:
+        """Open `source` and return a handle. Costs a request only when the size is unknown."""
+        if self._nursery is None:
+            raise RuntimeError("Reader.run() is not running")
+        f = self._files.get(source.key)
+        if f is None:
+            f = _File(source.key, source.url, self._sizes.get(source.key, source.size))
+            self._files[source.key] = f
+        else:
+            f.url = source.url
+            if f.size is None:
+                f.size = source.size
+        if f.size is not None:
+            self._sizes.setdefault(f.key, f.size)
+        hid = next(self._ids)
+        h = _Handle(hid, f, priority, streak=self._min_streak)
+        f.handles += 1
+        self._handles[hid] = h
+        if f.size is None:
+            try:
+                with trio.fail_after(self._read_timeout):
+                    await self._probe_size(h)
+            except trio.TooSlowError:
+                self.close(hid)
+                raise NetworkError(f"timed out learning the size of {f.key}") from None
+            except BaseException:
+                self.close(hid)
+                raise
+        return hid
+
+    async def read(self, handle: int, offset: int, length: int) -> bytes:
+        """Return exactly `min(length, size - offset)` bytes at `offset` (b"" at EOF)."""
+        h = self._handles.get(handle)
+        if h is None:
+            raise ValueError(f"unknown reader handle {handle}")
+        if offset < 0 or length < 0:
+            raise ValueError("offset and length must not be negative")
+        f = h.file
+        if length == 0 or (f.size is not None and offset >= f.size):
+            return b""
+        # Access-pattern bookkeeping happens before any await: the kernel sends
+        # concurrent reads on one handle and each must see its predecessors.
+        if self._nursery is None:
+            raise RuntimeError("Reader.run() is not running")
+        seek = abs(offset - h.pos) > self._seek_tol
+        if seek:
+            h.streak = 0
+        sequential = not seek and h.streak >= self._min_streak
+        h.streak += length
+        h.pos = offset + length if seek else max(h.pos, offset + length)
+        self._follow(h, offset, offset + length)
+        try:
+            with trio.fail_after(self._read_timeout):
+                return await self._read_range(h, offset, length, seek, sequential)
+        except trio.TooSlowError:
+            raise NetworkError(f"timed out reading {f.key} at {offset}") from None
+
+    def close(self, handle: int) -> None:
+        """Forget `handle` and stop its read-ahead stream. Unknown handles are ignored."""
+        h = self._handles.pop(handle, None)
+        if h is None:
+            return
+        if h.stream is not None:
+            self._drop_stream(h.stream)
+        h.file.handles -= 1
+        self._maybe_forget(h.file)
+
+    # ----------------------------------------------------------------- reading
+
+    async def _read_range(
+        self, h: _Handle, offset: int, length: int, seek: bool, sequential: bool
+    ) -> bytes:
+        f = h.file
+        bs = self._bs
+        parts: list[bytes] = []
+        pos = offset
+        replans = 0
+        while True:
+            end = offset + length if f.size is None else min(offset + length, f.size)
+            if pos >= end:
+                break
+            b = pos // bs
+            within = pos - b * bs
+            want = min(end - b * bs, bs)
+            block = self._cache.get((f.key, b))
+            if block is not None:
+                self._st.cache_hits += 1
+                piece = block[within:want]
+                if not piece:
+                    break  # the cached last block ends here: end of file
+                parts.append(piece)
+                pos += len(piece)
+                continue
+            p = f.pending.get(b)
+            if p is None:
+                self._st.cache_misses += 1
+                self._plan(h, b, end, seek, sequential)
+                p = f.pending.get(b)
+            else:
+                self._st.waits += 1
+            if p is None:
+                # Nothing could be claimed (size moved under us): look again.
+                replans += 1
+            else:
+                if isinstance(p.owner, _Stream):
+                    self._raise_demand(p.owner, b * bs + want)
+                try:
+                    await p.wait_for(want)
+                except _Replan:
+                    replans += 1
+                else:
+                    piece = p.view(within, want)
+                    if piece:
+                        parts.append(piece)
+                        pos += len(piece)
+                        continue
+                    replans += 1  # final but short: the size was learned; re-clip
+            if replans > self._max_replans:
+                raise NetworkError(f"could not read {f.key} at {pos}: its downloads kept stopping")
+        return b"".join(parts)
+
+    def _follow(self, h: _Handle, offset: int, end: int) -> None:
+        """Move the handle's stream along with its reader (and grow its window)."""
+        st = h.stream
+        if st is None or st.dropped or end <= st.reader_end:
+            return
+        if offset > st.pos + self._reach(st):
+            return  # far ahead: a miss there decides whether the stream survives
+        if end // self._bs > st.reader_end // self._bs:
+            st.window = min(st.window * 2, self._max_window)
+        st.reader_end = end
+        st.notify()
+
+    def _raise_demand(self, st: _Stream, upto: int) -> None:
+        if upto > st.demand:
+            st.demand = upto
+            st.notify()
+
+    def _reach(self, st: _Stream) -> int:
+        return max(st.window, self._seek_tol)
+
+    def _covers(self, st: _Stream, b: int) -> bool:
+        """Will this stream deliver block `b` soon without a new request?"""
+        if st.dropped or st.done:
+            return False
+        start = b * self._bs
+        return st.pos <= start < max(st.pos + self._reach(st), st.claim_end * self._bs)
+
+    def _plan(self, h: _Handle, b: int, end: int, seek: bool, sequential: bool) -> None:
+        """Arrange for absent block `b` to be downloaded (claiming it before returning).
+
+        Raises the last failure of this file if a download gave up moments ago: its
+        retries are spent, and starting over at once would only multiply requests.
+        """
+        f = h.file
+        bs = self._bs
+        if f.failure is not None and trio.current_time() - f.failed_at < self._failure_ttl:
+            raise f.failure
+        # Any stream on this file that will pass block b soon serves it: its own
+        # handle's first, then other handles' (no second request for the same bytes).
+        candidates = sorted(f.streams, key=lambda s: s is not h.stream)
+        for st in candidates:
+            if self._covers(st, b):
+                self._claim_for_stream(st, b)
+                self._raise_demand(st, end)
+                return
+        if f.size is not None and f.size <= self._small_max:
+            # Small file: everything still missing in one request.
+            self._start_fetch(f, 0, (f.size - 1) // bs, h.priority)
+            return
+        own = h.stream
+        if sequential:
+            if own is not None:
+                self._drop_stream(own)
+            self._start_stream(h, b * bs, h.priority, demand=end)
+            return
+        if own is not None and seek:
+            self._drop_stream(own)
+        last = (end - 1) // bs
+        if f.size is not None:
+            last = min(last, (f.size - 1) // bs)
+        self._start_fetch(f, b, last, h.priority, contiguous=True)
+
+    # ----------------------------------------------------------------- block state
+
+    def _block_len(self, f: _File, b: int) -> int:
+        if f.size is None:
+            return self._bs
+        return max(0, min(self._bs, f.size - b * self._bs))
+
+    def _absent(self, f: _File, b: int) -> bool:
+        return (f.key, b) not in self._cache and b not in f.pending
+
+    def _claim(self, f: _File, b: int, claims: dict[int, _Pending], owner: object) -> bool:
+        length = self._block_len(f, b)
+        if length == 0 or not self._absent(f, b):
+            return False
+        p = _Pending(b, length, claims, owner)
+        f.pending[b] = p
+        claims[b] = p
+        return True
+
+    def _write(self, f: _File, offset: int, data: bytes | memoryview) -> None:
+        """Copy file bytes `data` at `offset` into the claimed blocks they complete or extend."""
+        bs = self._bs
+        mv = memoryview(data)
+        b = offset // bs
+        while True:
+            lo = max(offset, b * bs)
+            hi = min(offset + len(mv), (b + 1) * bs)
+            if lo >= hi:
+                break
+            p = f.pending.get(b)
+            if p is not None and p.state is _State.FILLING:
+                base = b * bs
+                # Only bytes contiguous with what the block already holds count.
+                if lo - base <= p.filled < hi - base:
+                    stop = min(hi - base, p.length)
+                    if p.filled < stop:
+                        if p.buf is None:
+                            p.buf = bytearray(p.length)
+                            self._st.buffered_bytes += p.length
+                            self._st.peak_buffered_bytes = max(
+                                self._st.peak_buffered_bytes, self._st.buffered_bytes
+                            )
+                        src = p.filled + base - offset
+                        p.buf[p.filled : stop] = mv[src : src + stop - p.filled]
+                        p.filled = stop
+                        if p.filled >= p.length:
+                            self._complete(f, p)
+                        else:
+                            p.notify()
+            b += 1
+
+    def _complete(self, f: _File, p: _Pending) -> None:
+        assert p.buf is not None
+        p.data = bytes(p.buf[: p.length])
+        self._drop_buf(p)
+        p.filled = p.length
+        p.state = _State.DONE
+        self._unregister(f, p)
+        self._cache[(f.key, p.index)] = p.data
+        p.notify()
+
+    def _drop_buf(self, p: _Pending) -> None:
+        if p.buf is not None:
+            self._st.buffered_bytes -= len(p.buf)
+            p.buf = None
+
+    def _unregister(self, f: _File, p: _Pending) -> None:
+        p.claims.pop(p.index, None)
+        if f.pending.get(p.index) is p:
+            del f.pending[p.index]
+
+    def _release(self, f: _File, claims: dict[int, _Pending], error: ApiError | None) -> None:
+        """End every block a producer still holds: failed with `error`, else abandoned."""
+        if error is not None:
+            f.failure, f.failed_at = error, trio.current_time()
+        for p in list(claims.values()):
+            if p.filled and p.buf is not None:
+                p.data = bytes(p.buf[: p.filled])  # readers already waiting may use the prefix
+            self._drop_buf(p)
+            p.state = _State.FAILED if error is not None else _State.ABANDONED
+            p.error = error
+            self._unregister(f, p)
+            p.notify()
+        claims.clear()
+        self._maybe_forget(f)
+
+    def _maybe_forget(self, f: _File) -> None:
+        if f.handles == 0 and not f.pending and not f.streams and self._files.get(f.key) is f:
+            del self._files[f.key]
+
+    def _learn_size(self, f: _File, total: int | None) -> None:
+        """Record the exact size the server announced and fix up blocks in flight."""
+        if total is None or total < 0 or total == f.size:
+            return
+        old = f.size
+        if old is not None:
+            log.warning("size of %s is %d, not %d as announced; using the server's", f.key, total, old)
+            # A block cached as the last one under the old size may be short.
+            stale = self._cache.get((f.key, old // self._bs))
+            if stale is not None and len(stale) != self._bs:
+                self._cache.pop((f.key, old // self._bs), None)
+        f.size = total
+        self._sizes[f.key] = total
+        for p in list(f.pending.values()):
+            length = self._block_len(f, p.index)
+            if length == 0:
+                self._drop_buf(p)
+                p.state = _State.ABANDONED
+                self._unregister(f, p)
+                p.notify()
+                continue
+            if p.buf is not None and len(p.buf) < length:
+                p.buf.extend(bytes(length - len(p.buf)))
+                self._st.buffered_bytes += length - p.length
+            p.length = length
+            if p.filled >= length and p.buf is not None:
+                self._complete(f, p)
+        if self._on_size is not None:
+            try:
+                self._on_size(f.key, total)
+            except Exception:
+                log.exception("on_size callback failed for %s", f.key)
+
+    def _spawn(self, fn: Callable[..., object], *args: object) -> None:
+        # read()/open() checked that run() is running, and nothing awaited since.
+        assert self._nursery is not None
+        self._nursery.start_soon(fn, *args)  # type: ignore[arg-type]
+
+    # ----------------------------------------------------------------- fetches
+
+    def _start_fetch(self, f: _File, first: int, last: int, priority: Priority, contiguous: bool = False) -> None:
+        """Claim the absent blocks in `first..last` and fetch them with one ranged GET."""
+        claims: dict[int, _Pending] = {}
+        owner = _Fetch()
+        for b in range(first, last + 1):
+            if not self._claim(f, b, claims, owner) and contiguous and claims:
+                break  # random reads fetch only the run that starts at the missing block
+        if not claims:
+            return
+        self._spawn(self._fetch_task, f, min(claims), max(claims), claims, priority)
+
+    async def _fetch_task(
+        self, f: _File, first: int, last: int, claims: dict[int, _Pending], priority: Priority
+    ) -> None:
+        bs = self._bs
+        pos = first * bs
+        stop = (last + 1) * bs
+        error: ApiError | None = None
+        resumes = stalls = 0
+        try:
+            while claims:
+                if f.size is not None:
+                    stop = min(stop, f.size)
+                if pos >= stop:
+                    break
+                self._st.requests += 1
+                self._st.fetches += 1
+                try:
+                    chunk = await self._client.fetch(f.url, start=pos, end=stop - 1, priority=priority)
+                except RangeNotSatisfiable as exc:
+                    self._learn_size(f, exc.total if exc.total is not None and exc.total <= pos else pos)
+                    break
+                except NetworkError:
+                    resumes += 1
+                    if resumes > self._max_resumes:
+                        raise
+                    log.info("fetch of %s failed at %d; retrying (%d/%d)", f.key, pos, resumes, self._max_resumes)
+                    continue
+                self._st.bytes_fetched += len(chunk.data)
+                self._learn_size(f, chunk.total)
+                if chunk.start > pos:
+                    raise BadResponse(f"asked {f.key} from {pos}, got bytes from {chunk.start}")
+                got_end = chunk.start + len(chunk.data)
+                self._write(f, chunk.start, chunk.data)
+                if chunk.start < pos and chunk.start == 0:
+                    self._keep_whole_body(f, chunk.data)
+                if got_end <= pos:
+                    stalls += 1
+                    if stalls > 2:
+                        raise BadResponse(f"no data for {f.key} at {pos}")
+                    continue
+                pos = got_end
+        except ApiError as exc:
+            error = exc
+        except Exception:
+            log.exception("fetch of %s failed unexpectedly", f.key)
+            error = BadResponse(f"internal error fetching {f.key}")
+        finally:
+            self._release(f, claims, error)
+
+    def _keep_whole_body(self, f: _File, data: bytes) -> None:
+        """A 200 answered a Range request with the whole body: keep what we paid for.
+
+        Absent blocks are cached only when the body is small relative to the cache, so
+        one unrangeable file cannot wipe it.
+        """
+        if len(data) > self._budget // 2:
+            return
+        bs = self._bs
+        for b in range((len(data) + bs - 1) // bs):
+            if self._absent(f, b):
+                block = data[b * bs : (b + 1) * bs]
+                if len(block) == self._block_len(f, b):
+                    self._cache[(f.key, b)] = block
+
+    # ----------------------------------------------------------------- streams
+
+    def _start_stream(self, h: _Handle, start: int, priority: Priority, demand: int) -> _Stream:
+        st = _Stream(h, start, self._bs, priority)
+        st.demand = demand
+        st.reader_end = max(start, demand)
+        h.stream = st
+        h.file.streams.add(st)
+        self._streams.add(st)
+        self._claim_for_stream(st, (max(demand, start + 1) - 1) // self._bs)
+        self._spawn(self._stream_task, st)
+        return st
+
+    def _claim_for_stream(self, st: _Stream, b: int) -> None:
+        """Claim for `st` every absent block up to `b` it has not passed yet."""
+        if st.dropped:
+            return
+        f = st.file
+        if b < st.claim_end:
+            if b * self._bs >= st.pos:  # its first byte is still ahead of the stream
+                self._claim(f, b, st.claimed, st)
+            return
+        for i in range(st.claim_end, b + 1):
+            if i * self._bs >= st.pos:
+                self._claim(f, i, st.claimed, st)
+        st.claim_end = b + 1
+
+    def _drop_stream(self, st: _Stream) -> None:
+        """Stop a stream now; blocks it held are abandoned so their readers re-plan."""
+        if st.dropped:
+            return
+        st.dropped = True
+        st.scope.cancel()
+        if st.handle.stream is st:
+            st.handle.stream = None
+        st.file.streams.discard(st)
+        if st.file.probe is st:
+            st.file.probe = None
+        self._release(st.file, st.claimed, None)
+        st.ready.set()
+
+    def _limit(self, st: _Stream) -> int:
+        f = st.file
+        if f.size is not None and f.size <= self._small_max:
+            return f.size  # a small file is read whole by the request already open
+        share = self._budget // max(1, len(self._streams))
+        return max(st.demand, st.reader_end + min(st.window, share))
+
+    async def _wait_for_room(self, st: _Stream) -> bool:
+        """Pause until the reader needs more; False when it stayed away too long."""
+        deadline = trio.current_time() + self._idle_timeout
+        while st.pos >= self._limit(st):
+            if trio.current_time() >= deadline:
+                log.debug("stream of %s idle at %d; dropping it", st.file.key, st.pos)
+                return False
+            with trio.move_on_at(deadline):
+                await st.wake.wait()
+        return True
+
+    def _stream_priority(self, st: _Stream) -> Priority:
+        if st.demand > st.pos:
+            return st.priority
+        return max(st.priority, Priority.READAHEAD)
+
+    async def _probe_size(self, h: _Handle) -> None:
+        f = h.file
+        for _ in range(3):
+            if f.size is not None:
+                return
+            st = f.probe
+            if st is None or st.done or st.dropped:
+                st = self._start_stream(h, 0, h.priority, demand=0)
+                f.probe = st
+            await st.ready.wait()
+            if st.error is not None:
+                raise st.error
+            if f.size is not None or (not st.done and not st.dropped):
+                return  # known, or the server did not say: reads will find the end
+        if f.size is None:
+            raise NetworkError(f"could not learn the size of {f.key}")
+
+    async def _stream_task(self, st: _Stream) -> None:
+        f = st.file
+        error: ApiError | None = None
+        try:
+            with st.scope:
+                await self._pump(st)
+        except ApiError as exc:
+            error = exc
+            log.info("stream of %s failed at %d: %s", f.key, st.pos, exc)
+        except Exception:
+            log.exception("stream of %s failed unexpectedly", f.key)
+            error = BadResponse(f"internal error streaming {f.key}")
+        finally:
+            st.done = True
+            st.error = error
+            self._streams.discard(st)
+            f.streams.discard(st)
+            if st.handle.stream is st:
+                st.handle.stream = None
+            if f.probe is st:
+                f.probe = None
+            self._release(f, st.claimed, error)
+            st.ready.set()
+
+    async def _pump(self, st: _Stream) -> None:
+        """Run streaming GETs from `st.pos` until EOF, idleness, or the retry cap."""
+        f = st.file
+        stalls = 0
+        while f.size is None or st.pos < f.size:
+            if st.ready.is_set() and not await self._wait_for_room(st):
+                return
+            before = st.pos
+            self._st.requests += 1
+            self._st.streams += 1
+            try:
+                async with self._client.stream(
+                    f.url, start=st.pos, priority=self._stream_priority(st)
+                ) as s:
+                    self._learn_size(f, s.total)
+                    if s.start > st.pos:
+                        raise BadResponse(f"asked {f.key} from {st.pos}, got bytes from {s.start}")
+                    skip = st.pos - s.start  # a 200 answer starts at 0: skip what we have
+                    st.ready.set()
+                    async for piece in s.aiter_bytes():
+                        self._st.bytes_fetched += len(piece)
+                        if skip:
+                            if len(piece) <= skip:
+                                skip -= len(piece)
+                                continue
+                            piece = piece[skip:]
+                            skip = 0
+                        if f.size is not None and st.pos + len(piece) > f.size:
+                            piece = piece[: f.size - st.pos]
+                        if piece:
+                            self._claim_for_stream(st, (st.pos + len(piece) - 1) // self._bs)
+                            self._write(f, st.pos, piece)
+                            st.pos += len(piece)
+                        if f.size is not None and st.pos >= f.size:
+                            return
+                        if not await self._wait_for_room(st):
+                            return
+            except RangeNotSatisfiable as exc:
+                total = exc.total if exc.total is not None and exc.total <= st.pos else st.pos
+                self._learn_size(f, total)
+                return
+            except NetworkError:
+                st.resumes += 1
+                self._st.resumes += 1
+                if st.resumes > self._max_resumes:
+                    raise
+                log.info(
+                    "stream of %s dropped at %d; resuming (%d/%d)",
+                    f.key, st.pos, st.resumes, self._max_resumes,
+                )
+                continue
+            # The body ended before the file did (a byte cap, or the end when the size
+            # is unknown): the next request continues, or answers 416 at the end.
+            if st.pos == before:
+                stalls += 1
+                if stalls > 2:
+                    raise BadResponse(f"no data for {f.key} at {st.pos}")
+            else:
+                stalls = 0

@@ -1,0 +1,681 @@
+"""Unit tests of `rcfs.reader` against an in-memory content client.
+
+`FakeClient` implements exactly the `fetch`/`stream` interface of the real client
+(`rcfs.api.client`) with switches for the answers a media host may give: short 206s,
+200 instead of 206, 416 at the end, dropped connections, byte-capped bodies, missing
+totals, latency, and a gate that holds a stream after its first piece. Every request is
+recorded so tests can count them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+import pytest
+import trio
+import trio.testing
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as hs
+
+from rcfs.api.client import Chunk, Priority
+from rcfs.api.errors import ApiError, NetworkError, RangeNotSatisfiable, ServerError
+from rcfs.reader import Reader, Source
+
+KiB = 2**10
+MiB = 2**20
+URL = "https://media.example.test/restapi/v1.0/account/1/recording/7/content"
+
+
+def content(size: int, seed: int = 1) -> bytes:
+    """Deterministic pseudo-random bytes (a wrong offset cannot go unnoticed)."""
+    return random.Random(seed).randbytes(size)
+
+
+@dataclasses.dataclass
+class Req:
+    kind: str  # "fetch" or "stream"
+    url: str
+    start: int
+    end: int | None
+    priority: Priority
+
+
+class _FakeStream:
+    """What `FakeClient.stream` yields: headers plus a paced body iterator."""
+
+    def __init__(self, client: FakeClient, data: bytes, start: int, body_from: int, total: int | None):
+        self.start = body_from
+        self.total = total
+        self.content_type = "audio/mpeg"
+        self._client = client
+        self._data = data
+        self._pos = body_from
+        self._end = len(data) if client.stream_cap is None else min(len(data), start + client.stream_cap)
+        self._dropping = False
+        self._first = True
+
+    def aiter_bytes(self) -> AsyncIterator[bytes]:
+        return self
+
+    def __aiter__(self) -> _FakeStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        c = self._client
+        if self._dropping:
+            raise NetworkError("connection dropped")
+        if not self._first and c.gate is not None:
+            await c.gate.wait()
+        self._first = False
+        if c.piece_latency:
+            await trio.sleep(c.piece_latency)
+        else:
+            await trio.lowlevel.checkpoint()
+        if self._pos >= self._end:
+            raise StopAsyncIteration
+        stop = min(self._pos + c.piece, self._end)
+        for d in sorted(c.drop_at):
+            if self._pos < d <= stop:
+                c.drop_at.remove(d)
+                stop = d
+                self._dropping = True
+                break
+        if c.drop_every and self._pos + c.piece >= self._next_drop():
+            self._dropping = True
+        piece = self._data[self._pos : stop]
+        self._pos = stop
+        c.pulled_to = max(c.pulled_to, stop)
+        return piece
+
+    def _next_drop(self) -> int:
+        assert self._client.drop_every
+        return (self._pos // self._client.drop_every + 1) * self._client.drop_every
+
+
+class FakeClient:
+    """In-memory media host implementing the client's `fetch`/`stream` interface."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+        self.requests: list[Req] = []
+        self.short: int | None = None  # 206 answers carry at most this many bytes
+        self.ignore_range = False  # answer 200 with the whole body
+        self.omit_total = False  # no Content-Range total / Content-Length
+        self.stream_cap: int | None = None  # stream bodies end after this many bytes
+        self.drop_at: list[int] = []  # absolute offsets where a stream connection drops (once)
+        self.drop_every: int | None = None  # drop every stream after ~this many bytes
+        self.fail_with: ApiError | None = None  # every request raises this
+        self.latency = 0.0  # per request, before headers
+        self.piece_latency = 0.0  # per body piece
+        self.piece = 64 * KiB
+        self.gate: trio.Event | None = None  # when set, bodies stall after their first piece
+        self.open_streams = 0
+        self.pulled_to = 0  # furthest offset any stream body handed out
+
+    def count(self, kind: str | None = None) -> int:
+        return sum(1 for r in self.requests if kind is None or r.kind == kind)
+
+    async def fetch(self, url: str, *, start: int, end: int, priority: Priority) -> Chunk:
+        self.requests.append(Req("fetch", url, start, end, priority))
+        await trio.sleep(self.latency)
+        if self.fail_with is not None:
+            raise self.fail_with
+        data = self.files[url]
+        total = None if self.omit_total else len(data)
+        if start >= len(data):
+            raise RangeNotSatisfiable("range not satisfiable", total=total)
+        if self.ignore_range:
+            return Chunk(data, 0, len(data), "audio/mpeg")
+        stop = min(end + 1, len(data))
+        if self.short is not None:
+            stop = min(stop, start + self.short)
+        return Chunk(data[start:stop], start, total, "audio/mpeg")
+
+    @asynccontextmanager
+    async def stream(self, url: str, *, start: int, priority: Priority) -> AsyncIterator[_FakeStream]:
+        self.requests.append(Req("stream", url, start, None, priority))
+        await trio.sleep(self.latency)
+        if self.fail_with is not None:
+            raise self.fail_with
+        data = self.files[url]
+        total = None if self.omit_total else len(data)
+        if start >= len(data):
+            raise RangeNotSatisfiable("range not satisfiable", total=total)
+        body_from = 0 if self.ignore_range else start
+        self.open_streams += 1
+        try:
+            yield _FakeStream(self, data, start, body_from, total)
+        finally:
+            self.open_streams -= 1
+
+
+@asynccontextmanager
+async def running(reader: Reader) -> AsyncIterator[Reader]:
+    async with trio.open_nursery() as nursery:
+        await nursery.start(reader.run)
+        try:
+            yield reader
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+def make(size: int, seed: int = 1, **kw: object) -> tuple[FakeClient, Reader, bytes]:
+    data = content(size, seed)
+    client = FakeClient({URL: data})
+    kw.setdefault("block_size", 1 * MiB)
+    kw.setdefault("cache_bytes", 64 * MiB)
+    kw.setdefault("small_file_max", 4 * MiB)
+    reader = Reader(client, **kw)  # type: ignore[arg-type]
+    return client, reader, data
+
+
+async def read_all(reader: Reader, h: int, size: int, step: int = 128 * KiB) -> bytes:
+    out = bytearray()
+    for off in range(0, size + step, step):
+        out += await reader.read(h, off, step)
+    return bytes(out)
+
+
+# ----------------------------------------------------------------- request economy
+
+
+async def test_small_file_is_one_request_and_reread_is_free() -> None:
+    client, reader, data = make(3 * MiB + 123)
+    async with running(reader):
+        h = await reader.open(Source("msg:1:1", URL, len(data)))
+        assert client.count() == 0  # a known size costs nothing at open
+        assert await read_all(reader, h, len(data)) == data
+        assert client.count() == 1
+        r = client.requests[0]
+        assert (r.kind, r.start, r.end, r.priority) == ("fetch", 0, len(data) - 1, Priority.FOREGROUND)
+        reader.close(h)
+        h2 = await reader.open(Source("msg:1:1", URL, len(data)))
+        assert await read_all(reader, h2, len(data), step=100_000) == data
+        assert client.count() == 1
+        st = reader.stats
+        assert st.requests == 1 and st.bytes_fetched == len(data) and st.cache_hits > 0
+
+
+async def test_sequential_read_of_large_file_is_one_streaming_request() -> None:
+    client, reader, data = make(40 * MiB + 5)
+    async with running(reader):
+        h = await reader.open(Source("rec:1", URL, len(data)))
+        assert await read_all(reader, h, len(data)) == data
+        assert [(r.kind, r.start) for r in client.requests] == [("stream", 0)]
+        reader.close(h)
+        h = await reader.open(Source("rec:1", URL, len(data)))
+        assert await read_all(reader, h, len(data)) == data
+        assert client.count() == 1  # re-read from the cache
+
+
+async def test_kernel_style_out_of_order_reads_keep_the_stream() -> None:
+    client, reader, data = make(24 * MiB)
+    step = 128 * KiB
+    offsets = list(range(0, len(data), step))
+    rng = random.Random(5)
+    # The kernel's async reads arrive slightly out of order: shuffle within groups of 4.
+    shuffled = []
+    for i in range(0, len(offsets), 4):
+        group = offsets[i : i + 4]
+        rng.shuffle(group)
+        shuffled += group
+    async with running(reader):
+        h = await reader.open(Source("rec:2", URL, len(data)))
+        for off in shuffled:
+            assert await reader.read(h, off, step) == data[off : off + step]
+        assert client.count() == 1
+
+
+async def test_concurrent_kernel_reads_on_one_handle() -> None:
+    client, reader, data = make(16 * MiB)
+    client.piece_latency = 0.0005
+    step = 128 * KiB
+    got: dict[int, bytes] = {}
+    async with running(reader):
+        h = await reader.open(Source("rec:3", URL, len(data)))
+
+        async def one(off: int) -> None:
+            got[off] = await reader.read(h, off, step)
+
+        for base in range(0, len(data), 4 * step):
+            async with trio.open_nursery() as n:
+                for off in range(base, min(base + 4 * step, len(data)), step):
+                    n.start_soon(one, off)
+        assert b"".join(got[o] for o in sorted(got)) == data
+        assert client.count() == 1
+
+
+async def test_random_access_fetches_aligned_single_blocks() -> None:
+    bs = 256 * KiB
+    client, reader, data = make(20 * MiB, block_size=bs, small_file_max=bs)
+    rng = random.Random(9)
+    blocks = rng.sample(range(len(data) // bs), 12)
+    async with running(reader):
+        h = await reader.open(Source("rec:4", URL, len(data)))
+        for b in blocks:
+            off = b * bs + rng.randrange(bs - 4096)
+            assert await reader.read(h, off, 4096) == data[off : off + 4096]
+        fetches = [r for r in client.requests if r.kind == "fetch"]
+        assert len(fetches) == len(client.requests) == len(blocks)
+        for r, b in zip(fetches, blocks):
+            assert (r.start, r.end) == (b * bs, (b + 1) * bs - 1)
+        # A read across a block boundary is one request for the two blocks.
+        b = next(i for i in range(1, 70) if i not in blocks and i - 1 not in blocks)
+        off = b * bs - 1000
+        assert await reader.read(h, off, 2000) == data[off : off + 2000]
+        assert (client.requests[-1].start, client.requests[-1].end) == ((b - 1) * bs, (b + 1) * bs - 1)
+
+
+async def test_seek_then_sequential_switches_back_to_streaming() -> None:
+    client, reader, data = make(32 * MiB)
+    async with running(reader):
+        h = await reader.open(Source("rec:5", URL, len(data)))
+        assert await reader.read(h, 0, 128 * KiB) == data[: 128 * KiB]
+        await trio.testing.wait_all_tasks_blocked()
+        assert client.open_streams == 1
+        off = 20 * MiB + 4096
+        # Seek far away: the first stream is dropped and the block fetched with one range.
+        for o in range(off, off + 3 * MiB, 128 * KiB):
+            assert await reader.read(h, o, 128 * KiB) == data[o : o + 128 * KiB]
+        await trio.testing.wait_all_tasks_blocked()
+        kinds = [(r.kind, r.start) for r in client.requests]
+        assert kinds == [("stream", 0), ("fetch", 20 * MiB), ("stream", 21 * MiB)]
+        assert client.open_streams == 1
+        reader.close(h)
+
+
+async def test_open_with_unknown_size_costs_one_request_that_is_reused() -> None:
+    learned: list[tuple[str, int]] = []
+    client, reader, data = make(9 * MiB + 77, on_size=lambda k, n: learned.append((k, n)))
+    async with running(reader):
+        h = await reader.open(Source("rec:6", URL, None))
+        assert learned == [("rec:6", len(data))]
+        assert reader.known_size("rec:6") == len(data)
+        assert client.count() == 1
+        assert await read_all(reader, h, len(data)) == data
+        assert client.count() == 1  # the open's stream served the sequential read
+        reader.close(h)
+        h = await reader.open(Source("rec:6", URL, None))  # size remembered now
+        assert client.count() == 1
+
+
+async def test_unknown_size_small_file_is_one_request() -> None:
+    learned: list[int] = []
+    client, reader, data = make(700 * KiB, on_size=lambda k, n: learned.append(n))
+    async with running(reader):
+        h = await reader.open(Source("msg:2:2", URL, None))
+        assert await reader.read(h, 600 * KiB, 200 * KiB) == data[600 * KiB :]
+        assert await reader.read(h, 0, 10) == data[:10]
+        assert learned == [len(data)] and client.count() == 1
+
+
+async def test_unknown_size_without_total_finds_the_end_with_416() -> None:
+    client, reader, data = make(2 * MiB + 10)
+    client.omit_total = True
+    async with running(reader):
+        h = await reader.open(Source("rec:7", URL, None))
+        assert reader.known_size("rec:7") is None
+        assert await read_all(reader, h, len(data)) == data
+        assert reader.known_size("rec:7") == len(data)
+        assert await reader.read(h, len(data), 10) == b""
+        # one stream to the end of its body, then one answer 416 at EOF
+        assert [r.kind for r in client.requests] == ["stream", "stream"]
+
+
+async def test_empty_file_of_unknown_size() -> None:
+    client, reader, _ = make(0)
+    async with running(reader):
+        h = await reader.open(Source("rec:8", URL, None))
+        assert reader.known_size("rec:8") == 0
+        assert await reader.read(h, 0, 4096) == b""
+        assert client.count() == 1
+
+
+async def test_reads_at_and_past_eof() -> None:
+    client, reader, data = make(5 * MiB + 3)
+    async with running(reader):
+        h = await reader.open(Source("rec:9", URL, len(data)))
+        assert await reader.read(h, len(data) - 2, 100) == data[-2:]
+        assert await reader.read(h, len(data), 100) == b""
+        assert await reader.read(h, len(data) + 5 * MiB, 100) == b""
+        assert await reader.read(h, 0, 0) == b""
+
+
+# ----------------------------------------------------------------- partial answers
+
+
+async def test_short_206_answers_are_continued() -> None:
+    client, reader, data = make(3 * MiB)
+    client.short = 100_000
+    async with running(reader):
+        h = await reader.open(Source("msg:3:3", URL, len(data)))
+        assert await reader.read(h, 2 * MiB + 5, 900_000) == data[2 * MiB + 5 : 2 * MiB + 900_005]
+        assert await read_all(reader, h, len(data)) == data
+        assert client.count() == math.ceil(len(data) / 100_000)
+        starts = [r.start for r in client.requests]
+        assert starts == list(range(0, len(data), 100_000))
+
+
+async def test_capped_stream_bodies_are_continued() -> None:
+    client, reader, data = make(12 * MiB)
+    client.stream_cap = 5 * MiB
+    async with running(reader):
+        h = await reader.open(Source("rec:10", URL, len(data)))
+        assert await read_all(reader, h, len(data)) == data
+        assert [r.start for r in client.requests] == [0, 5 * MiB, 10 * MiB]
+
+
+async def test_200_instead_of_206() -> None:
+    client, reader, data = make(10 * MiB)
+    client.ignore_range = True
+    async with running(reader):
+        h = await reader.open(Source("rec:11", URL, len(data)))
+        off = 7 * MiB + 99
+        assert await reader.read(h, off, 5000) == data[off : off + 5000]  # random: fetch
+        h2 = await reader.open(Source("rec:11", URL, len(data)))
+        assert await read_all(reader, h2, len(data)) == data
+        # The whole body of the first answer was small enough to keep: nothing more needed.
+        assert client.count() == 1
+
+
+async def test_200_to_a_stream_resume_skips_what_is_known() -> None:
+    client, reader, data = make(40 * MiB, cache_bytes=16 * MiB)
+    client.ignore_range = True
+    client.drop_at = [6 * MiB + 1000]
+    async with running(reader):
+        h = await reader.open(Source("rec:12", URL, len(data)))
+        assert await read_all(reader, h, len(data)) == data
+        assert [r.start for r in client.requests] == [0, 6 * MiB + 1000]
+
+
+# ----------------------------------------------------------------- failures
+
+
+async def test_dropped_streams_resume_from_the_last_byte() -> None:
+    client, reader, data = make(30 * MiB)
+    client.drop_at = [5 * MiB + 12345, 17 * MiB]
+    async with running(reader):
+        h = await reader.open(Source("rec:13", URL, len(data)))
+        assert await read_all(reader, h, len(data)) == data
+        assert [r.start for r in client.requests] == [0, 5 * MiB + 12345, 17 * MiB]
+        assert reader.stats.resumes == 2
+
+
+async def test_resumes_are_capped_and_the_read_fails() -> None:
+    client, reader, data = make(30 * MiB, max_resumes=3)
+    client.drop_every = 1 * MiB
+    async with running(reader):
+        h = await reader.open(Source("rec:14", URL, len(data)))
+        with pytest.raises(NetworkError):
+            await read_all(reader, h, len(data))
+        assert client.count() == 4  # the first request and three resumes
+        assert reader.stats.resumes == 4  # the fourth drop is counted, not retried
+
+
+async def test_server_error_is_raised_not_hung(autojump_clock: trio.abc.Clock) -> None:
+    client, reader, data = make(2 * MiB, failure_ttl=5.0)
+    client.fail_with = ServerError("bad gateway", status=502)
+    async with running(reader):
+        h = await reader.open(Source("msg:4:4", URL, len(data)))
+        with pytest.raises(ServerError):
+            await reader.read(h, 0, 4096)
+        client.fail_with = None
+        with pytest.raises(ServerError):  # fails fast for a moment: no request
+            await reader.read(h, 0, 4096)
+        assert client.count() == 1
+        await trio.sleep(6)  # then a read tries again
+        assert await reader.read(h, 0, 4096) == data[:4096]
+        assert client.count() == 2
+
+
+async def test_stalled_stream_times_out(autojump_clock: trio.abc.Clock) -> None:
+    client, reader, data = make(20 * MiB, read_timeout=5.0)
+    client.gate = trio.Event()  # never set: the body stalls after its first piece
+    async with running(reader):
+        h = await reader.open(Source("rec:15", URL, len(data)))
+        assert await reader.read(h, 0, 4096) == data[:4096]
+        with pytest.raises(NetworkError):
+            await reader.read(h, 2 * MiB, 4096)
+        reader.close(h)
+        await trio.testing.wait_all_tasks_blocked()
+        assert client.open_streams == 0
+
+
+async def test_open_fails_cleanly_when_the_size_request_fails() -> None:
+    client, reader, _ = make(2 * MiB)
+    client.fail_with = ServerError("down", status=503)
+    async with running(reader):
+        with pytest.raises(ServerError):
+            await reader.open(Source("rec:16", URL, None))
+        assert reader.stats.active_streams == 0
+
+
+# ----------------------------------------------------------------- streams and memory
+
+
+async def test_read_is_answered_before_its_block_is_complete() -> None:
+    client, reader, data = make(20 * MiB)
+    client.gate = trio.Event()
+    async with running(reader):
+        h = await reader.open(Source("rec:17", URL, len(data)))
+        with trio.fail_after(2):
+            assert await reader.read(h, 0, 4096) == data[:4096]
+        assert client.pulled_to == client.piece  # only the first 64 KiB had arrived
+        client.gate.set()
+        assert await reader.read(h, 4096, 2 * MiB) == data[4096 : 4096 + 2 * MiB]
+
+
+async def test_close_stops_the_stream_task() -> None:
+    client, reader, data = make(20 * MiB)
+    async with running(reader):
+        h = await reader.open(Source("rec:18", URL, len(data)))
+        assert await reader.read(h, 0, 128 * KiB) == data[: 128 * KiB]
+        await trio.testing.wait_all_tasks_blocked()
+        assert client.open_streams == 1 and reader.stats.active_streams == 1
+        pulled = client.pulled_to
+        assert pulled <= 3 * MiB  # paced by the reader, not racing to the end
+        reader.close(h)
+        await trio.testing.wait_all_tasks_blocked()
+        assert client.open_streams == 0 and reader.stats.active_streams == 0
+        assert client.pulled_to == pulled
+
+
+async def test_idle_stream_is_dropped(autojump_clock: trio.abc.Clock) -> None:
+    client, reader, data = make(20 * MiB, stream_idle_timeout=10.0)
+    async with running(reader):
+        h = await reader.open(Source("rec:19", URL, len(data)))
+        assert await reader.read(h, 0, 128 * KiB) == data[: 128 * KiB]
+        await trio.sleep(5)
+        assert client.open_streams == 1
+        await trio.sleep(10)
+        assert client.open_streams == 0
+        # The reader comes back: a new stream picks up where the cache ends.
+        assert await read_all(reader, h, len(data)) == data
+        assert client.count() == 2
+
+
+async def test_memory_stays_bounded_during_a_long_sequential_read() -> None:
+    cache = 4 * MiB
+    client, reader, data = make(48 * MiB, cache_bytes=cache)
+    async with running(reader):
+        h = await reader.open(Source("rec:20", URL, len(data)))
+        step = 128 * KiB
+        for off in range(0, len(data), step):
+            assert await reader.read(h, off, step) == data[off : off + step]
+            await trio.testing.wait_all_tasks_blocked()  # a slow reader: let the stream run
+            st = reader.stats
+            assert st.cache_bytes <= cache
+            assert st.buffered_bytes <= 2 * MiB
+            # read-ahead budget is half the cache; one piece may overshoot it
+            assert client.pulled_to - (off + step) <= cache // 2 + client.piece
+        assert client.count() == 1  # read-ahead never outran the cache
+        assert reader.stats.peak_buffered_bytes <= 2 * MiB
+
+
+async def test_many_streams_share_the_readahead_budget() -> None:
+    cache = 8 * MiB
+    files = {f"{URL}/{i}": content(16 * MiB, seed=i) for i in range(4)}
+    client = FakeClient(files)
+    reader = Reader(client, cache_bytes=cache, block_size=1 * MiB, small_file_max=1 * MiB)
+    async with running(reader):
+        handles = [await reader.open(Source(f"rec:{i}", u, 16 * MiB)) for i, u in enumerate(files)]
+        step = 128 * KiB
+        for off in range(0, 16 * MiB, step):
+            for h, (u, d) in zip(handles, files.items()):
+                assert await reader.read(h, off, step) == d[off : off + step]
+            await trio.testing.wait_all_tasks_blocked()
+            assert client.pulled_to <= off + step + cache // 2 // len(files) + client.piece
+            assert reader.stats.cache_bytes <= cache
+            assert reader.stats.buffered_bytes <= 4 * MiB
+        assert client.count() == 4
+
+
+async def test_single_flight_for_concurrent_readers() -> None:
+    bs = 1 * MiB
+    client, reader, data = make(20 * MiB)
+    client.latency = 0.01
+    async with running(reader):
+        handles = [await reader.open(Source("rec:21", URL, len(data))) for _ in range(6)]
+        results: list[bytes] = []
+        off = 11 * bs + 5
+
+        async def one(h: int) -> None:
+            await reader.read(h, 300, 10)  # make each handle's next read a seek
+            results.append(await reader.read(h, off, 5000))
+
+        await reader.read(handles[0], 300, 10)
+        async with trio.open_nursery() as n:
+            for h in handles:
+                n.start_soon(one, h)
+        assert results == [data[off : off + 5000]] * 6
+        assert client.count() == 2  # block 0 (stream of handle 0), block 11 once
+        assert reader.stats.waits >= 5
+
+
+async def test_second_handle_joins_the_first_handles_stream() -> None:
+    client, reader, data = make(24 * MiB)
+    client.piece_latency = 0.0002
+    async with running(reader):
+        a = await reader.open(Source("rec:22", URL, len(data)))
+        b = await reader.open(Source("rec:22", URL, len(data)))
+        outs = {a: bytearray(), b: bytearray()}
+
+        async def reader_task(h: int, delay: float) -> None:
+            await trio.sleep(delay)
+            for off in range(0, len(data), 128 * KiB):
+                outs[h] += await reader.read(h, off, 128 * KiB)
+
+        async with trio.open_nursery() as n:
+            n.start_soon(reader_task, a, 0)
+            n.start_soon(reader_task, b, 0.001)
+        assert outs[a] == data and outs[b] == data
+        assert client.count() == 1
+
+
+async def test_small_file_concurrent_opens_share_one_request() -> None:
+    client, reader, data = make(2 * MiB)
+    client.latency = 0.01
+    got: list[bytes] = []
+    async with running(reader):
+
+        async def one() -> None:
+            h = await reader.open(Source("msg:5:5", URL, None))
+            got.append(await read_all(reader, h, len(data)))
+            reader.close(h)
+
+        async with trio.open_nursery() as n:
+            for _ in range(5):
+                n.start_soon(one)
+        assert got == [data] * 5
+        assert client.count() == 1
+
+
+async def test_priorities() -> None:
+    client, reader, data = make(20 * MiB)
+    client.drop_at = [MiB + 64 * KiB]
+    async with running(reader):
+        h = await reader.open(Source("rec:23", URL, len(data)))
+        assert await reader.read(h, 0, 128 * KiB) == data[: 128 * KiB]
+        await trio.testing.wait_all_tasks_blocked()
+        # the read someone waits on is FOREGROUND; the resume nobody waits on is READAHEAD
+        assert [(r.start, r.priority) for r in client.requests] == [
+            (0, Priority.FOREGROUND),
+            (MiB + 64 * KiB, Priority.READAHEAD),
+        ]
+        h2 = await reader.open(Source("rec:23", URL, len(data)), priority=Priority.BACKGROUND)
+        assert await reader.read(h2, 15 * MiB, 10) == data[15 * MiB : 15 * MiB + 10]
+        assert client.requests[-1].priority == Priority.BACKGROUND
+
+
+async def test_requires_run() -> None:
+    _, reader, data = make(10)
+    with pytest.raises(RuntimeError):
+        await reader.open(Source("x", URL, 10))
+
+
+# ----------------------------------------------------------------- property-based
+
+
+@dataclasses.dataclass
+class Faults:
+    short: int | None
+    ignore_range: bool
+    stream_cap: int | None
+    drops: list[int]
+
+
+reads_strategy = hs.lists(
+    hs.tuples(hs.integers(0, 3 * 2**20), hs.integers(0, 600 * KiB), hs.booleans()),
+    min_size=1,
+    max_size=25,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    size=hs.integers(0, 3 * 2**20),
+    known=hs.booleans(),
+    reads=reads_strategy,
+    short=hs.sampled_from([None, 50_000, 300_000]),
+    ignore_range=hs.booleans(),
+    stream_cap=hs.sampled_from([None, 700_000]),
+    drops=hs.lists(hs.integers(1, 3 * 2**20), max_size=3),
+    block=hs.sampled_from([64 * KiB, 256 * KiB]),
+)
+def test_any_read_pattern_returns_exact_bytes(
+    size: int,
+    known: bool,
+    reads: list[tuple[int, int, bool]],
+    short: int | None,
+    ignore_range: bool,
+    stream_cap: int | None,
+    drops: list[int],
+    block: int,
+) -> None:
+    data = content(size, seed=size)
+    client = FakeClient({URL: data})
+    client.short, client.ignore_range, client.stream_cap = short, ignore_range, stream_cap
+    client.drop_at = sorted(set(drops))
+    client.piece = 40_000
+    cache = 16 * block
+    reader = Reader(client, cache_bytes=cache, block_size=block, small_file_max=4 * block)
+
+    async def main() -> None:
+        async with running(reader):
+            h = await reader.open(Source("k", URL, size if known else None))
+            pos = 0
+            for off, length, sequential in reads:
+                off = pos if sequential else off
+                got = await reader.read(h, off, length)
+                assert got == data[off : off + length]
+                pos = off + len(got)
+                assert reader.stats.cache_bytes <= cache
+            reader.close(h)
+            await trio.testing.wait_all_tasks_blocked()
+            assert client.open_streams == 0
+
+    trio.run(main)
