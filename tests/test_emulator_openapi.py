@@ -20,7 +20,7 @@ import json
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import pytest

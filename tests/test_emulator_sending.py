@@ -12,12 +12,17 @@ import dataclasses
 import datetime as dt
 import io
 import json
+import shutil
+import subprocess
+import time
 import zipfile
 
+import httpx
 import pytest
 import requests
 
 from rcfs.emulator import media
+from rcfs.emulator.app import Emulator
 from rcfs.emulator.config import EmulatorConfig
 from rcfs.emulator.multipart import (MultipartError, boundary_of, count_pages,
                                      parse_multipart, sniff)
@@ -482,10 +487,6 @@ def test_greeting_upload(account: Account):
 # injectable only in process); tests/test_emulator_sdk.py and the curl test below cover
 # real loopback HTTP.
 
-import httpx  # noqa: E402
-
-from rcfs.emulator.app import Emulator  # noqa: E402
-
 PLATFORM, MEDIA = "http://platform.test", "http://media.test"
 EXT = "/restapi/v1.0/account/~/extension/~"
 
@@ -721,3 +722,54 @@ async def test_greeting_over_http(api: Api):
                                 files={"binary": ("v.mp3", pdf(1), "audio/mpeg")}), 415, "MSG-348")
     assert_error(await api.post("/greeting", data={"type": "Nope"},
                                 files={"binary": ("v.mp3", mp3)}), 400, "CMN-101")
+
+
+async def test_oversized_body_is_refused_after_draining(api: Api):
+    from rcfs.emulator.sending import SMS_MAX_BODY
+    body = b'{"text": "' + b"x" * SMS_MAX_BODY + b'"}'
+    assert_error(await api.post("/sms", content=body, headers={"Content-Type": "application/json"}),
+                 400, "MSG-338")
+    assert api.emu.store.messages == {}
+
+
+# ----------------------------------------------------------------------------- curl, loopback
+
+curl_required = pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+
+
+@curl_required
+def test_curl_sends_a_fax_and_gets_it_back(start_emulator, tmp_path):
+    """curl's own multipart encoder (`-F`), real loopback HTTP, then `file` on the download."""
+    srv = start_emulator(send_delay=0.2)
+    token = srv.token()
+    doc = tmp_path / "scan.pdf"
+    doc.write_bytes(pdf(2))
+    (tmp_path / "note.txt").write_text("call me back\n")
+    out = subprocess.run(
+        ["curl", "-sS", "--max-time", "20", "-H", f"Authorization: Bearer {token}",
+         "-F", "to=+15551230001", "-F", "to=18005554567", "-F", "faxResolution=High",
+         "-F", f"attachment=@{doc};type=application/pdf", "-F", f"attachment=@{tmp_path / 'note.txt'}",
+         "-w", "\n%{http_code}", srv.platform + EXT + "/fax"],
+        capture_output=True, text=True, timeout=30, check=True).stdout
+    text, status = out.rsplit("\n", 1)
+    assert status == "200", text
+    sent = json.loads(text)
+    assert [a["filename"] for a in sent["attachments"]] == ["scan.pdf", "note.txt"]
+    assert [t["phoneNumber"] for t in sent["to"]] == ["+15551230001", "+18005554567"]
+
+    got = tmp_path / "got.pdf"
+    subprocess.run(["curl", "-sS", "--fail", "--max-time", "20", "-H", f"Authorization: Bearer {token}",
+                    "-o", str(got), sent["attachments"][0]["uri"]], check=True, timeout=30)
+    assert got.read_bytes() == pdf(2)
+    if shutil.which("file"):
+        kind = subprocess.run(["file", "-b", str(got)], capture_output=True, text=True,
+                              timeout=30).stdout
+        assert kind.startswith("PDF document")
+
+    deadline = time.monotonic() + 10
+    while True:
+        r = httpx.get(sent["uri"], headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        if r.json()["messageStatus"] != "Queued" or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert (r.json()["messageStatus"], r.json()["faxPageCount"]) == ("Sent", 4)
