@@ -1,0 +1,276 @@
+"""Media host of the emulator: ranges, byte cap, disposition, streaming and faults (CONTRACT §13)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import shutil
+import subprocess
+import time
+from typing import AsyncIterator
+
+import httpx
+import pytest
+
+from conftest import build_config, login
+from rcfs.emulator import media
+from rcfs.emulator.app import Emulator
+from rcfs.emulator.media_routes import parse_range
+from rcfs.emulator.store import Recording, Store
+
+ACCT = "/restapi/v1.0/account/~"
+EXT = ACCT + "/extension/~"
+DATA = bytes((i * 7 + 3) % 251 for i in range(1000))
+SINCE = {"dateFrom": "2000-01-01T00:00:00Z", "perPage": 1000}
+
+
+@pytest.fixture
+def emu() -> Emulator:
+    """One 1000-byte recording with known bytes."""
+    store = Store()
+    store.recordings["R1"] = Recording(id="R1", media=media.from_bytes(DATA, "audio/mpeg"), duration=5)
+    store.recordings["EMPTY"] = Recording(id="EMPTY", media=media.from_bytes(b"", "audio/mpeg"), duration=0)
+    return Emulator(build_config(), store)
+
+
+@contextlib.asynccontextmanager
+async def api_client(emu: Emulator, emulator_client) -> AsyncIterator[httpx.AsyncClient]:
+    async with emulator_client(emu) as client:
+        token = (await login(client, emu))["access_token"]
+        client.headers["Authorization"] = f"Bearer {token}"
+        yield client
+
+
+async def fetch(emu: Emulator, client: httpx.AsyncClient, rng: str | None = None, rec: str = "R1",
+                **params: str) -> httpx.Response:
+    headers = {"Range": rng} if rng is not None else {}
+    return await client.get(emu.recording_content_uri(rec), headers=headers, params=params)
+
+
+@pytest.mark.parametrize("header, start, end", [
+    ("bytes=0-0", 0, 0),            # first byte
+    ("bytes=100-199", 100, 199),    # middle
+    ("bytes=999-999", 999, 999),    # last byte
+    ("bytes=900-", 900, 999),       # open-ended
+    ("bytes=-10", 990, 999),        # suffix
+    ("bytes=-5000", 0, 999),        # suffix longer than the object
+    ("bytes=990-5000", 990, 999),   # end past the end is clipped
+    ("bytes=0-9,20-29", 0, 9),      # multi-range: the first range only
+])
+async def test_single_ranges(emu, emulator_client, header, start, end):
+    async with api_client(emu, emulator_client) as c:
+        r = await fetch(emu, c, header)
+    assert r.status_code == 206
+    assert r.content == DATA[start:end + 1]
+    assert r.headers["content-range"] == f"bytes {start}-{end}/1000"
+    assert r.headers["content-length"] == str(end - start + 1)
+    assert r.headers["accept-ranges"] == "bytes"
+    assert r.headers["content-type"] == "audio/mpeg"
+    assert r.headers["x-rate-limit-group"] == "heavy"
+
+
+@pytest.mark.parametrize("header, rec", [("bytes=1000-", "R1"), ("bytes=5000-6000", "R1"), ("bytes=-0", "R1"),
+                                         ("bytes=0-", "EMPTY")])
+async def test_unsatisfiable_ranges_are_416(emu, emulator_client, header, rec):
+    async with api_client(emu, emulator_client) as c:
+        r = await fetch(emu, c, header, rec=rec)
+    size = len(DATA) if rec == "R1" else 0
+    assert r.status_code == 416
+    assert r.headers["content-range"] == f"bytes */{size}"
+    assert r.json()["errors"][0]["errorCode"] == "CMN-107"
+
+
+@pytest.mark.parametrize("header", [None, "bytes=abc", "items=0-1", "bytes=20-10", "bytes=-"])
+async def test_no_or_unusable_range_sends_everything(emu, emulator_client, header):
+    async with api_client(emu, emulator_client) as c:
+        r = await fetch(emu, c, header)
+    assert r.status_code == 200
+    assert r.content == DATA
+    assert r.headers["content-length"] == "1000"
+    assert r.headers["accept-ranges"] == "bytes"
+    assert "content-range" not in r.headers
+
+
+async def test_byte_cap_answers_206_even_without_range(emu, emulator_client):
+    emu.config.max_bytes_per_response = 300
+    async with api_client(emu, emulator_client) as c:
+        whole = await fetch(emu, c)
+        tail = await fetch(emu, c, "bytes=800-")
+        small = await fetch(emu, c, "bytes=0-99")
+        # A client that continues from where each answer stopped gets every byte.
+        pieces, offset = [], 0
+        while offset < len(DATA):
+            r = await fetch(emu, c, f"bytes={offset}-")
+            pieces.append(r.content)
+            offset += len(r.content)
+    assert whole.status_code == 206
+    assert whole.headers["content-range"] == "bytes 0-299/1000"
+    assert whole.content == DATA[:300]
+    assert tail.headers["content-range"] == "bytes 800-999/1000" and tail.content == DATA[800:]
+    assert small.headers["content-range"] == "bytes 0-99/1000"
+    assert b"".join(pieces) == DATA and len(pieces) == 4
+
+
+async def test_content_disposition(emu, emulator_client):
+    async with api_client(emu, emulator_client) as c:
+        plain = await fetch(emu, c)
+        inline = await fetch(emu, c, contentDisposition="Inline")
+        named = await fetch(emu, c, contentDisposition="Attachment", contentDispositionFilename='my "call".mp3')
+    assert "content-disposition" not in plain.headers
+    assert inline.headers["content-disposition"] == 'inline; filename="R1.mp3"'
+    assert named.headers["content-disposition"] == 'attachment; filename="my _call_.mp3"'
+
+
+async def test_unknown_content_is_404_and_bytes_are_counted(emu, emulator_client):
+    async with api_client(emu, emulator_client) as c:
+        missing = await fetch(emu, c, rec="nope")
+        att = await c.get(f"{emu.media_base}{emu.extension_path}/message-store/1/content/2")
+        await fetch(emu, c, "bytes=0-99")
+    assert missing.status_code == 404 and missing.json()["errors"][0]["errorCode"] == "CMN-102"
+    assert att.status_code == 404
+    assert emu.stats.bytes_served == 100
+    assert emu.stats.requests["recording-content"] == 2
+
+
+def test_parse_range_unit():
+    assert parse_range(None, 10) is None
+    assert parse_range("bytes=2-4", 10) == (2, 4)
+    assert parse_range("bytes= 2 - ", 10) == (2, 9)
+    assert parse_range("BYTES=-3", 10) == (7, 9)
+    assert parse_range("bytes=10-", 10) is False
+    assert parse_range("bytes=4-2", 10) is None
+
+
+# real loopback HTTP ---------------------------------------------------------------------
+def first_recording(srv, token: str, *, min_size: int = 0) -> tuple[str, int]:
+    """contentUri and Content-Length of the first recording of at least `min_size` bytes."""
+    headers = {"Authorization": f"Bearer {token}"}
+    log = httpx.get(srv.platform + EXT + "/call-log", params={**SINCE, "withRecording": "true"},
+                    headers=headers, timeout=10).json()
+    for rec in log["records"]:
+        uri = rec["recording"]["contentUri"]
+        probe = httpx.get(uri, headers={**headers, "Range": "bytes=0-0"}, timeout=10)
+        size = int(probe.headers["content-range"].rsplit("/", 1)[1])
+        if size >= min_size:
+            return uri, size
+    raise AssertionError("no recording that large")
+
+
+def test_ranges_reassemble_and_match_over_loopback(start_emulator):
+    srv = start_emulator(rate_limits=False)
+    token = srv.token()
+    headers = {"Authorization": f"Bearer {token}"}
+    uri, size = first_recording(srv, token, min_size=100_000)
+    whole = httpx.get(uri, headers=headers, timeout=30)
+    assert whole.status_code == 200 and len(whole.content) == size == int(whole.headers["content-length"])
+    cut1, cut2 = size // 3, 2 * size // 3
+    parts = [httpx.get(uri, headers={**headers, "Range": r}, timeout=30).content
+             for r in (f"bytes=0-{cut1 - 1}", f"bytes={cut1}-{cut2 - 1}", f"bytes={cut2}-")]
+    assert b"".join(parts) == whole.content
+    last = httpx.get(uri, headers={**headers, "Range": f"bytes={size}-"}, timeout=10)
+    assert last.status_code == 416 and last.headers["content-range"] == f"bytes */{size}"
+
+
+@pytest.mark.skipif(shutil.which("curl") is None or shutil.which("file") is None, reason="needs curl and file")
+def test_curl_downloads_real_media_with_the_query_token(start_emulator, tmp_path):
+    srv = start_emulator()
+    token = srv.token()
+    listing = httpx.get(srv.platform + EXT + "/message-store", params={**SINCE, "messageType": "Fax"},
+                        headers={"Authorization": f"Bearer {token}"}, timeout=10).json()
+    att = next(a for r in listing["records"] for a in r["attachments"] if a["contentType"] == "application/pdf")
+    out = tmp_path / "fax.pdf"
+    done = subprocess.run(["curl", "-sS", "--max-time", "10", "-o", str(out), "-w", "%{http_code}",
+                           f"{att['uri']}?access_token={token}"], capture_output=True, text=True, timeout=20)
+    assert done.stdout == "200", done.stderr
+    kind = subprocess.run(["file", "-b", str(out)], capture_output=True, text=True, timeout=10).stdout
+    assert kind.startswith("PDF document"), kind
+    ranged = subprocess.run(["curl", "-sS", "--max-time", "10", "-r", "0-4", "-H", f"Authorization: Bearer {token}",
+                             att["uri"]], capture_output=True, timeout=20)
+    assert ranged.stdout == b"%PDF-"
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
+
+
+def test_large_recording_streams_without_buffering(start_emulator):
+    srv = start_emulator(scale="bench", rate_limits=False)
+    token = srv.token()
+    uri, size = first_recording(srv, token, min_size=200 * 1024 * 1024)
+    assert size == 200 * 1024 * 1024
+    rss_before = _rss_kib(srv.pid)
+    digest, received = hashlib.sha256(), 0
+    with httpx.stream("GET", uri, headers={"Authorization": f"Bearer {token}"}, timeout=60) as r:
+        assert r.status_code == 200 and int(r.headers["content-length"]) == size
+        for piece in r.iter_raw(1 << 20):
+            digest.update(piece)
+            received += len(piece)
+    assert received == size
+    # Holding the body would add 200 MiB; streaming keeps growth to buffers.
+    assert _rss_kib(srv.pid) - rss_before < 64 * 1024
+
+
+def test_client_disconnect_stops_the_stream(start_emulator):
+    srv = start_emulator(scale="bench", rate_limits=False)
+    token = srv.token()
+    uri, size = first_recording(srv, token, min_size=2 * 1024 ** 3)
+    srv.reset_stats()
+    with httpx.stream("GET", uri, headers={"Authorization": f"Bearer {token}"}, timeout=30) as r:
+        got = 0
+        for piece in r.iter_raw(1 << 16):
+            got += len(piece)
+            if got > 4 << 20:
+                break
+    time.sleep(0.5)
+    first = srv.stats()["bytes_served"]
+    time.sleep(0.5)
+    assert srv.stats()["bytes_served"] == first  # nothing more is generated
+    assert first < 256 << 20
+
+
+def _fault_download(srv, uri: str, token: str) -> tuple[int, int, Exception | None]:
+    """(declared length, bytes received, error) of one streamed GET."""
+    received, error, declared = 0, None, -1
+    try:
+        with httpx.stream("GET", uri, headers={"Authorization": f"Bearer {token}"}, timeout=10) as r:
+            declared = int(r.headers["content-length"])
+            for piece in r.iter_raw():
+                received += len(piece)
+    except httpx.HTTPError as exc:
+        error = exc
+    return declared, received, error
+
+
+@pytest.mark.parametrize("fault", ["reset_rate", "truncate_rate"])
+def test_body_faults_cut_the_body_short(start_emulator, fault):
+    srv = start_emulator(rate_limits=False)
+    token = srv.token()
+    uri, size = first_recording(srv, token, min_size=100_000)
+    srv.configure(faults={fault: 1.0})
+    declared, received, error = _fault_download(srv, uri, token)
+    assert declared == size
+    assert received < size
+    assert isinstance(error, (httpx.RemoteProtocolError, httpx.ReadError)), error
+    assert srv.stats()["faults"][fault.removesuffix("_rate")] == 1
+    srv.configure(faults={fault: 0.0})
+    assert _fault_download(srv, uri, token)[1:] == (size, None)
+
+
+def test_error_and_latency_faults(start_emulator):
+    srv = start_emulator()
+    token = srv.token()
+    url = srv.platform + EXT + "/message-store"
+    headers = {"Authorization": f"Bearer {token}"}
+    srv.configure(faults={"error_rate": 1.0})
+    r = httpx.get(url, headers=headers, timeout=10)
+    assert r.status_code == 503
+    assert r.json()["errors"][0]["errorCode"] == "CMN-201"
+    srv.configure(faults={"error_rate": 0.5, "seed": 7})
+    statuses = [httpx.get(url, headers=headers, timeout=10).status_code for _ in range(20)]
+    assert 0 < statuses.count(503) < 20 and set(statuses) == {200, 503}
+    srv.configure(faults={"error_rate": 0.0, "latency_ms": 300})
+    started = time.monotonic()
+    assert httpx.get(url, headers=headers, timeout=10).status_code == 200
+    assert time.monotonic() - started >= 0.3
+    assert srv.stats()["faults"]["error"] >= 2
