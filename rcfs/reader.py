@@ -714,6 +714,7 @@ class Reader:
             return
         st.dropped = True
         st.scope.cancel()
+        self._streams.discard(st)  # its task may need a moment to close the connection
         if st.handle.stream is st:
             st.handle.stream = None
         st.file.streams.discard(st)
