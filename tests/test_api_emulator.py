@@ -439,3 +439,45 @@ async def test_tokens_never_in_logs_or_errors_over_http(caplog, tmp_path):
     assert len(secrets) >= 4  # jwt, client secret, two access tokens, refresh tokens
     for secret in secrets:
         assert secret not in blob
+
+
+# -- sending (multipart like the official SDK) ----------------------------------------------
+
+
+def _bytes(media_obj) -> bytes:
+    return media_obj.read(0, media_obj.size)
+
+
+async def test_send_fax_mms_and_greeting_in_process():
+    from rcfs.emulator import media
+
+    emu = make_emu(send_delay=0.0)
+    pdf = _bytes(media.fax_pdf(5, 2))
+    png = _bytes(media.image_png(3))
+    mp3 = _bytes(media.audio_mp3(4, 2))
+    async with asgi_client(emu) as rc:
+        fax = await rc.send_fax(["+15550001234"], [("letter.pdf", pdf, "application/pdf")], cover_index=0)
+        assert fax["messageStatus"] == "Queued" and fax["direction"] == "Outbound"
+        stored = await rc.get_message(fax["id"])
+        assert stored["type"] == "Fax"
+        mms = await rc.send_mms(emu.store.main_number, ["+15550004321"], [("pic.png", png, None)], text="look")
+        assert mms["type"] == "SMS"
+        greeting = await rc.upload_greeting("Voicemail", ("hello.mp3", mp3, "audio/mpeg"), apply=False)
+        assert greeting["type"] == "Voicemail" and greeting["contentUri"]
+        sms = await rc.send_sms(emu.store.main_number, ["+15550004321"], "plain text")
+        assert sms["type"] == "SMS"
+    assert rc.stats.requests["heavy"] == 2  # fax + greeting; MMS and SMS are Medium
+    assert rc.stats.requests["medium"] == 2
+
+
+async def test_update_and_delete_message():
+    emu = make_emu()
+    msg = next(m for m in alive(emu, "Fax") if m.read_status == "Unread")
+    async with asgi_client(emu) as rc:
+        assert (await rc.update_message(msg.id, "Read"))["readStatus"] == "Read"
+        await rc.delete_message(msg.id)
+        assert emu.store.messages[msg.id].availability == "Deleted"
+        assert msg.id not in {m["id"] for m in await rc.list_messages("Fax")}
+        await rc.delete_message(msg.id, purge=True)
+        assert emu.store.messages[msg.id].availability == "Purged"
+    assert rc.stats.requests["medium"] == 3

@@ -406,11 +406,7 @@ class TokenManager:
         del self._old_secrets[:-16]
 
     async def _fail(self, what: str, exc: ApiError) -> None:
-        detail = f"{exc.code} " if exc.code else ""
-        self._failed = (
-            f"session revoked or credentials rejected: {what} "
-            f"(HTTP {exc.status} {detail}{exc}); fix the credentials or log in again"
-        )
+        self._failed = f"session revoked or credentials rejected: {what} ({exc}); fix the credentials or log in again"
         log.error("%s", self._failed)
         self._retire(self._tokens)
         self._tokens = None
