@@ -290,7 +290,7 @@ def _sniff_text(data: bytes, ext: str, declared: str | None) -> str:
         return "text/vcard"
     if start.startswith(b"begin:vcalendar"):
         return "text/calendar"
-    if declared in TEXT_TYPES:
+    if declared in ("text/csv", "text/plain"):
         return declared
     return _EXT_TEXT.get(ext, "text/plain")
 
