@@ -288,12 +288,16 @@ async def test_force_429_blocks_the_group_for_retry_after():
         emu.config.faults.force_429 = 1
         start = trio.current_time()
         async with trio.open_nursery() as nursery:
-            for _ in range(5):
+            nursery.start_soon(rc.get_message, mid)
+            with trio.fail_after(5):
+                while rc.stats.rate_limited == 0:
+                    await trio.sleep(0.01)
+            for _ in range(4):
                 nursery.start_soon(rc.get_message, mid)
         elapsed = trio.current_time() - start
         assert rc.stats.rate_limited == 1
-    # Nothing else was sent into the blocked group: a second request during the penalty
-    # would have been rejected and counted.
+    # Nothing else was sent into the blocked group: a request during the penalty would
+    # have been rejected (and restarted the penalty) and counted here.
     assert emu.stats.rate_limited == 1
     assert elapsed >= 1.0  # Retry-After: 1
 
