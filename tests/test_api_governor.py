@@ -104,6 +104,19 @@ async def test_unlearned_group_sends_one_at_a_time(autojump_clock):
         await gov.acquire(Group.LIGHT)
 
 
+async def test_answer_without_headers_ends_the_probe(autojump_clock):
+    gov = RateGovernor()
+    first = await gov.acquire(Group.MEDIUM)
+    gov.observe(first, 503, {})  # e.g. a proxy's answer: no rate-limit headers
+    assert not gov.budget(Group.MEDIUM).learned
+    with trio.fail_after(0.1):
+        for _ in range(39):  # the default Medium limit, minus the answered one
+            await gov.acquire(Group.MEDIUM)
+    with trio.move_on_after(30) as scope:
+        await gov.acquire(Group.MEDIUM)
+    assert scope.cancelled_caught
+
+
 async def test_headers_teach_limit_and_window(autojump_clock):
     gov = RateGovernor()
     t = await gov.acquire(Group.HEAVY)

@@ -333,6 +333,17 @@ async def test_post_is_not_retried_after_read_error():
         assert len(fake.requests) - before == 1  # a fax or SMS must never go out twice
 
 
+async def test_delete_is_not_retried_after_a_lost_answer():
+    fake = FakeRC()
+    async with client(fake) as rc:
+        await rc.get_message(7)
+        fake.fail_next = [httpx.ReadError]
+        before = len(fake.requests)
+        with pytest.raises(NetworkError):
+            await rc.delete_message(7)
+        assert len(fake.requests) - before == 1  # a second DELETE would purge the message
+
+
 # -- tokens ---------------------------------------------------------------------------------
 
 

@@ -770,7 +770,8 @@ class RingCentralClient:
         where = f"{method} {_safe_url(full_url)}"
         kind, group = classify(method, full_url)
         if idempotent is None:
-            idempotent = method.upper() in ("GET", "PUT", "DELETE", "HEAD")
+            # Not DELETE: a second delete purges a message the first one only deleted.
+            idempotent = method.upper() in ("GET", "PUT", "HEAD")
         started = trio.current_time()
         attempt = 0
         renewed = False

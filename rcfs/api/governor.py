@@ -16,7 +16,8 @@ the defaults, `X-Rate-Limit-Remaining` lower than our own count (another client 
 same user+app, a previous mount) adds placeholder entries, and a 429 blocks the whole
 group until `Retry-After` has passed. Until a group's headers have been seen once,
 only one request of that group is in flight, so a server configured below our defaults
-cannot be overrun by an opening burst.
+cannot be overrun by an opening burst (a server that sends no such headers at all
+is then paced with the defaults).
 
 Priority: waiters of one group are served in (priority, arrival) order, and
 READAHEAD/BACKGROUND requests only proceed while more than a reserve of the limit is
@@ -115,7 +116,8 @@ class _GroupState:
         self.group = group
         self.limit = limit
         self.window = window
-        self.learned = False
+        self.learned = False  # the server's rate-limit headers for this group were seen
+        self.probed = False  # at least one answer came back (with or without headers)
         self.in_flight = 0
         self.expiries: list[float] = []  # sorted times at which answered slots free up
         self.blocked_until = -math.inf
@@ -229,6 +231,10 @@ class RateGovernor:
             st.learned = True
         # After learning: the answered slot lives for the server's window, not our default.
         self._finish(ticket, now)
+        st.probed = True
+        if ticket.group is not group and ticket.group is not Group.NONE:
+            self._groups[ticket.group].probed = True
+            self._groups[ticket.group].notify()
         if remaining is not None and status != 429:
             self._reconcile(st, remaining, now)
         if status == 429:
@@ -313,7 +319,7 @@ class RateGovernor:
             return st.blocked_until - now
         if st.waiters[0] != key:
             return math.inf
-        if not st.learned and st.in_flight > 0:
+        if not st.probed and st.in_flight > 0:
             return math.inf
         used = st.used(now)
         reserve = self._reserve_of(st) if priority > Priority.FOREGROUND else 0
