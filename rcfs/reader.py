@@ -25,6 +25,7 @@ abandoned so waiting readers plan again), so no reader waits on a dead producer.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import enum
 import itertools
@@ -88,6 +89,11 @@ class ReaderStats:
     active_streams: int = 0  # stream tasks alive now
 
 
+def _fresh(exc: ApiError) -> ApiError:
+    """A copy of an error several readers raise, so they do not share one traceback."""
+    return copy.copy(exc)
+
+
 class _Replan(Exception):
     """Internal: the producer of a block went away without error; plan the read again."""
 
@@ -140,7 +146,7 @@ class _Pending:
                 return
             if self.state is _State.FAILED:
                 assert self.error is not None
-                raise self.error
+                raise _fresh(self.error)
             if self.state is _State.ABANDONED:
                 raise _Replan()
             await self._changed.wait()
@@ -240,7 +246,7 @@ class Reader:
         )
         # A small file must fit in the cache several times over, or fetching it whole
         # would evict itself.
-        self._small_max = min(8 * MiB, cache_bytes // 4) if small_file_max is None else small_file_max
+        self._small_max = min(8 * MiB if small_file_max is None else small_file_max, cache_bytes // 4)
         self._on_size = on_size
         self._budget = cache_bytes // 2 if readahead_budget is None else readahead_budget
         self._max_window = max(block_size, min(max_window, self._budget))
@@ -324,7 +330,12 @@ class Reader:
         return hid
 
     async def read(self, handle: int, offset: int, length: int) -> bytes:
-        """Return exactly `min(length, size - offset)` bytes at `offset` (b"" at EOF)."""
+        """Return exactly `min(length, size - offset)` bytes at `offset` (b"" at EOF).
+
+        Raises an `ApiError` subclass when the bytes cannot be had (after the client's
+        retries and the reader's resumes, or after `read_timeout`), ValueError for an
+        unknown handle.
+        """
         h = self._handles.get(handle)
         if h is None:
             raise ValueError(f"unknown reader handle {handle}")
@@ -450,7 +461,7 @@ class Reader:
         f = h.file
         bs = self._bs
         if f.failure is not None and trio.current_time() - f.failed_at < self._failure_ttl:
-            raise f.failure
+            raise _fresh(f.failure)
         # Any stream on this file that will pass block b soon serves it: its own
         # handle's first, then other handles' (no second request for the same bytes).
         candidates = sorted(f.streams, key=lambda s: s is not h.stream)
@@ -511,14 +522,16 @@ class Reader:
                 # Only bytes contiguous with what the block already holds count.
                 if lo - base <= p.filled < hi - base:
                     stop = min(hi - base, p.length)
-                    if p.filled < stop:
+                    src = p.filled + base - offset
+                    if p.filled == 0 and stop == p.length:
+                        self._complete(f, p, bytes(mv[src : src + stop]))  # whole block at once
+                    elif p.filled < stop:
                         if p.buf is None:
                             p.buf = bytearray(p.length)
                             self._st.buffered_bytes += p.length
                             self._st.peak_buffered_bytes = max(
                                 self._st.peak_buffered_bytes, self._st.buffered_bytes
                             )
-                        src = p.filled + base - offset
                         p.buf[p.filled : stop] = mv[src : src + stop - p.filled]
                         p.filled = stop
                         if p.filled >= p.length:
@@ -527,9 +540,11 @@ class Reader:
                             p.notify()
             b += 1
 
-    def _complete(self, f: _File, p: _Pending) -> None:
-        assert p.buf is not None
-        p.data = bytes(p.buf[: p.length])
+    def _complete(self, f: _File, p: _Pending, data: bytes | None = None) -> None:
+        if data is None:
+            assert p.buf is not None
+            data = bytes(memoryview(p.buf)[: p.length])
+        p.data = data
         self._drop_buf(p)
         p.filled = p.length
         p.state = _State.DONE
@@ -553,7 +568,7 @@ class Reader:
             f.failure, f.failed_at = error, trio.current_time()
         for p in list(claims.values()):
             if p.filled and p.buf is not None:
-                p.data = bytes(p.buf[: p.filled])  # readers already waiting may use the prefix
+                p.data = bytes(memoryview(p.buf)[: p.filled])  # readers already waiting may use the prefix
             self._drop_buf(p)
             p.state = _State.FAILED if error is not None else _State.ABANDONED
             p.error = error

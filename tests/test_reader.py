@@ -679,3 +679,67 @@ def test_any_read_pattern_returns_exact_bytes(
             assert client.open_streams == 0
 
     trio.run(main)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    size=hs.integers(1, 2 * 2**20),
+    known=hs.booleans(),
+    patterns=hs.lists(reads_strategy, min_size=2, max_size=4),
+    drops=hs.lists(hs.integers(1, 2 * 2**20), max_size=3),
+    short=hs.sampled_from([None, 70_000]),
+    reopen_every=hs.sampled_from([0, 3]),
+)
+def test_concurrent_handles_return_exact_bytes(
+    size: int,
+    known: bool,
+    patterns: list[list[tuple[int, int, bool]]],
+    drops: list[int],
+    short: int | None,
+    reopen_every: int,
+) -> None:
+    data = content(size, seed=size + 1)
+    client = FakeClient({URL: data})
+    client.drop_at = sorted(set(drops))
+    client.short = short
+    client.piece = 30_000
+    client.piece_latency = 0.0001
+    block = 64 * KiB
+    cache = 12 * block
+    reader = Reader(client, cache_bytes=cache, block_size=block, small_file_max=3 * block, max_resumes=8)
+
+    async def one(reads: list[tuple[int, int, bool]]) -> None:
+        h = await reader.open(Source("k", URL, size if known else None))
+        pos = 0
+        for i, (off, length, sequential) in enumerate(reads):
+            if reopen_every and i % reopen_every == reopen_every - 1:
+                reader.close(h)
+                h = await reader.open(Source("k", URL, size if known else None))
+            off = pos if sequential else off % (size + 10)
+            got = await reader.read(h, off, length)
+            assert got == data[off : off + length]
+            pos = off + len(got)
+            assert reader.stats.cache_bytes <= cache
+        reader.close(h)
+
+    async def main() -> None:
+        async with running(reader):
+            async with trio.open_nursery() as n:
+                for reads in patterns:
+                    n.start_soon(one, reads)
+            await trio.testing.wait_all_tasks_blocked()
+            assert client.open_streams == 0 and reader.stats.active_streams == 0
+            assert reader.stats.buffered_bytes == 0
+
+    trio.run(main)
+
+
+@pytest.mark.parametrize("delta", [-300_000, 5000])
+async def test_a_wrong_announced_size_is_corrected_by_the_server(delta: int) -> None:
+    learned: list[int] = []
+    client, reader, data = make(6 * MiB + 11, on_size=lambda k, n: learned.append(n))
+    async with running(reader):
+        h = await reader.open(Source("rec:24", URL, len(data) + delta))
+        got = await read_all(reader, h, len(data) + max(delta, 0))
+        assert got == data
+        assert learned == [len(data)] and reader.known_size("rec:24") == len(data)
