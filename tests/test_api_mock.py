@@ -52,7 +52,7 @@ class FakeRC:
         self.valid_refresh: set[str] = set()
         self.revoked = False
         self.seq = 0
-        self.fail_next: list[int | type[Exception]] = []  # statuses or exceptions for next API calls
+        self.fail_next: list = []  # statuses, (status, headers) or exception classes  # statuses or exceptions for next API calls
         self.short_206: int | None = None  # cap bytes per 206
         self.ignore_range = False
         self.messages = [{"id": i, "type": "Fax"} for i in range(1, 26)]
@@ -88,6 +88,10 @@ class FakeRC:
             failure = self.fail_next.pop(0)
             if isinstance(failure, int):
                 return self._err(failure, "CMN-201", "Service Temporary Unavailable")
+            if isinstance(failure, tuple):
+                resp = self._err(failure[0], "CMN-201", "Service Temporary Unavailable")
+                resp.headers.update(failure[1])
+                return resp
             raise failure("boom")
         if path.endswith("/message-store"):
             return self._list(request)
@@ -308,6 +312,18 @@ async def test_persistent_503_gives_server_error_after_bounded_attempts():
             await rc.get_message(7)
         assert info.value.status == 503
         assert len(fake.requests) - before == FAST.attempts
+
+
+async def test_retry_after_beyond_the_time_cap_gives_up_at_once(autojump_clock):
+    fake = FakeRC()
+    async with client(fake) as rc:
+        await rc.get_message(7)
+        fake.fail_next = [(503, {"retry-after": "2"}), 503]
+        assert (await rc.get_message(7)) == {"id": 7}  # 2 s fits the 5 s budget
+        fake.fail_next = [(503, {"retry-after": "100"})] * 3
+        with trio.fail_after(1):
+            with pytest.raises(ServerError):
+                await rc.get_message(7)
 
 
 async def test_transport_errors_retry_then_network_error():

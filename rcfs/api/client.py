@@ -525,7 +525,7 @@ class RingCentralClient:
         if start < 0 or (end is not None and end < start):
             raise ValueError(f"bad range {start}-{end}")
         headers = {"Range": f"bytes={start}-" if end is None else f"bytes={start}-{end}", "Accept-Encoding": "identity"}
-        resp = await self._request("GET", url, headers=headers, priority=priority, media=True)
+        resp = await self._request("GET", url, headers=headers, priority=priority)
         start_at, total = self._media_position(resp)
         return Chunk(data=resp.content, start=start_at, total=total, content_type=resp.headers.get("content-type"))
 
@@ -540,7 +540,7 @@ class RingCentralClient:
         if start < 0:
             raise ValueError(f"bad stream start {start}")
         headers = {"Range": f"bytes={start}-", "Accept-Encoding": "identity"}
-        resp = await self._request("GET", url, headers=headers, priority=priority, media=True, stream=True)
+        resp = await self._request("GET", url, headers=headers, priority=priority, stream=True)
         handle: _ResponseStream | None = None
         try:
             start_at, total = self._media_position(resp)
@@ -756,7 +756,6 @@ class RingCentralClient:
         auth: bool = True,
         basic: bool = False,
         stream: bool = False,
-        media: bool = False,
         idempotent: bool | None = None,
         policy: RetryPolicy | None = None,
     ) -> httpx.Response:
@@ -773,9 +772,11 @@ class RingCentralClient:
             # Not DELETE: a second delete purges a message the first one only deleted.
             idempotent = method.upper() in ("GET", "PUT", "HEAD")
         started = trio.current_time()
-        attempt = 0
+        attempt = 0  # requests sent for this call
+        failures = 0  # of those, 5xx answers and transport errors (bounded by policy.attempts)
         renewed = False
         seen_429 = 0
+        paced = 0.0  # time spent waiting for rate-limit slots: not part of policy.total
         while True:
             token = await self.auth.access_token() if auth else None
             try:
@@ -791,7 +792,9 @@ class RingCentralClient:
             except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
                 raise BadResponse(self._scrub(f"{where}: unusable URL ({type(exc).__name__})")) from None
             group = self._learned_groups.get(kind, group)
+            waited_from = trio.current_time()
             ticket = await self.governor.acquire(group, priority)
+            paced += trio.current_time() - waited_from
             if auth:
                 # The wait for a slot may have outlasted a refresh done by another task.
                 latest = self.auth.current()
@@ -800,7 +803,7 @@ class RingCentralClient:
                     request.headers["Authorization"] = self.auth.authorization(token)
             attempt += 1
             self.stats.requests[group.value] = self.stats.requests.get(group.value, 0) + 1
-            if attempt > 1 or seen_429 or renewed:
+            if attempt > 1:
                 self.stats.retries += 1
             self.stats.bytes_sent += int(request.headers.get("content-length") or 0)
             failure: httpx.HTTPError | None = None
@@ -850,22 +853,25 @@ class RingCentralClient:
                             raise self._error(RateLimited, where, status, body, resp.headers)
                         log.info("%s: 429, group %s blocked; will resend", where, group.value)
                         continue
-                    if status >= 500 and (idempotent or status == 503) and attempt < policy.attempts:
-                        delay = policy.backoff(attempt, self.governor.retry_after(resp.headers), self._rng)
-                        if trio.current_time() + delay - started <= policy.total:
-                            log.info("%s: HTTP %d, retry %d in %.2f s", where, status, attempt, delay)
+                    if status >= 500:
+                        failures += 1
+                    if status >= 500 and (idempotent or status == 503) and failures < policy.attempts:
+                        delay = policy.backoff(failures, self.governor.retry_after(resp.headers), self._rng)
+                        if trio.current_time() + delay - started - paced <= policy.total:
+                            log.info("%s: HTTP %d, retry %d in %.2f s", where, status, failures, delay)
                             await trio.sleep(delay)
                             continue
                     raise self._map_error(where, status, body, resp.headers)
             # No usable answer: a transport error before or during the body.
             assert failure is not None
             self.stats.transport_errors += 1
+            failures += 1
             desc = f"{type(failure).__name__}"
             retryable = is_retryable_transport_error(failure) and (idempotent or never_reached_server(failure))
-            if retryable and attempt < policy.attempts:
-                delay = policy.backoff(attempt, None, self._rng)
-                if trio.current_time() + delay - started <= policy.total:
-                    log.info("%s: %s, retry %d in %.2f s", where, desc, attempt, delay)
+            if retryable and failures < policy.attempts:
+                delay = policy.backoff(failures, None, self._rng)
+                if trio.current_time() + delay - started - paced <= policy.total:
+                    log.info("%s: %s, retry %d in %.2f s", where, desc, failures, delay)
                     await trio.sleep(delay)
                     continue
             if isinstance(failure, httpx.DecodingError):
