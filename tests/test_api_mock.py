@@ -564,3 +564,33 @@ async def test_store_survives_corrupt_file(tmp_path):
         await rc.get_message(7)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert json.loads(path.read_text())["version"] == 1
+
+
+class _StallingBody(httpx.AsyncByteStream):
+    """Sends one piece, then nothing ever again (a stalled server)."""
+
+    async def __aiter__(self):
+        yield b"first-piece"
+        await trio.sleep_forever()
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_stalled_stream_raises_network_error(autojump_clock):
+    fake = FakeRC()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.startswith("/restapi/oauth/"):
+            return await fake.handle(request)
+        return httpx.Response(206, stream=_StallingBody(), headers={"content-range": "bytes 0-99/100"})
+
+    async with RingCentralClient(CREDS, transport=httpx.MockTransport(handler), retry=FAST, timeout=2.0) as rc:
+        got = b""
+        with trio.fail_after(30):
+            with pytest.raises(NetworkError) as info:
+                async with rc.stream(f"{MEDIA}/media/blob") as s:
+                    async for piece in s.aiter_bytes():
+                        got += piece
+    assert got == b"first-piece"
+    assert "stalled" in str(info.value)
