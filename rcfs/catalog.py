@@ -309,13 +309,10 @@ class Catalog:
             return
         fs = self.folders["recordings"]
         rid = node.key.split(":", 1)[1]
-        old = node.name
-        self.tree.remove(fs.folder, old)
-        stem = old.rsplit(".", 1)[0]
-        node.name = names.with_extension(stem, base)
+        stem = node.name.rsplit(".", 1)[0]
+        self.tree.rename(fs.folder, node, names.with_extension(stem, base))
         node.content_type = base
         node.xattrs["user.rc.content_type"] = base
-        self.tree.add(fs.folder, node)
         fs.entries[rid] = [node.name]
         self.on_change(fs.folder)
 

@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "Ctrl-C unmounts and stops the emulator")
     m.add_argument("--demo-scale", default="demo", choices=["demo", "listing", "bench"],
                    help="size of the demo account (default: demo)")
+    m.add_argument("--demo-window", type=float, default=10.0,
+                   help="the demo emulator's rate-limit window in seconds (real API: 60); the "
+                        "demo runs 6x faster so copying the whole account takes seconds (default: 10)")
     m.add_argument("--server-url", help="API server (default: $RC_SERVER_URL or %s)" % settings.DEFAULT_SERVER)
     m.add_argument("--client-id", help="app client id (default: $RC_CLIENT_ID or config file)")
     m.add_argument("--config", type=Path, help="config file (default: %s)" % settings.default_config_file())
@@ -139,7 +142,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
             from .api.client import Credentials
             from .emulator.config import EmulatorConfig
 
-            demo = start_demo_emulator(["--scale", args.demo_scale])
+            demo = start_demo_emulator(["--scale", args.demo_scale, "--window", str(args.demo_window)])
             cfg = EmulatorConfig()
             creds = Credentials(server_url=demo.platform_url, client_id=cfg.client_id,
                                 client_secret=cfg.client_secret, jwt=cfg.jwt)

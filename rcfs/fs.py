@@ -141,7 +141,7 @@ class Operations(pyfuse3.Operations):
         else:
             if self.catalog.top_folder_state(folder) is not None:
                 await self.catalog.ensure_loaded(folder)
-            node = folder.children.get(text)
+            node = self.tree.child(folder, text)
         if node is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
         self.tree.remember(node)

@@ -104,7 +104,7 @@ async def _watch_signals(cancel: Callable[[], None]) -> None:
             return
 
 
-async def run_mount(opts: MountOptions, *, ready: Callable[[], None] = lambda: None) -> None:
+async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None) -> None:
     """Mount and serve until unmounted or signalled. Raises MountError on setup failure."""
     opts.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(opts.state_dir, 0o700)
@@ -115,7 +115,7 @@ async def run_mount(opts: MountOptions, *, ready: Callable[[], None] = lambda: N
 
     async with RingCentralClient(opts.credentials, token_store=token_store) as client:
         try:
-            await client.login()
+            await client.auth.access_token()  # fail early on bad credentials
         except AuthError as exc:
             raise MountError(f"login failed: {exc}") from None
         except ApiError as exc:
@@ -164,7 +164,7 @@ async def _background(catalog: Catalog) -> None:
                 await catalog.resolve_recording_types()
         except ApiError as exc:
             log.debug("background work failed: %s", exc)
-        await trio.sleep(30)
+        await trio.sleep(5)
 
 
 # ---------------------------------------------------------------------------------------

@@ -72,6 +72,9 @@ class Folder(Node):
     """A directory. Children are kept in insertion order; `cookie` numbers never reuse."""
 
     children: dict[str, Node] = dataclasses.field(default_factory=dict)
+    # Old names of renamed children: still found by lookup (never listed), so a `cp -r`
+    # that listed the folder before the rename keeps working.
+    aliases: dict[str, Node] = dataclasses.field(default_factory=dict)
     next_cookie: int = 1
     writable: bool = False
 
@@ -137,6 +140,9 @@ class Tree:
         node = folder.children.pop(name, None)
         if node is None:
             return None
+        for alias, target in list(folder.aliases.items()):
+            if target is node:
+                del folder.aliases[alias]
         if self.lookups.get(node.inode, 0) == 0:
             self._drop(node)
         return node
@@ -166,7 +172,24 @@ class Tree:
         return self.nodes.get(inode)
 
     def child(self, folder: Folder, name: str) -> Node | None:
-        return folder.children.get(name)
+        """The child called `name`, or a child that was called `name` before a rename."""
+        node = folder.children.get(name)
+        if node is None:
+            node = folder.aliases.get(name)
+            if node is not None and node.parent is not folder:
+                return None
+        return node
+
+    def rename(self, folder: Folder, node: Node, new_name: str) -> None:
+        """Give `node` a new name, keeping inode and the old name as a lookup alias."""
+        if folder.children.get(node.name) is not node or new_name == node.name:
+            return
+        del folder.children[node.name]
+        folder.aliases[node.name] = node
+        node.name = new_name
+        node.cookie = folder.next_cookie
+        folder.next_cookie += 1
+        folder.children[new_name] = node
 
     # kernel reference counting --------------------------------------------------
     def remember(self, node: Node) -> None:

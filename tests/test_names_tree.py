@@ -108,3 +108,15 @@ def test_relisting_same_object_keeps_its_inode():
     tree.remove(folder, "m5")
     b = tree.add(folder, Folder(key="mms:5", name="m5", mtime=0.0))
     assert b.inode == ino
+
+
+def test_renamed_file_keeps_inode_and_old_name_still_resolves():
+    tree = Tree(uid=0, gid=0)
+    folder = tree.mkdir(tree.root, "recordings", key="dir:rec")
+    node = tree.add(folder, _file("rec:1", "a.mp3"))
+    before = [n.name for n in folder.entries_after(0)]
+    tree.rename(folder, node, "a.wav")
+    assert [n.name for n in folder.entries_after(0)] == ["a.wav"] and before == ["a.mp3"]
+    assert tree.child(folder, "a.mp3") is node and tree.child(folder, "a.wav") is node
+    tree.remove(folder, "a.wav")
+    assert tree.child(folder, "a.mp3") is None

@@ -34,7 +34,19 @@ from typing import TYPE_CHECKING, Any, Iterable
 from urllib.parse import urlencode
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse as _StarletteJSONResponse
+from starlette.responses import Response
+
+
+class JSONResponse(_StarletteJSONResponse):
+    """JSON with non-ASCII characters escaped.
+
+    Hostile `fileName` values may hold lone surrogates, which cannot be encoded as
+    UTF-8; as `\\udcff` escapes they are still valid JSON text, as a server could send.
+    """
+
+    def render(self, content: object) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 from starlette.routing import BaseRoute, Route
 
 from . import auth
