@@ -135,6 +135,7 @@ class Stream:
     content_type: str | None
 
     def aiter_bytes(self) -> AsyncIterator[bytes]:
+        """Body pieces as they arrive (iterate once)."""
         raise NotImplementedError
 
 

@@ -125,15 +125,18 @@ class _GroupState:
         self.changed = trio.Event()
 
     def notify(self) -> None:
+        """Wake every waiter of this group so it re-evaluates its turn."""
         self.changed.set()
         self.changed = trio.Event()
 
     def expire(self, now: float) -> None:
+        """Drop answered slots whose lifetime has ended."""
         cut = bisect.bisect_right(self.expiries, now)
         if cut:
             del self.expiries[:cut]
 
     def used(self, now: float) -> int:
+        """Slots occupied now: in flight plus answered within the window."""
         self.expire(now)
         return self.in_flight + len(self.expiries)
 
