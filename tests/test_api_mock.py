@@ -26,6 +26,7 @@ from rcfs.api import (
     NotFound,
     Priority,
     RangeNotSatisfiable,
+    RateLimited,
     Rejected,
     RetryPolicy,
     RingCentralClient,
@@ -324,6 +325,20 @@ async def test_retry_after_beyond_the_time_cap_gives_up_at_once(autojump_clock):
         with trio.fail_after(1):
             with pytest.raises(ServerError):
                 await rc.get_message(7)
+
+
+async def test_long_penalty_raises_rate_limited_instead_of_hanging(autojump_clock):
+    fake = FakeRC()
+    async with client(fake) as rc:
+        await rc.get_message(7)
+        fake.fail_next = [(429, {"retry-after": "3600", "x-rate-limit-group": "light"})]
+        with trio.fail_after(1):
+            with pytest.raises(RateLimited):
+                await rc.get_message(7)
+            n = len(fake.requests)
+            with pytest.raises(RateLimited):  # the group stays blocked: fail fast, send nothing
+                await rc.list_messages("Fax")
+        assert len(fake.requests) == n
 
 
 async def test_transport_errors_retry_then_network_error():

@@ -793,6 +793,11 @@ class RingCentralClient:
             except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
                 raise BadResponse(self._scrub(f"{where}: unusable URL ({type(exc).__name__})")) from None
             group = self._learned_groups.get(kind, group)
+            blocked = self.governor.budget(group).blocked_for
+            if blocked > policy.max_penalty:
+                raise RateLimited(
+                    f"{where}: rate group {group.value} is blocked for {blocked:.0f} s more", status=429
+                )
             waited_from = trio.current_time()
             ticket = await self.governor.acquire(group, priority)
             paced += trio.current_time() - waited_from
