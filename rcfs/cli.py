@@ -224,15 +224,15 @@ def _detach_stdio() -> None:
 def cmd_umount(mountpoint: Path, timeout: float) -> int:
     path = str(mountpoint.expanduser().absolute())
     tool = shutil.which("fusermount3") or shutil.which("fusermount")
-    try:
-        os.stat(path)
-    except OSError as exc:
-        if exc.errno == errno.ENOTCONN:
-            # A crashed filesystem: nothing to wait for, just detach it.
-            subprocess.run([tool or "umount", "-u", "-z", path] if tool else ["umount", "-l", path], check=False)
-            print(f"rcfs: cleared stale mount {path}", file=sys.stderr)
-            return 0
-        print(f"rcfs: {path}: {exc.strerror}", file=sys.stderr)
+    from .mount import is_stale
+
+    if is_stale(path):
+        # A crashed filesystem: nothing to wait for, just detach it.
+        subprocess.run([tool, "-u", "-z", path] if tool else ["umount", "-l", path], check=False)
+        print(f"rcfs: cleared stale mount {path}", file=sys.stderr)
+        return 0
+    if not os.path.isdir(path):
+        print(f"rcfs: {path} is not a directory", file=sys.stderr)
         return 1
     try:
         pid = int(os.getxattr(path, "user.rc.pid"))

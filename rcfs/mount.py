@@ -70,11 +70,24 @@ def check_mountpoint(path: Path, *, nonempty: bool = False) -> None:
         raise MountError(f"cannot use mountpoint {path}: {exc.strerror}") from None
     if not os.path.isdir(path):
         raise MountError(f"mountpoint {path} is not a directory")
-    if os.path.ismount(path) and _is_fuse_mount(path):
+    if _is_fuse_mount(path):
+        if is_stale(path):
+            raise MountError(
+                f"{path} is a stale mount left by a crashed filesystem (Transport endpoint is not "
+                f"connected). Clear it with: rcfs umount {path}   (or: fusermount3 -u -z {path})")
         raise MountError(f"{path} is already a FUSE mount; unmount it first: rcfs umount {path}")
     if not nonempty and any(os.scandir(path)):
         raise MountError(f"mountpoint {path} is not empty; rcfs would hide its files. "
                          "Use an empty directory (or --nonempty if you really mean it)")
+
+
+def is_stale(path: Path | str) -> bool:
+    """True when `path` is a FUSE mount whose process is gone (ENOTCONN)."""
+    try:
+        os.listdir(path)
+    except OSError as exc:
+        return exc.errno == errno.ENOTCONN
+    return False
 
 
 def _is_fuse_mount(path: Path) -> bool:

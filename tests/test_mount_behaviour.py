@@ -1,0 +1,199 @@
+"""Mount behaviours that need their own emulator or mount: sizes the API does not give,
+10,000 faxes, token expiry and revocation, hostile names, CLI errors, umount, stale mounts."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import build_config
+from fusehelp import FUSERMOUNT, force_unmount, fuse_required, mount_log, mounted
+from rcfs.emulator import seed
+
+pytestmark = fuse_required
+
+
+def args_for(srv):
+    return dict(server_url=srv.platform, client_id=srv.client_id, client_secret=srv.client_secret, jwt=srv.jwt)
+
+
+def rcfs(*argv: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rcfs", *argv], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def test_unknown_sizes_cost_nothing_to_list_are_exact_once_opened_and_remembered(start_emulator, tmp_path):
+    srv = start_emulator(window=1.0, hide_sizes=1.0)  # no attachment carries `size`
+    state = tmp_path / "state"
+    with mounted(tmp_path / "a", state_dir=state, **args_for(srv)):
+        faxes = sorted((tmp_path / "a" / "faxes").iterdir())
+        srv.reset_stats()
+        assert all(p.stat().st_size == 0 for p in faxes)  # ls -l: no request per file
+        assert srv.stats()["requests"].get("message-content", 0) == 0
+        data = faxes[0].read_bytes()
+        assert len(data) > 0 and faxes[0].stat().st_size == len(data)
+        rec = sorted((tmp_path / "a" / "recordings").iterdir())[0]
+        with open(rec, "rb") as fh:  # open alone learns the size
+            assert os.fstat(fh.fileno()).st_size > 0
+        rec_size = rec.stat().st_size
+    srv.reset_stats()
+    with mounted(tmp_path / "b", state_dir=state, **args_for(srv)):
+        again = tmp_path / "b" / "faxes" / faxes[0].name
+        assert again.stat().st_size == len(data)  # remembered across remounts
+        assert (tmp_path / "b" / "recordings" / rec.name).stat().st_size == rec_size
+    assert srv.stats()["requests"].get("message-content", 0) == 0
+    assert srv.stats()["requests"].get("oauth-token", 0) == 0  # tokens were reused, no new login
+
+
+def test_ten_thousand_faxes_list_in_few_requests(start_emulator, tmp_path):
+    srv = start_emulator(scale="listing", faxes=10_000, window=60.0)
+    srv.reset_stats()
+    with mounted(tmp_path / "m", state_dir=tmp_path / "s", **args_for(srv)):
+        out = subprocess.run(["ls", "-l", str(tmp_path / "m" / "faxes")], capture_output=True, text=True,
+                             check=True, timeout=300).stdout
+        entries = [l for l in out.splitlines() if l.startswith("-")]
+        stats = srv.stats()
+    expected = len(seed.build_store(build_config(scale="listing", faxes=10_000)).query_messages(types=["Fax"]))
+    ids = {re.search(r"_(\d+)(?:_\d+)?\.\w+$", line).group(1) for line in entries}
+    assert len(ids) == expected == 10_000  # every fax (outbound ones also show their source)
+    requests = stats["requests"]
+    list_requests = requests.get("message-list", 0) + requests.get("message-sync", 0)
+    assert list_requests <= -(-10_000 // 1000) + 1, requests
+    assert requests.get("message-content", 0) == 0
+    assert stats["rate_limited"] == 0
+
+
+def test_token_expiry_during_long_copy_is_invisible(start_emulator, tmp_path):
+    srv = start_emulator(window=1.0, access_token_ttl=2, faults={"latency_ms": 100})
+    with mounted(tmp_path / "m", state_dir=tmp_path / "s", **args_for(srv)):
+        source = sorted(p.name for p in (tmp_path / "m" / "voicemail").iterdir())
+        t0 = time.monotonic()
+        subprocess.run(["cp", "-r", str(tmp_path / "m" / "voicemail"), str(tmp_path / "copy")], check=True,
+                       timeout=300)
+        elapsed = time.monotonic() - t0
+    assert elapsed > 4, "the copy must outlive at least two token lifetimes"
+    assert srv.stats()["requests"].get("oauth-token", 0) >= 2  # refreshed along the way
+    assert sorted(p.name for p in (tmp_path / "copy").iterdir()) == source
+    assert all(p.stat().st_size > 0 for p in (tmp_path / "copy").iterdir())
+
+
+def test_revoked_session_gives_eacces_not_a_hang(start_emulator, tmp_path):
+    srv = start_emulator(window=1.0)
+    mp = tmp_path / "m"
+    with mounted(mp, state_dir=tmp_path / "s", **args_for(srv)):
+        files = sorted((mp / "voicemail").iterdir())
+        token_file = next((tmp_path / "s").rglob("tokens.json"))
+        assert token_file.stat().st_mode & 0o777 == 0o600
+        subprocess.run([sys.executable, "-c", _REVOKE, srv.platform, srv.client_id, srv.client_secret,
+                        str(token_file)], check=True, timeout=30)
+        t0 = time.monotonic()
+        with pytest.raises(OSError) as info:
+            files[0].read_bytes()
+        assert time.monotonic() - t0 < 30
+        assert info.value.errno in (errno.EACCES, errno.EIO)
+        time.sleep(0.2)
+        assert "revoked" in mount_log(mp).lower() or "rejected" in mount_log(mp).lower()
+
+
+# Revoke the mount's session with its own stored refresh token (a user logging out elsewhere).
+_REVOKE = r"""
+import base64, json, sys, httpx
+platform, cid, secret, path = sys.argv[1:]
+data = json.load(open(path))
+tokens = next(iter(data.values())) if isinstance(data, dict) else data
+def find(obj):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if k in ("access_token", "refresh_token") and isinstance(v, str):
+                return v
+            r = find(v)
+            if r: return r
+t = find(data)
+auth = "Basic " + base64.b64encode(f"{cid}:{secret}".encode()).decode()
+r = httpx.post(platform + "/restapi/oauth/revoke", data={"token": t}, headers={"Authorization": auth})
+assert r.status_code == 200, r.text
+"""
+
+
+def test_hostile_file_names_stay_inside_their_folder(start_emulator, tmp_path):
+    srv = start_emulator(window=1.0, hostile_names=True)
+    mp = tmp_path / "m"
+    with mounted(mp, state_dir=tmp_path / "s", **args_for(srv)):
+        seen = 0
+        for folder in (mp / "mms").iterdir():
+            for child in folder.iterdir():
+                seen += 1
+                name = child.name
+                assert "/" not in name and not name.startswith(".") and len(name.encode()) <= 255
+                assert child.resolve().parent == folder.resolve()
+                child.read_bytes()
+        assert seen > 20
+        assert not (tmp_path / "etc").exists()
+        out = subprocess.run(["find", str(mp)], capture_output=True, text=True, check=True).stdout
+        assert all(line.startswith(str(mp)) for line in out.splitlines())
+
+
+def test_non_empty_and_missing_mountpoints_are_refused(tmp_path):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("x")
+    env = dict(os.environ, RC_CLIENT_ID="a", RC_CLIENT_SECRET="b", RC_JWT="c")
+    r = rcfs("mount", str(tmp_path / "full"), env=env)
+    assert r.returncode != 0 and "not empty" in r.stderr
+    r = rcfs("mount", str(tmp_path / "nope"), env=env)
+    assert r.returncode != 0 and "does not exist" in r.stderr
+
+
+def test_missing_credentials_say_what_to_set(tmp_path):
+    (tmp_path / "m").mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RC_")}
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "cfg")
+    r = rcfs("mount", str(tmp_path / "m"), env=env)
+    assert r.returncode != 0
+    assert "RC_CLIENT_ID" in r.stderr and "RC_JWT" in r.stderr and "--demo" in r.stderr
+
+
+def test_help_explains_the_options():
+    out = rcfs("mount", "--help").stdout
+    for word in ("--demo", "--since", "--cache-size", "--daemon", "allow_other", "--read-only", "RC_JWT"):
+        assert word in out, word
+    assert "umount" in rcfs("--help").stdout
+
+
+def test_umount_waits_for_the_process_and_stale_mounts_are_explained(start_emulator, tmp_path):
+    srv = start_emulator(window=1.0)
+    mp = tmp_path / "m"
+    with mounted(mp, state_dir=tmp_path / "s", **args_for(srv)) as proc:
+        r = rcfs("umount", str(mp))
+        assert r.returncode == 0, r.stderr
+        assert proc.poll() is not None  # gone by the time umount returned
+    with mounted(mp, state_dir=tmp_path / "s", **args_for(srv)) as proc:
+        proc.send_signal(signal.SIGKILL)  # a crash leaves the mountpoint dead
+        proc.wait(timeout=10)
+        with pytest.raises(OSError) as info:
+            os.listdir(mp)
+        assert info.value.errno == errno.ENOTCONN
+        env = dict(os.environ, **srv.env)
+        r = rcfs("mount", str(mp), "--state-dir", str(tmp_path / "s"), env=env)
+        assert r.returncode != 0 and "stale" in r.stderr and "rcfs umount" in r.stderr
+        r = rcfs("umount", str(mp))
+        assert r.returncode == 0 and "stale" in r.stderr
+        assert os.listdir(mp) == []
+
+
+def test_ctrl_c_unmounts_cleanly(start_emulator, tmp_path):
+    srv = start_emulator(window=1.0)
+    mp = tmp_path / "m"
+    with mounted(mp, state_dir=tmp_path / "s", **args_for(srv)) as proc:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=15) == 0
+        with open("/proc/self/mounts") as fh:
+            assert str(mp) not in fh.read()
