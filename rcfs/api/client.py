@@ -250,8 +250,9 @@ async def _raw_pieces(resp: httpx.Response) -> AsyncIterator[bytes]:
         if content:
             yield content
         return
-    async for piece in resp.aiter_raw():
-        yield piece
+    async with contextlib.aclosing(resp.aiter_raw()) as pieces:
+        async for piece in pieces:
+            yield piece
 
 
 def _content_length(headers: httpx.Headers) -> int | None:
@@ -296,24 +297,33 @@ class _ResponseStream(Stream):
 
     async def _close_pieces(self) -> None:
         pieces, self._pieces = self._pieces, None
-        aclose = getattr(pieces, "aclose", None)
-        if aclose is not None:
+        if pieces is not None:
             try:
-                await aclose()
+                await pieces.aclose()  # type: ignore[attr-defined]
             except (httpx.HTTPError, RuntimeError):
                 pass
 
-    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+    def aiter_bytes(self) -> AsyncIterator[bytes]:
         """Body pieces as they arrive; NetworkError if the connection drops or stalls."""
         if self._pieces is not None:
             raise RuntimeError("Stream.aiter_bytes() can only be iterated once")
-        self._pieces = pieces = _raw_pieces(self._response)
+        self._pieces = _raw_pieces(self._response)
+        # A plain iterator object, not an async generator: a consumer that stops early
+        # (seek, close, cancellation) leaves nothing for the garbage collector to finalize.
+        return self
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._pieces is None:
+            raise StopAsyncIteration
         while True:
             try:
                 with trio.fail_after(self._piece_timeout):
-                    piece = await pieces.__anext__()
+                    piece = await self._pieces.__anext__()
             except StopAsyncIteration:
-                return
+                raise
             except trio.TooSlowError:
                 raise NetworkError(
                     f"stream stalled: no data for {self._piece_timeout:g} s after {self.received} bytes"
@@ -325,7 +335,7 @@ class _ResponseStream(Stream):
             if piece:
                 self.received += len(piece)
                 self._stats.bytes_received += len(piece)
-                yield piece
+                return piece
 
 
 class RingCentralClient:
