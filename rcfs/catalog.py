@@ -22,6 +22,7 @@ import trio
 
 from . import names
 from .api.client import Priority
+from .api.governor import Group
 from .api.errors import ApiError, RateLimited
 from .state import StateStore
 from .tree import File, Folder, Node, Tree
@@ -325,6 +326,11 @@ class Catalog:
         for node in list(fs.folder.children.values()):
             if not isinstance(node, File) or node.key in self.state.content_types:
                 continue
+            # Metadata costs the same Heavy request as a download: only spend it when
+            # nobody has used the group for a whole window.
+            budget = self.client.governor.budget(Group.HEAVY)
+            if budget.used or budget.waiting or budget.blocked_for:
+                return
             try:
                 meta = await self.client.get_recording(node.key.split(":", 1)[1], priority=Priority.BACKGROUND)
             except RateLimited:

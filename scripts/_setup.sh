@@ -37,7 +37,11 @@ fi
 # Reinstall only when the dependency list changed.
 if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
     echo "== installing rcfs and its test tools into .venv"
-    "$VENV/bin/pip" install -q --upgrade pip
-    "$VENV/bin/pip" install -q -e "$ROOT[test]"
+    piplog="$VENV/pip-install.log"
+    if ! { "$VENV/bin/pip" install -q --upgrade pip && "$VENV/bin/pip" install -q -e "$ROOT[test]"; } >"$piplog" 2>&1; then
+        cat "$piplog" >&2
+        echo "pip install failed (log: $piplog)" >&2
+        exit 1
+    fi
     touch "$stamp"
 fi

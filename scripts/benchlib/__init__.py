@@ -1,0 +1,1 @@
+"""Shared pieces of the benchmark scripts (not part of the rcfs package)."""
