@@ -22,7 +22,6 @@ import trio
 
 from . import names
 from .api.client import Priority
-from .api.governor import Group
 from .api.errors import ApiError, RateLimited
 from .state import StateStore
 from .tree import File, Folder, Node, Tree
@@ -317,20 +316,18 @@ class Catalog:
         fs.entries[rid] = [node.name]
         self.on_change(fs.folder)
 
-    async def resolve_recording_types(self) -> None:
-        """Background: ask for the content type of recordings we have not seen yet.
+    async def resolve_recording_types(self, limit: int = 1) -> None:
+        """Ask for the content type of up to `limit` recordings not yet known.
 
-        Runs at BACKGROUND priority, so it only uses Heavy budget nobody is waiting for.
+        The caller decides when Heavy quota can be spared (see `rcfs.mount._background`).
         """
         fs = self.folders["recordings"]
         for node in list(fs.folder.children.values()):
+            if limit <= 0:
+                return
             if not isinstance(node, File) or node.key in self.state.content_types:
                 continue
-            # Metadata costs the same Heavy request as a download: only spend it when
-            # nobody has used the group for a whole window.
-            budget = self.client.governor.budget(Group.HEAVY)
-            if budget.used or budget.waiting or budget.blocked_for:
-                return
+            limit -= 1
             try:
                 meta = await self.client.get_recording(node.key.split(":", 1)[1], priority=Priority.BACKGROUND)
             except RateLimited:

@@ -28,6 +28,7 @@ import trio
 from .api.auth import TokenStore
 from .api.client import Credentials, RingCentralClient
 from .api.errors import ApiError, AuthError
+from .api.governor import Group
 from .catalog import Catalog
 from .fs import Operations
 from .reader import Reader
@@ -35,6 +36,8 @@ from .state import StateStore
 from .tree import Tree
 
 log = logging.getLogger(__name__)
+
+IDLE_WINDOWS = 2  # background Heavy requests wait for this many idle rate-limit windows
 
 
 class MountError(Exception):
@@ -154,7 +157,7 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
             async with trio.open_nursery() as nursery:
                 await nursery.start(reader.run)
                 nursery.start_soon(_watch_signals, pyfuse3.terminate)
-                nursery.start_soon(_background, catalog)
+                nursery.start_soon(_background, catalog, client)
                 log.info("mounted %s on %s", opts.credentials.server_url, opts.mountpoint)
                 ready()
                 await pyfuse3.main()
@@ -168,16 +171,30 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
                           opts.mountpoint)
 
 
-async def _background(catalog: Catalog) -> None:
-    """Low-priority work: learn recording content types (names) without starving readers."""
-    await trio.sleep(2)
+async def _background(catalog: Catalog, client: RingCentralClient) -> None:
+    """Low-priority work: learn recording content types (for names) while the user is idle.
+
+    A metadata request costs as much Heavy quota as a download, so it only goes out when
+    the Heavy group has seen no other request for IDLE_WINDOWS windows: a `cp` that starts
+    after an `ls` never finds its first window shortened by our probes.
+    """
+    idle_since = trio.current_time()
     while True:
+        await trio.sleep(5)
+        budget = client.governor.budget(Group.HEAVY)
+        now = trio.current_time()
+        if budget.used or budget.waiting or budget.blocked_for:
+            idle_since = now
+            continue
+        if catalog.folders["recordings"].loaded_at is None:
+            continue
+        if now - idle_since < IDLE_WINDOWS * budget.window:
+            continue
         try:
-            if catalog.folders["recordings"].loaded_at is not None:
-                await catalog.resolve_recording_types()
+            await catalog.resolve_recording_types(limit=1)
         except ApiError as exc:
             log.debug("background work failed: %s", exc)
-        await trio.sleep(5)
+        idle_since = trio.current_time()
 
 
 # ---------------------------------------------------------------------------------------
