@@ -72,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "default: the whole history")
     m.add_argument("--cache-size", default="256M", help="memory for the block cache (default: 256M)")
     m.add_argument("--block-size", default="1M", help="cache block size (default: 1M)")
+    m.add_argument("--read-ahead", type=int, default=1024, metavar="KB",
+                   help="kernel read-ahead for this mount in KiB when running as root "
+                        "(bigger FUSE reads, faster sequential reads; 0 keeps the kernel default; "
+                        "default: 1024)")
     m.add_argument("--state-dir", type=Path,
                    help="token store and learned sizes (default: %s)" % settings.default_state_dir())
     m.add_argument("--read-only", action="store_true", help="mount read-only (ro)")
@@ -163,6 +167,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
             allow_other=args.allow_other or "allow_other" in opts_o,
             read_only=args.read_only or "ro" in opts_o,
             nonempty=args.nonempty,
+            read_ahead_kb=args.read_ahead,
         )
         ready_fd = _daemonize() if args.daemon else None
 

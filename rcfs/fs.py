@@ -91,6 +91,12 @@ class Operations(pyfuse3.Operations):
         if node is not None:
             node.size = size
 
+    def content_type_learned(self, key: str, content_type: str) -> None:
+        """Reader callback: a download told the real type (recordings are named by it)."""
+        node = self._by_key.get(key)
+        if node is not None and key.startswith("rec:"):
+            self.catalog.learn_recording_type(node, content_type)
+
     # attributes ----------------------------------------------------------------------
     def _attrs(self, node: Node) -> pyfuse3.EntryAttributes:
         attr = pyfuse3.EntryAttributes()

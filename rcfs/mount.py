@@ -57,6 +57,7 @@ class MountOptions:
     message_ttl: float = 30.0
     recording_ttl: float = 300.0
     nonempty: bool = False
+    read_ahead_kb: int = 1024
 
 
 def check_mountpoint(path: Path, *, nonempty: bool = False) -> None:
@@ -112,6 +113,28 @@ def account_key(creds: Credentials) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
+def set_read_ahead(mountpoint: Path, kb: int) -> None:
+    """Raise the kernel's read-ahead for this mount (root only; gcsfuse does the same).
+
+    The kernel's default of 128 KiB makes a sequential read arrive as 128 KiB FUSE
+    requests; at 1 MiB the per-request cost in this Python process drops by about a
+    quarter of the read time (scripts/bench). The device numbers come from
+    /proc/self/mountinfo: the daemon must never stat its own mountpoint.
+    """
+    target = os.path.realpath(mountpoint)
+    try:
+        with open("/proc/self/mountinfo") as fh:
+            for line in fh:
+                fields = line.split()
+                if len(fields) > 4 and fields[4] == target:
+                    bdi = fields[2]
+        path = Path("/sys/class/bdi") / bdi / "read_ahead_kb"
+        path.write_text(str(kb))
+        log.debug("read-ahead of %s set to %d KiB", target, kb)
+    except (OSError, UnboundLocalError) as exc:
+        log.debug("could not raise the read-ahead of %s (needs root): %s", target, exc)
+
+
 async def _watch_signals(cancel: Callable[[], None]) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async for signum in signals:
@@ -142,7 +165,8 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
                           recording_ttl=opts.recording_ttl)
         ops: Operations | None = None
         reader = Reader(client, cache_bytes=opts.cache_bytes, block_size=opts.block_size,
-                        on_size=lambda key, size: ops.size_learned(key, size) if ops else None)
+                        on_size=lambda key, size: ops.size_learned(key, size) if ops else None,
+                        on_content_type=lambda key, ct: ops.content_type_learned(key, ct) if ops else None)
         ops = Operations(tree, catalog, reader, state)
 
         fuse_options = set(pyfuse3.default_options)
@@ -152,6 +176,8 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
         if opts.read_only:
             fuse_options.add("ro")
         pyfuse3.init(ops, str(opts.mountpoint), fuse_options)
+        if opts.read_ahead_kb:
+            set_read_ahead(opts.mountpoint, opts.read_ahead_kb)
         clean = False
         try:
             async with trio.open_nursery() as nursery:

@@ -163,6 +163,7 @@ class _File:
         self.streams: set[_Stream] = set()
         self.handles = 0
         self.probe: _Stream | None = None  # the stream learning the size for open()
+        self.content_type_told = False
         self.failure: ApiError | None = None  # the last download that gave up ...
         self.failed_at = 0.0  # ... and when (trio clock)
 
@@ -227,6 +228,7 @@ class Reader:
         block_size: int = 1 * MiB,
         small_file_max: int | None = None,
         on_size: Callable[[str, int], None] | None = None,
+        on_content_type: Callable[[str, str], None] | None = None,
         readahead_budget: int | None = None,
         max_window: int = 64 * MiB,
         seek_tolerance: int = 2 * MiB,
@@ -248,6 +250,7 @@ class Reader:
         # would evict itself.
         self._small_max = min(8 * MiB if small_file_max is None else small_file_max, cache_bytes // 4)
         self._on_size = on_size
+        self._on_content_type = on_content_type
         self._budget = cache_bytes // 2 if readahead_budget is None else readahead_budget
         self._max_window = max(block_size, min(max_window, self._budget))
         self._seek_tol = seek_tolerance
@@ -581,6 +584,16 @@ class Reader:
         if f.handles == 0 and not f.pending and not f.streams and self._files.get(f.key) is f:
             del self._files[f.key]
 
+    def _learn_content_type(self, f: _File, content_type: str | None) -> None:
+        """Tell the owner the real type once per file (recordings' names depend on it)."""
+        if f.content_type_told or not content_type or self._on_content_type is None:
+            return
+        f.content_type_told = True
+        try:
+            self._on_content_type(f.key, content_type)
+        except Exception:
+            log.exception("on_content_type callback failed for %s", f.key)
+
     def _learn_size(self, f: _File, total: int | None) -> None:
         """Record the exact size the server announced and fix up blocks in flight."""
         if total is None or total < 0 or total == f.size:
@@ -661,6 +674,7 @@ class Reader:
                     continue
                 self._st.bytes_fetched += len(chunk.data)
                 self._learn_size(f, chunk.total)
+                self._learn_content_type(f, chunk.content_type)
                 if chunk.start > pos:
                     raise BadResponse(f"asked {f.key} from {pos}, got bytes from {chunk.start}")
                 got_end = chunk.start + len(chunk.data)
@@ -759,6 +773,8 @@ class Reader:
     def _stream_priority(self, st: _Stream) -> Priority:
         if st.demand > st.pos:
             return st.priority
+        if st.file.probe is st and st.file.size is None:
+            return st.priority  # open() is blocked on this request's headers
         return max(st.priority, Priority.READAHEAD)
 
     async def _probe_size(self, h: _Handle) -> None:
@@ -817,6 +833,7 @@ class Reader:
                     f.url, start=st.pos, priority=self._stream_priority(st)
                 ) as s:
                     self._learn_size(f, s.total)
+                    self._learn_content_type(f, s.content_type)
                     if s.start > st.pos:
                         raise BadResponse(f"asked {f.key} from {st.pos}, got bytes from {s.start}")
                     skip = st.pos - s.start  # a 200 answer starts at 0: skip what we have
