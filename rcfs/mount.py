@@ -113,15 +113,15 @@ def account_key(creds: Credentials) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
-def set_read_ahead(mountpoint: Path, kb: int) -> None:
+def set_read_ahead(target: str, kb: int) -> None:
     """Raise the kernel's read-ahead for this mount (root only; gcsfuse does the same).
 
     The kernel's default of 128 KiB makes a sequential read arrive as 128 KiB FUSE
     requests; at 1 MiB the per-request cost in this Python process drops by about a
     quarter of the read time (scripts/bench). The device numbers come from
-    /proc/self/mountinfo: the daemon must never stat its own mountpoint.
+    /proc/self/mountinfo: the daemon must never stat its own mountpoint, so `target`
+    is the already resolved path.
     """
-    target = os.path.realpath(mountpoint)
     try:
         with open("/proc/self/mountinfo") as fh:
             for line in fh:
@@ -175,9 +175,12 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
             fuse_options.add("allow_other")
         if opts.read_only:
             fuse_options.add("ro")
-        pyfuse3.init(ops, str(opts.mountpoint), fuse_options)
+        # Resolve the path before mounting: once mounted, this process must never touch
+        # its own mountpoint (a lookup would wait for the loop that is not running yet).
+        target = os.path.realpath(opts.mountpoint)
+        pyfuse3.init(ops, target, fuse_options)
         if opts.read_ahead_kb:
-            set_read_ahead(opts.mountpoint, opts.read_ahead_kb)
+            set_read_ahead(target, opts.read_ahead_kb)
         clean = False
         try:
             async with trio.open_nursery() as nursery:
