@@ -22,6 +22,7 @@ import os
 from typing import Any, Callable
 
 import pyfuse3
+import trio
 
 from .api.errors import ApiError, AuthError, NotFound, RateLimited, Rejected
 from .catalog import Catalog
@@ -82,6 +83,10 @@ class Operations(pyfuse3.Operations):
         self._inline_handles: dict[int, File] = {}
         self._next_inline = -1
         self._by_key: dict[str, File] = {}
+        self.initialized = trio.Event()  # set once the kernel's INIT request arrived
+
+    def init(self) -> None:
+        self.initialized.set()
 
     # size learning ---------------------------------------------------------------
     def size_learned(self, key: str, size: int) -> None:

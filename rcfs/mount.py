@@ -135,6 +135,14 @@ def set_read_ahead(target: str, kb: int) -> None:
         log.debug("could not raise the read-ahead of %s (needs root): %s", target, exc)
 
 
+async def _raise_read_ahead(ops: Operations, target: str, kb: int) -> None:
+    # The kernel sets the mount's read-ahead when it gets the reply to INIT, so ours
+    # must come after that reply has gone out.
+    await ops.initialized.wait()
+    await trio.sleep(0.2)
+    set_read_ahead(target, kb)
+
+
 async def _watch_signals(cancel: Callable[[], None]) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async for signum in signals:
@@ -179,14 +187,14 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
         # its own mountpoint (a lookup would wait for the loop that is not running yet).
         target = os.path.realpath(opts.mountpoint)
         pyfuse3.init(ops, target, fuse_options)
-        if opts.read_ahead_kb:
-            set_read_ahead(target, opts.read_ahead_kb)
         clean = False
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(reader.run)
                 nursery.start_soon(_watch_signals, pyfuse3.terminate)
                 nursery.start_soon(_background, catalog, client)
+                if opts.read_ahead_kb:
+                    nursery.start_soon(_raise_read_ahead, ops, target, opts.read_ahead_kb)
                 log.info("mounted %s on %s", opts.credentials.server_url, opts.mountpoint)
                 ready()
                 await pyfuse3.main()
