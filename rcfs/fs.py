@@ -24,6 +24,7 @@ from typing import Any, Callable
 import pyfuse3
 import trio
 
+from .api.client import Priority
 from .api.errors import ApiError, AuthError, NotFound, RateLimited, Rejected
 from .catalog import Catalog
 from .reader import Reader, Source
@@ -36,6 +37,24 @@ log = logging.getLogger(__name__)
 STATIC_TIMEOUT = 300.0
 ENTRY_TIMEOUT = 10.0
 CONTROL_XATTR_PID = "user.rc.pid"
+
+
+# Desktop indexers and thumbnailers read whole files of every folder they see (GLib
+# treats only a fixed list of FUSE types, such as fuse.sshfs, as remote). Their reads
+# go at BACKGROUND priority: they only spend rate-limit budget nobody is waiting for,
+# so a `cp` running at the same time keeps its pace. Matched against /proc/PID/comm.
+BACKGROUND_READERS = ("thumb", "tumbler", "tracker", "baloo", "localsearch", "gvfsd-metadata",
+                      "gnome-desktop-t", "kioworker", "kio_thumbnail")
+
+
+def reader_priority(pid: int) -> Priority:
+    """FOREGROUND for people and their tools, BACKGROUND for indexers and thumbnailers."""
+    try:
+        with open(f"/proc/{pid}/comm") as fh:
+            comm = fh.read().strip().lower()
+    except OSError:
+        return Priority.FOREGROUND
+    return Priority.BACKGROUND if any(word in comm for word in BACKGROUND_READERS) else Priority.FOREGROUND
 
 
 def errno_for(exc: BaseException) -> int:
@@ -208,7 +227,8 @@ class Operations(pyfuse3.Operations):
             self._next_inline -= 1
             self._inline_handles[handle] = node
         else:
-            handle = await self.reader.open(Source(key=node.key, url=node.url, size=node.size))
+            handle = await self.reader.open(Source(key=node.key, url=node.url, size=node.size),
+                                            priority=reader_priority(ctx.pid))
         # Media never changes once created, so the kernel may keep pages across opens.
         return pyfuse3.FileInfo(fh=handle, keep_cache=True)
 

@@ -200,3 +200,43 @@ def test_ctrl_c_unmounts_cleanly(start_emulator, tmp_path):
         assert proc.wait(timeout=15) == 0
         with open("/proc/self/mounts") as fh:
             assert str(mp) not in fh.read()
+
+
+def _named_copy(binary: str, name: str, where: Path) -> Path:
+    """A copy of `binary` whose process name (/proc/PID/comm) is `name`."""
+    import shutil as _shutil
+
+    target = where / name
+    _shutil.copy(_shutil.which(binary), target)
+    return target
+
+
+def test_thumbnailers_are_recognised_as_background_readers(tmp_path):
+    from rcfs.api.client import Priority
+    from rcfs.fs import reader_priority
+
+    sleeper = subprocess.Popen([str(_named_copy("sleep", "tracker-extract-3", tmp_path)), "5"])
+    try:
+        assert reader_priority(sleeper.pid) == Priority.BACKGROUND
+        assert reader_priority(os.getpid()) == Priority.FOREGROUND
+        assert reader_priority(2**22 + 12345) == Priority.FOREGROUND  # gone: treated as a person
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_thumbnailer_reads_correct_bytes_without_429(start_emulator, tmp_path):
+    srv = start_emulator(window=2.0, limit_medium=6, hide_sizes=0.0)
+    store = seed.build_store(build_config(window=2.0, limit_medium=6, hide_sizes=0.0))
+    thumb = _named_copy("cat", "gdk-pixbuf-thumbnailer", tmp_path)
+    mp = tmp_path / "m"
+    with mounted(mp, state_dir=tmp_path / "s", **args_for(srv)):
+        faxes = sorted((mp / "faxes").iterdir())[:8]
+        out = subprocess.run([str(thumb), *map(str, faxes)], capture_output=True, check=True, timeout=120).stdout
+        expected = b""
+        for path in faxes:
+            msg = store.messages[int(os.getxattr(path, "user.rc.id"))]
+            att = next(a for a in msg.attachments if a.id == int(os.getxattr(path, "user.rc.attachment_id")))
+            expected += att.media.read(0, att.media.size)
+        assert hashlib.sha256(out).hexdigest() == hashlib.sha256(expected).hexdigest()
+    assert srv.stats()["rate_limited"] == 0
