@@ -181,9 +181,6 @@ class Operations(pyfuse3.Operations):
     async def getattr(self, inode, ctx=None):
         return self._attrs(self._node(inode))
 
-    @_handler
-    async def setattr(self, inode, attr, fields, fh, ctx):
-        raise pyfuse3.FUSEError(errno.EROFS)
 
     async def forget(self, inode_list):
         try:
@@ -244,25 +241,10 @@ class Operations(pyfuse3.Operations):
         if self._inline_handles.pop(fh, None) is None:
             self.reader.close(fh)
 
-    @_handler
-    async def create(self, parent_inode, name, mode, flags, ctx):
-        raise pyfuse3.FUSEError(errno.EROFS)
 
-    @_handler
-    async def mkdir(self, parent_inode, name, mode, ctx):
-        raise pyfuse3.FUSEError(errno.EROFS)
 
-    @_handler
-    async def unlink(self, parent_inode, name, ctx):
-        raise pyfuse3.FUSEError(errno.EROFS)
 
-    @_handler
-    async def rmdir(self, parent_inode, name, ctx):
-        raise pyfuse3.FUSEError(errno.EROFS)
 
-    @_handler
-    async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
-        raise pyfuse3.FUSEError(errno.EROFS)
 
     # extended attributes ---------------------------------------------------------------
     def _xattrs(self, node: Node) -> dict[str, str]:
@@ -285,13 +267,14 @@ class Operations(pyfuse3.Operations):
     async def listxattr(self, inode, ctx):
         return [k.encode() for k in sorted(self._xattrs(self._node(inode)))]
 
-    @_handler
-    async def setxattr(self, inode, name, value, ctx):
+
+
+    # writes --------------------------------------------------------------------------
+    async def _read_only(self, *args: Any) -> None:
+        """Every changing request: the media tree is read-only (the outbox comes later)."""
         raise pyfuse3.FUSEError(errno.EROFS)
 
-    @_handler
-    async def removexattr(self, inode, name, ctx):
-        raise pyfuse3.FUSEError(errno.EROFS)
+    setattr = create = mkdir = unlink = rmdir = rename = setxattr = removexattr = _read_only
 
     # filesystem ------------------------------------------------------------------------
     @_handler

@@ -34,6 +34,7 @@ Subprocess (real HTTP on 127.0.0.1, ephemeral ports):
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import os
 import queue
@@ -43,7 +44,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, AsyncIterator, Callable, Iterator
 
 import httpx
 import pytest
@@ -138,6 +139,15 @@ async def login(client: httpx.AsyncClient, emu: Emulator, **form: str) -> dict[s
                           headers={"Authorization": basic_auth(emu.config.client_id, emu.config.client_secret)})
     assert r.status_code == 200, r.text
     return r.json()
+
+
+@contextlib.asynccontextmanager
+async def api_client(emu: Emulator, emulator_client) -> AsyncIterator[httpx.AsyncClient]:
+    """An in-process client already logged in (Bearer header set); use `async with`."""
+    async with emulator_client(emu) as client:
+        token = (await login(client, emu))["access_token"]
+        client.headers["Authorization"] = f"Bearer {token}"
+        yield client
 
 
 # subprocess ----------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from conftest import build_config, login
+from conftest import build_config, login, api_client
 from rcfs.emulator import media
 from rcfs.emulator.app import Emulator
 from rcfs.emulator.store import UTC, CallRecord, Party, Recording, Store, iso
@@ -44,12 +44,6 @@ def emu() -> Emulator:
     return Emulator(build_config(), store)
 
 
-@contextlib.asynccontextmanager
-async def api_client(emu: Emulator, emulator_client) -> AsyncIterator[httpx.AsyncClient]:
-    async with emulator_client(emu) as client:
-        token = (await login(client, emu))["access_token"]
-        client.headers["Authorization"] = f"Bearer {token}"
-        yield client
 
 
 def ids(body: dict) -> list[str]:

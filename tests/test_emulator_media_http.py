@@ -12,7 +12,7 @@ from typing import AsyncIterator
 import httpx
 import pytest
 
-from conftest import build_config, login
+from conftest import build_config, login, api_client
 from rcfs.emulator import media
 from rcfs.emulator.app import Emulator
 from rcfs.emulator.media_routes import parse_range
@@ -33,12 +33,6 @@ def emu() -> Emulator:
     return Emulator(build_config(), store)
 
 
-@contextlib.asynccontextmanager
-async def api_client(emu: Emulator, emulator_client) -> AsyncIterator[httpx.AsyncClient]:
-    async with emulator_client(emu) as client:
-        token = (await login(client, emu))["access_token"]
-        client.headers["Authorization"] = f"Bearer {token}"
-        yield client
 
 
 async def fetch(emu: Emulator, client: httpx.AsyncClient, rng: str | None = None, rec: str = "R1",
