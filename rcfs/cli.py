@@ -70,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--config", type=Path, help="config file (default: %s)" % settings.default_config_file())
     m.add_argument("--since", help="show messages and calls from this date on (2026-01-31, or 90d); "
                                    "default: the whole history")
+    m.add_argument("--listing-ttl", type=float, default=30.0, metavar="SECONDS",
+                   help="how long a message folder listing is trusted before the next look "
+                        "asks for changes (one message-sync request) (default: 30)")
+    m.add_argument("--recordings-ttl", type=float, default=300.0, metavar="SECONDS",
+                   help="the same for /recordings, re-listed from the call log (Heavy group) (default: 300)")
     m.add_argument("--cache-size", default="256M", help="memory for the block cache (default: 256M)")
     m.add_argument("--block-size", default="1M", help="cache block size (default: 1M)")
     m.add_argument("--read-ahead", type=int, default=1024, metavar="KB",
@@ -168,6 +173,8 @@ def cmd_mount(args: argparse.Namespace) -> int:
             read_only=args.read_only or "ro" in opts_o,
             nonempty=args.nonempty,
             read_ahead_kb=args.read_ahead,
+            message_ttl=args.listing_ttl,
+            recording_ttl=args.recordings_ttl,
         )
         ready_fd = _daemonize() if args.daemon else None
 

@@ -240,3 +240,30 @@ def test_thumbnailer_reads_correct_bytes_without_429(start_emulator, tmp_path):
             expected += att.media.read(0, att.media.size)
         assert hashlib.sha256(out).hexdigest() == hashlib.sha256(expected).hexdigest()
     assert srv.stats()["rate_limited"] == 0
+
+
+def test_refresh_after_ttl_is_one_sync_request_and_shows_new_and_deleted_messages(start_emulator, tmp_path):
+    srv = start_emulator(window=1.0)
+    mp = tmp_path / "m"
+    with mounted(mp, state_dir=tmp_path / "s", extra_args=["--listing-ttl", "1"], **args_for(srv)):
+        before = set(os.listdir(mp / "faxes"))
+        new = srv.admin("POST", "/_emulator/messages", {"type": "Fax", "from": "+15551230000", "pages": 2})
+        victim = sorted(before)[0]
+        victim_id = os.getxattr(mp / "faxes" / victim, "user.rc.id").decode()
+        token = srv.token()
+        import httpx
+        r = httpx.delete(f"{srv.platform}/restapi/v1.0/account/~/extension/~/message-store/{victim_id}",
+                         headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert r.status_code == 204
+        srv.reset_stats()
+        deadline = time.monotonic() + 30  # the kernel may keep its entry cache a few seconds
+        while time.monotonic() < deadline:
+            after = set(os.listdir(mp / "faxes"))
+            if victim not in after and any(str(new["id"]) in n for n in after):
+                break
+            time.sleep(0.5)
+        assert victim not in after
+        assert any(str(new["id"]) in n for n in after)
+        requests = srv.stats()["requests"]
+        assert requests.get("message-list", 0) == 0, requests  # no re-listing
+        assert requests.get("message-sync", 0) >= 1
