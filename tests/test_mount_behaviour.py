@@ -267,3 +267,20 @@ def test_refresh_after_ttl_is_one_sync_request_and_shows_new_and_deleted_message
         requests = srv.stats()["requests"]
         assert requests.get("message-list", 0) == 0, requests  # no re-listing
         assert requests.get("message-sync", 0) >= 1
+
+
+def test_daemon_mode_returns_once_mounted(start_emulator, tmp_path):
+    srv = start_emulator(window=1.0)
+    mp = tmp_path / "m"
+    mp.mkdir()
+    env = dict(os.environ, **srv.env)
+    try:
+        r = rcfs("mount", str(mp), "--daemon", "--state-dir", str(tmp_path / "s"),
+                 "--log-file", str(tmp_path / "log"), env=env)
+        assert r.returncode == 0, r.stderr
+        assert os.path.ismount(mp) and "faxes" in os.listdir(mp)
+        r = rcfs("umount", str(mp))
+        assert r.returncode == 0, r.stderr
+        assert not os.path.ismount(mp)
+    finally:
+        force_unmount(mp)
