@@ -176,6 +176,12 @@ def cmd_mount(args: argparse.Namespace) -> int:
             message_ttl=args.listing_ttl,
             recording_ttl=args.recordings_ttl,
         )
+        if args.daemon and not args.log_file:
+            # A daemon has no terminal: keep its log next to its state.
+            log_path = options.state_dir / "rcfs.log"
+            options.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _setup_logging(args.verbose, args.debug, str(log_path))
+            print(f"rcfs: logging to {log_path}", file=sys.stderr)
         ready_fd = _daemonize() if args.daemon else None
 
         def ready() -> None:
@@ -222,12 +228,10 @@ def _daemonize() -> int:
 
 
 def _detach_stdio() -> None:
+    """A daemon keeps no terminal (or pipe) open: its log goes to the log file."""
     devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1):
+    for fd in (0, 1, 2):
         os.dup2(devnull, fd)
-    # stderr stays if logging goes to a file; otherwise detach it too.
-    if not any(isinstance(h, logging.FileHandler) for h in logging.getLogger().handlers):
-        os.dup2(devnull, 2)
     os.close(devnull)
 
 
