@@ -106,6 +106,30 @@ def direct_read_seconds(path: Path, size: int) -> float:
         os.close(fd)
 
 
+def reader_alone_seconds(emu: Emulator, url: str) -> float:
+    """Sequential 1 MiB reads of `url` through RingCentralClient + Reader, no FUSE."""
+    import trio
+
+    from rcfs.api.client import Credentials, RingCentralClient
+    from rcfs.reader import Reader, Source
+
+    async def main() -> float:
+        async with RingCentralClient(Credentials(emu.platform, CLIENT_ID, CLIENT_SECRET, JWT)) as client:
+            reader = Reader(client)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(reader.run)
+                t0 = time.monotonic()
+                handle = await reader.open(Source("bench", url, None))
+                off = 0
+                while block := await reader.read(handle, off, 1 << 20):
+                    off += len(block)
+                elapsed = time.monotonic() - t0
+                nursery.cancel_scope.cancel()
+        return elapsed
+
+    return trio.run(main)
+
+
 def heavy_requests(emu: Emulator) -> int:
     return emu.admin("GET", "/_emulator/stats")["groups"].get("heavy", 0)
 
@@ -138,6 +162,13 @@ def run(args: argparse.Namespace) -> list[list[str]]:
                      f"ratio mount/curl = {c / m:.2f} (goal >= 0.8)",
                      f"medians of {runs}; mount s: {' '.join(f'{t:.2f}' for t in mount_t)}; "
                      f"curl s: {' '.join(f'{t:.2f}' for t in curl_t)}"])
+
+        # 1b. the same read through rcfs' client and reader in this process, without FUSE:
+        # separates the cost of the HTTP/cache path from the kernel round trips.
+        alone = [reader_alone_seconds(emu, big_url) for _ in range(runs)]
+        a = statistics.median(alone)
+        rows.append(["1b. same read, rcfs reader without FUSE", f"{big_size / a / MB:.0f} MB/s",
+                     f"ratio reader/curl = {c / a:.2f}", "RingCentralClient + Reader in-process, 1 MiB reads"])
 
         # 2. warm re-read from the block cache (O_DIRECT so the kernel page cache is not used).
         with mount(emu, "--cache-size", "512M") as (mp, _):
