@@ -428,34 +428,30 @@ def _call_log(account_level: bool):
     return handler
 
 
+def _lookup(emu: Emulator, table: dict, request: Request, param: str):
+    """The object named by path parameter `param`, or the API's 404 (CMN-102)."""
+    key = request.path_params[param]
+    item = table.get(key)
+    if item is None:
+        raise ApiProblem(emu.api_error(404, "CMN-102", f"Resource for parameter [{param}] is not found",
+                                       parameterName=param, parameterValue=key))
+    return item
+
+
 async def get_call(emu: Emulator, request: Request, session: Session | None) -> Response:
     """`GET …/call-log/{callRecordId}` (Heavy)."""
-    call_id = request.path_params["callRecordId"]
-    call = emu.store.calls.get(call_id)
-    if call is None:
-        raise ApiProblem(emu.api_error(404, "CMN-102", "Resource for parameter [callRecordId] is not found",
-                                       parameterName="callRecordId", parameterValue=call_id))
+    call = _lookup(emu, emu.store.calls, request, "callRecordId")
     return JSONResponse(emu.render_call(call, account_level="extensionId" not in request.path_params))
 
 
 async def get_recording(emu: Emulator, request: Request, session: Session | None) -> Response:
     """`GET …/account/{accountId}/recording/{recordingId}` (Heavy)."""
-    rec_id = request.path_params["recordingId"]
-    rec = emu.store.recordings.get(rec_id)
-    if rec is None:
-        raise ApiProblem(emu.api_error(404, "CMN-102", "Resource for parameter [recordingId] is not found",
-                                       parameterName="recordingId", parameterValue=rec_id))
-    return JSONResponse(emu.render_recording(rec))
+    return JSONResponse(emu.render_recording(_lookup(emu, emu.store.recordings, request, "recordingId")))
 
 
 async def get_greeting(emu: Emulator, request: Request, session: Session | None) -> Response:
     """`GET …/extension/{extensionId}/greeting/{greetingId}` (Medium)."""
-    gid = request.path_params["greetingId"]
-    greeting = emu.store.greetings.get(gid)
-    if greeting is None:
-        raise ApiProblem(emu.api_error(404, "CMN-102", "Resource for parameter [greetingId] is not found",
-                                       parameterName="greetingId", parameterValue=gid))
-    return JSONResponse(emu.render_greeting(greeting))
+    return JSONResponse(emu.render_greeting(_lookup(emu, emu.store.greetings, request, "greetingId")))
 
 
 # account ----------------------------------------------------------------------------
