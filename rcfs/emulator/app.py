@@ -176,14 +176,7 @@ class Emulator:
     # rendering -----------------------------------------------------------------
     @staticmethod
     def _party(p: Party) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        if p.phone_number is not None:
-            out["phoneNumber"] = p.phone_number
-        if p.extension_number is not None:
-            out["extensionNumber"] = p.extension_number
-        if p.name is not None:
-            out["name"] = p.name
-        return out
+        return _present(phoneNumber=p.phone_number, extensionNumber=p.extension_number, name=p.name)
 
     def render_attachment(self, msg: Message, att: Attachment) -> dict[str, Any]:
         """`MessageAttachmentInfo` JSON: size/fileName only when the store says so."""
@@ -236,14 +229,8 @@ class Emulator:
         if msg.subject is not None:
             out["subject"] = msg.subject
         if msg.type == "Fax":
-            if msg.fax_page_count is not None:
-                out["faxPageCount"] = msg.fax_page_count
-            if msg.fax_resolution is not None:
-                out["faxResolution"] = msg.fax_resolution
-            if msg.cover_index is not None:
-                out["coverIndex"] = msg.cover_index
-            if msg.cover_page_text is not None:
-                out["coverPageText"] = msg.cover_page_text
+            out.update(_present(faxPageCount=msg.fax_page_count, faxResolution=msg.fax_resolution,
+                                coverIndex=msg.cover_index, coverPageText=msg.cover_page_text))
         if msg.type == "VoiceMail" and msg.vm_transcription_status is not None:
             out["vmTranscriptionStatus"] = msg.vm_transcription_status
         if msg.conversation_id is not None:
@@ -398,3 +385,8 @@ class Emulator:
 
         run.__name__ = name.replace("-", "_")
         return run
+
+
+def _present(**fields: Any) -> dict[str, Any]:
+    """The fields whose value is not None (the API omits absent optional fields)."""
+    return {k: v for k, v in fields.items() if v is not None}

@@ -322,19 +322,17 @@ async def token_endpoint(emu: Emulator, request: Request) -> Response:
         grant = _required(form, "grant_type")
         a_ttl, r_ttl = _ttl_param(form, "access_token_ttl"), _ttl_param(form, "refresh_token_ttl")
         tokens = emu.tokens
-        if grant == JWT_GRANT:
-            assertion = _required(form, "assertion")
-            if not secrets.compare_digest(assertion, emu.config.jwt):
-                return oauth_error(400, "invalid_grant", "OAU-140", "Invalid resource owner credentials")
-            session = tokens.create(client_id, access_ttl=a_ttl, refresh_ttl=r_ttl,
-                                    endpoint_id=form.get("endpoint_id"))
-        elif grant == "password":
-            if not emu.config.password_grant:
-                return oauth_error(401, "unauthorized_client", "OAU-125",
-                                   "Grant type [password] is not allowed for this application")
-            _required(form, "username")
-            password = _required(form, "password")
-            if not secrets.compare_digest(password, emu.config.jwt):
+        if grant in (JWT_GRANT, "password"):
+            if grant == JWT_GRANT:
+                credential = _required(form, "assertion")
+            else:
+                if not emu.config.password_grant:
+                    return oauth_error(401, "unauthorized_client", "OAU-125",
+                                       "Grant type [password] is not allowed for this application")
+                _required(form, "username")
+                credential = _required(form, "password")
+            # The emulated user has one secret: the JWT (the password grant accepts it too).
+            if not secrets.compare_digest(credential, emu.config.jwt):
                 return oauth_error(400, "invalid_grant", "OAU-140", "Invalid resource owner credentials")
             session = tokens.create(client_id, access_ttl=a_ttl, refresh_ttl=r_ttl,
                                     endpoint_id=form.get("endpoint_id"))
