@@ -217,6 +217,10 @@ def test_thumbnailers_are_recognised_as_background_readers(tmp_path):
 
     sleeper = subprocess.Popen([str(_named_copy("sleep", "tracker-extract-3", tmp_path)), "5"])
     try:
+        deadline = time.monotonic() + 5  # Popen returns before the child has exec'd
+        while Path(f"/proc/{sleeper.pid}/comm").read_text().strip() != "tracker-extract":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
         assert reader_priority(sleeper.pid) == Priority.BACKGROUND
         assert reader_priority(os.getpid()) == Priority.FOREGROUND
         assert reader_priority(2**22 + 12345) == Priority.FOREGROUND  # gone: treated as a person
