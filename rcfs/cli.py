@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="kernel read-ahead for this mount in KiB when running as root "
                         "(bigger FUSE reads, faster sequential reads; 0 keeps the kernel default; "
                         "default: 1024)")
+    m.add_argument("--direct-io-above", default="256M", metavar="SIZE",
+                   help="files of at least SIZE bypass the kernel page cache (direct I/O): a "
+                        "multi-GB recording streams at full speed without pushing everything "
+                        "else out of memory; rcfs's block cache still serves re-reads. Shared "
+                        "mmap() of such files fails with ENODEV (private mmap works). 'off' "
+                        "keeps every file in the page cache (default: 256M)")
     m.add_argument("--state-dir", type=Path,
                    help="token store and learned sizes (default: %s)" % settings.default_state_dir())
     m.add_argument("--read-only", action="store_true", help="mount read-only (ro)")
@@ -173,6 +179,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
             read_only=args.read_only or "ro" in opts_o,
             nonempty=args.nonempty,
             read_ahead_kb=args.read_ahead,
+            direct_io_above=settings.parse_size_or_off(args.direct_io_above, "--direct-io-above"),
             message_ttl=args.listing_ttl,
             recording_ttl=args.recordings_ttl,
         )

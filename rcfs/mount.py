@@ -58,6 +58,7 @@ class MountOptions:
     recording_ttl: float = 300.0
     nonempty: bool = False
     read_ahead_kb: int = 1024
+    direct_io_above: int | None = 256 << 20  # None: always through the page cache
 
 
 def check_mountpoint(path: Path, *, nonempty: bool = False) -> None:
@@ -175,7 +176,7 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
         reader = Reader(client, cache_bytes=opts.cache_bytes, block_size=opts.block_size,
                         on_size=lambda key, size: ops.size_learned(key, size) if ops else None,
                         on_content_type=lambda key, ct: ops.content_type_learned(key, ct) if ops else None)
-        ops = Operations(tree, catalog, reader, state)
+        ops = Operations(tree, catalog, reader, state, direct_io_above=opts.direct_io_above)
 
         fuse_options = set(pyfuse3.default_options)
         fuse_options |= {"fsname=rcfs", "subtype=rcfs", "noatime"}

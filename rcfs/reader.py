@@ -39,12 +39,23 @@ import trio
 from rcfs.api.client import Chunk, Priority, Stream
 from rcfs.api.errors import ApiError, BadResponse, NetworkError, RangeNotSatisfiable
 
-__all__ = ["ContentClient", "Reader", "ReaderStats", "Source"]
+__all__ = ["Bytes", "ContentClient", "Reader", "ReaderStats", "Source"]
 
 log = logging.getLogger(__name__)
 
 KiB = 2**10
 MiB = 2**20
+
+
+Bytes = bytes | bytearray | memoryview  # what reads return: bytes-like, never copied needlessly
+
+
+def _piece(block: bytes | bytearray | None, start: int, stop: int) -> Bytes:
+    """`block[start:stop]` as a view (the whole block as itself)."""
+    assert block is not None
+    if start == 0 and stop >= len(block):
+        return block
+    return memoryview(block)[start:stop]
 
 
 class ContentClient(Protocol):
@@ -114,7 +125,7 @@ class _Pending:
         self.claims = claims  # the producer's map of blocks it still has to fill
         self.owner = owner  # the _Stream or _Fetch filling it
         self.buf: bytearray | None = None
-        self.data: bytes | None = None
+        self.data: bytes | bytearray | None = None
         self.filled = 0
         self.state = _State.FILLING
         self.error: ApiError | None = None
@@ -125,15 +136,19 @@ class _Pending:
         self._changed.set()
         self._changed = trio.Event()
 
-    def view(self, start: int, stop: int) -> bytes:
-        """Bytes `start..stop` of the block (clipped to what is filled)."""
+    def view(self, start: int, stop: int) -> Bytes:
+        """Bytes `start..stop` of the block (clipped to what is filled).
+
+        A finished block is shared without a copy; a filling one is copied, because its
+        buffer may still be resized (a learned size) and must not be exported.
+        """
         stop = min(stop, self.filled)
         if start >= stop:
             return b""
         if self.data is not None:
-            return self.data[start:stop]
+            return _piece(self.data, start, stop)
         assert self.buf is not None
-        return bytes(self.buf[start:stop])
+        return bytes(memoryview(self.buf)[start:stop])
 
     async def wait_for(self, need: int) -> None:
         """Return once `need` bytes are in or the block is final; raise if it failed.
@@ -243,7 +258,7 @@ class Reader:
             raise ValueError("cache_bytes must hold at least two blocks")
         self._client = client
         self._bs = block_size
-        self._cache: cachetools.LRUCache[tuple[str, int], bytes] = cachetools.LRUCache(
+        self._cache: cachetools.LRUCache[tuple[str, int], bytes | bytearray] = cachetools.LRUCache(
             maxsize=cache_bytes, getsizeof=len
         )
         # A small file must fit in the cache several times over, or fetching it whole
@@ -279,6 +294,10 @@ class Reader:
             cache_blocks=len(self._cache),
             active_streams=len(self._streams),
         )
+
+    @property
+    def block_size(self) -> int:
+        return self._bs
 
     @property
     def cache_limit(self) -> int:
@@ -332,8 +351,10 @@ class Reader:
                 raise
         return hid
 
-    async def read(self, handle: int, offset: int, length: int) -> bytes:
+    async def read(self, handle: int, offset: int, length: int) -> Bytes:
         """Return exactly `min(length, size - offset)` bytes at `offset` (b"" at EOF).
+
+        The result is bytes-like (often a view of a cached block, to save a copy per read).
 
         Raises an `ApiError` subclass when the bytes cannot be had (after the client's
         retries and the reader's resumes, or after `read_timeout`), ValueError for an
@@ -378,10 +399,10 @@ class Reader:
 
     async def _read_range(
         self, h: _Handle, offset: int, length: int, seek: bool, sequential: bool
-    ) -> bytes:
+    ) -> Bytes:
         f = h.file
         bs = self._bs
-        parts: list[bytes] = []
+        parts: list[Bytes] = []
         pos = offset
         replans = 0
         while True:
@@ -394,7 +415,7 @@ class Reader:
             block = self._cache.get((f.key, b))
             if block is not None:
                 self._st.cache_hits += 1
-                piece = block[within:want]
+                piece = _piece(block, within, want)
                 if not piece:
                     break  # the cached last block ends here: end of file
                 parts.append(piece)
@@ -426,6 +447,8 @@ class Reader:
                     replans += 1  # final but short: the size was learned; re-clip
             if replans > self._max_replans:
                 raise NetworkError(f"could not read {f.key} at {pos}: its downloads kept stopping")
+        if len(parts) == 1:
+            return parts[0]  # the common case (reads within one block): no copy at all
         return b"".join(parts)
 
     def _follow(self, h: _Handle, offset: int, end: int) -> None:
@@ -543,10 +566,16 @@ class Reader:
                             p.notify()
             b += 1
 
-    def _complete(self, f: _File, p: _Pending, data: bytes | None = None) -> None:
+    def _complete(self, f: _File, p: _Pending, data: bytes | bytearray | None = None) -> None:
         if data is None:
-            assert p.buf is not None
-            data = bytes(memoryview(p.buf)[: p.length])
+            # The filled buffer becomes the cached block as it is (nothing writes to
+            # it any more, and no view of it was handed out while it filled): no copy.
+            buf = p.buf
+            assert buf is not None and len(buf) >= p.length
+            self._drop_buf(p)  # (accounts for the length it was allocated with)
+            if len(buf) > p.length:
+                del buf[p.length :]  # the size was learned smaller than the block
+            data = buf
         p.data = data
         self._drop_buf(p)
         p.filled = p.length

@@ -124,3 +124,13 @@ def parse_size(text: str) -> int:
         return int(t)
     except ValueError:
         raise SettingsError(f"expected a size like 256M or 1G, got {text!r}") from None
+
+
+def parse_size_or_off(text: str, flag: str) -> int | None:
+    """Like `parse_size`, and `off` (or `none`, `never`) -> None."""
+    if text.strip().lower() in ("off", "none", "never"):
+        return None
+    try:
+        return parse_size(text)
+    except SettingsError:
+        raise SettingsError(f"{flag}: expected a size like 256M or 1G, or 'off', got {text!r}") from None

@@ -6,6 +6,7 @@ request counts come from the emulator's admin endpoint.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import mmap
 import os
@@ -45,21 +46,37 @@ def _files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file())
 
 
+DIRECT_IO_ALL = ["--direct-io-above", "1"]  # every file bypasses the page cache
 FAULTY = [
-    pytest.param(dict(), id="plain"),
-    pytest.param(dict(max_bytes_per_response=65_536), id="byte-cap-64k"),
-    pytest.param(dict(faults={"reset_rate": 0.15, "truncate_rate": 0.15, "error_rate": 0.1, "seed": 3}),
+    pytest.param(dict(), [], id="plain"),
+    pytest.param(dict(max_bytes_per_response=65_536), [], id="byte-cap-64k"),
+    pytest.param(dict(faults={"reset_rate": 0.15, "truncate_rate": 0.15, "error_rate": 0.1, "seed": 3}), [],
                  id="resets-truncation-5xx"),
+    pytest.param(dict(max_bytes_per_response=65_536), DIRECT_IO_ALL, id="direct-io-byte-cap-64k"),
 ]
 
 
-@pytest.mark.parametrize("options", FAULTY)
-def test_every_file_is_exact_with_cat_dd_and_mmap(options, tmp_path):
+def _check_mmap(path: Path, want: bytes, direct: bool) -> None:
+    """Shared and private mmap read `want`; with direct I/O the kernel refuses shared maps."""
+    with open(path, "rb") as fh:
+        if direct:
+            with pytest.raises(OSError) as err:
+                mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            assert err.value.errno == errno.ENODEV
+        else:
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                assert _sha(mm[:]) == _sha(want)
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY) as mm:  # MAP_PRIVATE
+            assert _sha(mm[:]) == _sha(want)
+
+
+@pytest.mark.parametrize("options, mount_args", FAULTY)
+def test_every_file_is_exact_with_cat_dd_and_mmap(options, mount_args, tmp_path):
     options = dict(window=0.5, hide_sizes=0.3, **options)
     srv = spawn_emulator(tmp_path, **options)
     try:
         store = seed.build_store(build_config(**{k: v for k, v in options.items()}))
-        with mounted(tmp_path / "m", state_dir=tmp_path / "s", **_args(srv)):
+        with mounted(tmp_path / "m", state_dir=tmp_path / "s", extra_args=mount_args, **_args(srv)):
             files = [p for p in _files(tmp_path / "m") if "/mms/" not in str(p) or p.suffix != ".txt"]
             rng = random.Random(5)
             for path in files:
@@ -75,22 +92,28 @@ def test_every_file_is_exact_with_cat_dd_and_mmap(options, tmp_path):
                                      capture_output=True, check=True, timeout=60).stdout
                 assert out == want[off:off + count], (path, off, count)
             path = next(p for p in files if p.stat().st_size > 0)
-            with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-                assert _sha(mm[:]) == _sha(_media(store, path).read(0, os.fstat(fh.fileno()).st_size))
+            media = _media(store, path)
+            _check_mmap(path, media.read(0, media.size), direct=mount_args == DIRECT_IO_ALL)
         assert srv.stats()["rate_limited"] == 0
     finally:
         srv.stop()
 
 
-@pytest.fixture(scope="module")
-def big_mount(tmp_path_factory):
-    """A mount with a ~200 MB recording (bench scale), faults that reset some streams."""
+BIG_MODES = {
+    "page-cache": ["--direct-io-above", "off"],
+    "direct-io": ["--direct-io-above", "100M"],  # the 200 MB and 400 MB recordings
+}
+
+
+@pytest.fixture(scope="module", params=sorted(BIG_MODES))
+def big_mount(request, tmp_path_factory):
+    """A mount of the bench account (recordings of ~200 MB and more), in both read modes."""
     base = tmp_path_factory.mktemp("big")
     options = dict(scale="bench", window=1.0, limit_heavy=1000, limit_medium=1000)
     srv = spawn_emulator(base, **options)
     try:
         store = seed.build_store(build_config(**options))
-        with mounted(base / "m", state_dir=base / "s", **_args(srv)):
+        with mounted(base / "m", state_dir=base / "s", extra_args=BIG_MODES[request.param], **_args(srv)):
             yield srv, store, base / "m"
     finally:
         srv.stop()
@@ -116,9 +139,19 @@ def test_sequential_cat_of_200mb_is_one_request_and_rereading_is_free(big_mount)
     assert h.hexdigest() == _sha(media.read(0, media.size))
     assert srv.stats()["requests"].get("recording-content", 0) == 1
     srv.reset_stats()
-    with open(path, "rb") as fh:  # the kernel and block cache keep it: no request
+    with open(path, "rb") as fh:  # the page cache or the block cache keeps it: no request
         fh.read(4 << 20)
+        fh.seek(media.size - (3 << 20))
+        assert fh.read() == media.read(media.size - (3 << 20), 3 << 20)
     assert srv.stats()["requests"].get("recording-content", 0) == 0
+
+
+def test_mmap_of_a_large_recording(big_mount, request):
+    srv, store, mnt = big_mount
+    path = _recording(mnt, store, (150_000_000, 250_000_000))
+    media = store.recordings[os.getxattr(path, "user.rc.id").decode()].media
+    direct = "direct-io" in request.node.callspec.id
+    _check_mmap(path, media.read(0, media.size), direct=direct)
 
 
 def test_sequential_read_resumes_after_resets_with_one_request_each(big_mount):

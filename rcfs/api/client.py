@@ -46,18 +46,8 @@ from urllib.parse import urlsplit
 import httpx
 import trio
 
+from . import tuning
 from .auth import TokenManager, TokenStore
-
-try:  # pragma: no cover - depends on the httpcore version
-    import httpcore._async.http11 as _h11conn
-
-    # httpcore reads the socket 64 KiB at a time; media bodies are hundreds of MB, and
-    # each read costs a trip through h11 and trio in Python. 1 MiB reads halve the CPU
-    # per byte of a streaming download (measured in scripts/bench).
-    if getattr(_h11conn.AsyncHTTP11Connection, "READ_NUM_BYTES", 0) < (1 << 20):
-        _h11conn.AsyncHTTP11Connection.READ_NUM_BYTES = 1 << 20
-except (ImportError, AttributeError):
-    pass
 from .errors import (
     ApiError,
     AuthError,
@@ -71,6 +61,8 @@ from .errors import (
 )
 from .governor import Budget, Group, Priority, RateGovernor
 from .retry import RetryPolicy, is_retryable_transport_error, never_reached_server
+
+tuning.install()  # fewer copies and syscalls per byte of media (see tuning.py)
 
 log = logging.getLogger(__name__)
 

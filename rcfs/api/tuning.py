@@ -1,0 +1,138 @@
+"""Throughput tuning of httpx's HTTP/1.1 stack (httpcore + h11) for large media bodies.
+
+Imported by `rcfs.api.client` before any connection is made. Both changes are guarded:
+when the library internals they rely on are not there (another version), rcfs runs
+with the libraries as they are, only slower.
+
+Why: a streamed recording is hundreds of MB, and on the machines rcfs is measured on the
+CPU spent per byte decides the read speed (scripts/bench). Stock httpcore reads the
+socket 64 KiB at a time, and h11 copies every body byte three times (into its receive
+buffer, then twice while cutting a piece out of it) before httpcore copies it once more
+into `bytes`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
+
+SOCKET_READ_BYTES = 1 << 20
+
+
+def _raise_socket_reads() -> bool:
+    """httpcore reads 64 KiB per socket read; 1 MiB reads mean 16x fewer trips through
+    h11 and trio per byte."""
+    try:
+        import httpcore._async.http11 as h11conn
+    except ImportError:  # pragma: no cover - depends on the httpcore version
+        return False
+    if not isinstance(getattr(h11conn.AsyncHTTP11Connection, "READ_NUM_BYTES", None), int):
+        return False  # pragma: no cover
+    if h11conn.AsyncHTTP11Connection.READ_NUM_BYTES < SOCKET_READ_BYTES:
+        h11conn.AsyncHTTP11Connection.READ_NUM_BYTES = SOCKET_READ_BYTES
+    return True
+
+
+def _pass_through_buffer_class() -> type | None:
+    """A subclass of h11's ReceiveBuffer that hands a socket read on without copying it.
+
+    A socket read that lands in an empty buffer is kept as the `bytes` object it is; when
+    the body reader then asks for at least that many bytes (the normal case in the middle
+    of a body), it gets that very object: no copy in h11, and httpcore's `bytes(data)` is
+    free for an exact `bytes`. Every other use (headers, chunk sizes, partial pieces)
+    first folds the kept read into the bytearray and runs h11's own code unchanged.
+    """
+    try:
+        from h11 import _receivebuffer
+    except ImportError:  # pragma: no cover
+        return None
+    base = getattr(_receivebuffer, "ReceiveBuffer", None)
+    needed = ("_extract", "maybe_extract_at_most", "maybe_extract_next_line", "maybe_extract_lines",
+              "is_next_line_obviously_invalid_request_line")
+    if base is None or not all(hasattr(base, name) for name in needed):
+        return None  # pragma: no cover
+    probe = base()
+    if not all(hasattr(probe, a) for a in ("_data", "_next_line_search", "_multiple_lines_search")):
+        return None  # pragma: no cover
+
+    class PassThroughReceiveBuffer(base):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            super().__init__()
+            self._kept: bytes | None = None  # set only while `_data` is empty
+
+        def _fold(self) -> None:
+            if self._kept is not None:
+                self._data += self._kept
+                self._kept = None
+
+        def __iadd__(self, byteslike):  # type: ignore[no-untyped-def]
+            if self._kept is None and not self._data and type(byteslike) is bytes and byteslike:
+                self._kept = byteslike
+            else:
+                self._fold()
+                self._data += byteslike
+            return self
+
+        def __len__(self) -> int:
+            return len(self._kept) if self._kept is not None else len(self._data)
+
+        def __bool__(self) -> bool:
+            return len(self) > 0
+
+        def __bytes__(self) -> bytes:
+            self._fold()
+            return bytes(self._data)
+
+        def maybe_extract_at_most(self, count):  # type: ignore[no-untyped-def]
+            kept = self._kept
+            if kept is not None and len(kept) <= count:
+                self._kept = None
+                self._next_line_search = 0
+                self._multiple_lines_search = 0
+                return kept
+            self._fold()
+            return super().maybe_extract_at_most(count)
+
+        def _extract(self, count):  # type: ignore[no-untyped-def]
+            self._fold()
+            return super()._extract(count)
+
+        def maybe_extract_next_line(self):  # type: ignore[no-untyped-def]
+            self._fold()
+            return super().maybe_extract_next_line()
+
+        def maybe_extract_lines(self):  # type: ignore[no-untyped-def]
+            self._fold()
+            return super().maybe_extract_lines()
+
+        def is_next_line_obviously_invalid_request_line(self) -> bool:
+            self._fold()
+            return super().is_next_line_obviously_invalid_request_line()
+
+    return PassThroughReceiveBuffer
+
+
+def _install_pass_through_buffer() -> bool:
+    try:
+        from h11 import _connection
+    except ImportError:  # pragma: no cover
+        return False
+    cls = _pass_through_buffer_class()
+    if cls is None or getattr(_connection, "ReceiveBuffer", None) is not cls.__mro__[1]:
+        return False  # pragma: no cover - another h11 layout
+    _connection.ReceiveBuffer = cls
+    return True
+
+
+def install() -> dict[str, bool]:
+    """Apply the tuning once; returns which parts are active (for logs and tests)."""
+    global _applied
+    if _applied is None:
+        _applied = {"socket_reads": _raise_socket_reads(), "pass_through_buffer": _install_pass_through_buffer()}
+        if not all(_applied.values()):
+            log.info("HTTP tuning partly unavailable with these library versions: %s", _applied)
+    return _applied
+
+
+_applied: dict[str, bool] | None = None
