@@ -42,19 +42,31 @@ CONTROL_XATTR_PID = "user.rc.pid"
 # Desktop indexers and thumbnailers read whole files of every folder they see (GLib
 # treats only a fixed list of FUSE types, such as fuse.sshfs, as remote). Their reads
 # go at BACKGROUND priority: they only spend rate-limit budget nobody is waiting for,
-# so a `cp` running at the same time keeps its pace. Matched against /proc/PID/comm.
+# so a `cp` running at the same time keeps its pace. Matched against the process name
+# (/proc/PID/comm) and the program's file name (argv[0]): comm is cut to 15 characters,
+# so "gdk-pixbuf-thumbnailer" shows there as "gdk-pixbuf-thum".
 BACKGROUND_READERS = ("thumb", "tumbler", "tracker", "baloo", "localsearch", "gvfsd-metadata",
                       "gnome-desktop-t", "kioworker", "kio_thumbnail")
 
 
-def reader_priority(pid: int) -> Priority:
-    """FOREGROUND for people and their tools, BACKGROUND for indexers and thumbnailers."""
+def _process_names(pid: int) -> list[str]:
+    names = []
     try:
         with open(f"/proc/{pid}/comm") as fh:
-            comm = fh.read().strip().lower()
+            names.append(fh.read().strip().lower())
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            argv0 = fh.read(4096).split(b"\0", 1)[0]
+        names.append(os.path.basename(argv0.decode("utf-8", "replace")).lower())
     except OSError:
-        return Priority.FOREGROUND
-    return Priority.BACKGROUND if any(word in comm for word in BACKGROUND_READERS) else Priority.FOREGROUND
+        pass  # gone already: whatever was read is all there is
+    return names
+
+
+def reader_priority(pid: int) -> Priority:
+    """FOREGROUND for people and their tools, BACKGROUND for indexers and thumbnailers."""
+    names = _process_names(pid)
+    background = any(word in name for name in names for word in BACKGROUND_READERS)
+    return Priority.BACKGROUND if background else Priority.FOREGROUND
 
 
 def errno_for(exc: BaseException) -> int:

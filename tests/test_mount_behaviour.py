@@ -223,6 +223,18 @@ def test_thumbnailers_are_recognised_as_background_readers(tmp_path):
             time.sleep(0.01)
         assert reader_priority(sleeper.pid) == Priority.BACKGROUND
         assert reader_priority(os.getpid()) == Priority.FOREGROUND
+        # Names longer than comm's 15 characters are recognised by their program name.
+        for name in ("gdk-pixbuf-thumbnailer", "totem-video-thumbnailer"):
+            long_named = subprocess.Popen([str(_named_copy("sleep", name, tmp_path)), "5"])
+            try:
+                deadline = time.monotonic() + 5
+                while Path(f"/proc/{long_named.pid}/comm").read_text().strip() != name[:15]:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.01)
+                assert reader_priority(long_named.pid) == Priority.BACKGROUND, name
+            finally:
+                long_named.kill()
+                long_named.wait()
         assert reader_priority(2**22 + 12345) == Priority.FOREGROUND  # gone: treated as a person
     finally:
         sleeper.kill()
@@ -243,6 +255,57 @@ def test_thumbnailer_reads_correct_bytes_without_429(start_emulator, tmp_path):
             att = next(a for a in msg.attachments if a.id == int(os.getxattr(path, "user.rc.attachment_id")))
             expected += att.media.read(0, att.media.size)
         assert hashlib.sha256(out).hexdigest() == hashlib.sha256(expected).hexdigest()
+    assert srv.stats()["rate_limited"] == 0
+
+
+def test_file_manager_thumbnailing_1000_faxes_does_not_starve_a_cp(start_emulator, tmp_path):
+    """Four thumbnailer processes work through 1,000 faxes (what opening the folder in a
+    file manager starts) and keep the Medium group at its limit; a `cp` of 12 faxes started
+    meanwhile must still go first: 8 of its requests use the reserve the thumbnailers
+    leave, the other 4 take the first slots that free, so it finishes in about one window
+    (measured 2.9 s with a 3 s window). Served first-come, as before thumbnailers were
+    recognised by their full program name, it took two windows (6.0 s) and 68 thumbnail
+    requests went in between. Nothing may trip a 429."""
+    window, limit = 3.0, 40  # the real Medium limit, the window scaled down from 60 s
+    options = dict(scale="listing", faxes=1200, window=window, limit_medium=limit, hide_sizes=0.0)
+    srv = start_emulator(**options)
+    store = seed.build_store(build_config(**options))
+    mp = tmp_path / "m"
+    thumb = _named_copy("cat", "gdk-pixbuf-thumbnailer", tmp_path)
+    with mounted(mp, state_dir=tmp_path / "s", **args_for(srv)):
+        faxes = sorted((mp / "faxes").iterdir())
+        assert len(faxes) >= 1012  # (a fax may have several documents)
+        shown, wanted = faxes[:1000], faxes[1000:1012]
+        time.sleep(window + 0.5)  # start with a clean window
+        thumbnailers = [subprocess.Popen([str(thumb), *map(str, shown[i::4])], stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL) for i in range(4)]
+        try:
+            deadline = time.monotonic() + 30
+            while srv.stats()["requests"].get("message-content", 0) < limit - 10:
+                assert time.monotonic() < deadline, "the thumbnailers never got going"
+                time.sleep(0.05)
+            before = srv.stats()["requests"].get("message-content", 0)
+            dest = tmp_path / "copy"
+            dest.mkdir()
+            t0 = time.monotonic()
+            subprocess.run(["cp", *map(str, wanted), str(dest)], check=True, timeout=120)
+            cp_seconds = time.monotonic() - t0
+            during = srv.stats()["requests"].get("message-content", 0) - before
+            assert all(t.poll() is None for t in thumbnailers), "the thumbnailers should still be queued"
+        finally:
+            for t in thumbnailers:
+                t.kill()
+                t.wait()
+        for path in wanted:
+            msg = store.messages[int(os.getxattr(path, "user.rc.id"))]
+            att = next(a for a in msg.attachments if a.id == int(os.getxattr(path, "user.rc.attachment_id")))
+            assert (dest / path.name).read_bytes() == att.media.read(0, att.media.size), path
+    # cp is sequential: between its requests (when it is not waiting) the thumbnailers
+    # may take freed slots, so some thumbnail requests during the copy are expected.
+    thumbnails_during = during - len(wanted)
+    print(f"cp of {len(wanted)} faxes: {cp_seconds:.2f} s, thumbnail requests meanwhile: {thumbnails_during}")
+    assert cp_seconds < window * 1.5, (cp_seconds, thumbnails_during)
+    assert thumbnails_during <= 40, (cp_seconds, thumbnails_during)
     assert srv.stats()["rate_limited"] == 0
 
 
