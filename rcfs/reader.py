@@ -885,6 +885,9 @@ class Reader:
                             return
                         if not await self._wait_for_room(st):
                             return
+                        # A reader waiting for bytes is woken as soon as they are all in;
+                        # read-ahead arrives in big pieces (fewer trips through Python).
+                        s.batch(st.demand - st.pos if st.demand > st.pos else self._bs)
             except RangeNotSatisfiable as exc:
                 total = exc.total if exc.total is not None and exc.total <= st.pos else st.pos
                 self._learn_size(f, total)

@@ -5,6 +5,7 @@ the way a mount meets it: real loopback HTTP, counters read back over the admin 
 from __future__ import annotations
 
 import math
+import socket
 
 import trio
 
@@ -70,3 +71,55 @@ async def test_forced_429_blocks_the_group_until_retry_after(start_emulator):
         assert trio.current_time() - start >= 1.0  # Retry-After: 1
         assert rc.stats.rate_limited == 1
     assert srv.stats()["rate_limited"] == 1
+
+
+async def test_batched_stream_comes_in_big_pieces_and_leaves_the_connection_usable(start_emulator):
+    """Stream.batch() sets the socket's low-water mark; it must never outlast the body:
+    the end of a body and the next answer on the same keep-alive connection arrive at once."""
+    srv = start_emulator(scale="bench", limit_heavy=1000)
+    async with connect(srv, timeout=10.0) as rc:
+        calls = await rc.list_call_log()
+        urls = [c["recording"]["contentUri"] for c in calls]
+        sizes = {}
+        for url in urls:
+            sizes[url] = (await rc.fetch(url, 0, 0, priority=Priority.FOREGROUND)).total
+        url = max((u for u in urls if sizes[u] < 10_000_000), key=lambda u: sizes[u])
+
+        marks: list[int] = []
+
+        async def pieces_of(batched: bool, once: bool = False) -> tuple[bytes, list[int]]:
+            whole, pieces = bytearray(), []
+            async with rc.stream(url, 0, priority=Priority.FOREGROUND) as s:
+                sock = s._response.extensions["network_stream"].get_extra_info("socket")
+                async for piece in s.aiter_bytes():
+                    pieces.append(len(piece))
+                    whole += piece
+                    if batched and not (once and len(pieces) > 1):
+                        s.batch(1 << 20)  # read-ahead: no reader waits on these bytes
+                        marks.append(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT))
+            marks.append(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT))
+            return bytes(whole), pieces
+
+        plain, eager = await pieces_of(False)
+        marks.clear()
+        whole, batched = await pieces_of(True)
+        assert whole == plain and len(whole) == sizes[url] > 5_000_000
+        print(f"pieces of {len(whole)} bytes: {len(eager)} eager, {len(batched)} batched")
+        assert marks[0] == 512 * 1024  # never more than the body still owes, and back to 1:
+        assert marks[-2] == 1 and marks[-1] == 1, marks
+        assert all(m <= 512 * 1024 for m in marks)
+        assert len(batched) <= len(eager) + 2, (eager, batched)
+        # One hint, then plain iteration over a slow link (the reader has drained the
+        # socket when the last, short piece comes): the mark still shrinks with what
+        # the body owes, so the tail arrives at once, not after the 10 s read timeout.
+        srv.configure(faults={"chunk_delay_ms": 100})
+        start = trio.current_time()
+        once, _ = await pieces_of(True, once=True)
+        assert once == plain and trio.current_time() - start < 5.0
+        # The connection went back to the pool with its mark reset: a 10-byte answer on
+        # it comes at once (a mark left at 512 KiB would hold it until the read timeout).
+        start = trio.current_time()
+        head = await rc.fetch(url, 0, 9, priority=Priority.FOREGROUND)
+        assert bytes(head.data) == bytes(whole[:10])
+        assert trio.current_time() - start < 3.0
+        assert rc.stats.transport_errors == 0

@@ -11,7 +11,8 @@
                                    rate_limits, max_bytes_per_response, access_token_ttl,
                                    refresh_token_ttl, refresh_grace, password_grant,
                                    send_delay, failing_numbers, faults {latency_ms,
-                                   error_rate, reset_rate, truncate_rate, force_429, seed}.
+                                   error_rate, reset_rate, truncate_rate, chunk_delay_ms, force_429,
+                                   seed}.
                                    Unknown keys are 400. Answers the new settings.
     POST /_emulator/ratelimit/reset  forget all rate-limit counts and penalties (204)
     POST /_emulator/messages       inject an inbound message (for sync tests): JSON
@@ -54,7 +55,7 @@ _NUMBERS = {"window": float, "limit_light": int, "limit_medium": int, "limit_hea
 _OPTIONAL_INTS = ("max_bytes_per_response", "access_token_ttl", "refresh_token_ttl")
 _BOOLS = ("rate_limits", "password_grant")
 _FAULTS = {"latency_ms": float, "error_rate": float, "reset_rate": float, "truncate_rate": float,
-           "force_429": int, "seed": int}
+           "chunk_delay_ms": float, "force_429": int, "seed": int}
 
 
 def config_view(emu: Emulator) -> dict[str, Any]:

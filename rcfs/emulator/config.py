@@ -15,6 +15,7 @@ class Faults:
     error_rate: float = 0.0  # share of requests answered 503 (CMN-201)
     reset_rate: float = 0.0  # share of media bodies cut by a connection reset mid-body
     truncate_rate: float = 0.0  # share of media bodies that end early with a clean close
+    chunk_delay_ms: float = 0.0  # pause between 1 MiB pieces of a media body (a slow link)
     force_429: int = 0  # the next N rate-limited requests get 429 regardless of budget
     seed: int = 1  # faults are drawn from a seeded RNG so runs repeat
 

@@ -142,7 +142,10 @@ class MediaBody(Response):
         async with anyio.create_task_group() as tg:
             tg.start_soon(watch, tg.cancel_scope)
             offset, sent = self.start, 0
+            delay = self.emu.config.faults.chunk_delay_ms / 1000.0
             while sent < limit:
+                if delay > 0 and sent:
+                    await anyio.sleep(delay)
                 data = self.media.read(offset, min(CHUNK, limit - sent))
                 if not data:
                     log.warning("media object ended early at %d of %d bytes", offset, self.start + limit)

@@ -73,6 +73,7 @@ _HELP = {
     "error_rate": "fault: share of API requests answered 503 CMN-201 (0..1)",
     "reset_rate": "fault: share of media bodies cut by a connection abort (0..1)",
     "truncate_rate": "fault: share of media bodies ended early (0..1)",
+    "chunk_delay_ms": "fault: milliseconds between the 1 MiB pieces of a media body (a slow link)",
     "force_429": "fault: the next N throttled requests get 429",
 }
 
