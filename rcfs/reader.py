@@ -398,7 +398,7 @@ class Reader:
         if h is None:
             return
         if h.stream is not None:
-            self._drop_stream(h.stream)
+            self._leave_stream(h.stream)
         h.file.handles -= 1
         self._maybe_forget(h.file)
 
@@ -510,11 +510,11 @@ class Reader:
         own = h.stream
         if sequential:
             if own is not None:
-                self._drop_stream(own)
+                self._leave_stream(own)
             self._start_stream(h, b * bs, h.priority, demand=end)
             return
         if own is not None and seek:
-            self._drop_stream(own)
+            self._leave_stream(own)
         last = (end - 1) // bs
         if f.size is not None:
             last = min(last, (f.size - 1) // bs)
@@ -772,6 +772,31 @@ class Reader:
             if i * self._bs >= st.pos:
                 self._claim(f, i, st.claimed, st)
         st.claim_end = b + 1
+
+    def _leave_stream(self, st: _Stream) -> None:
+        """Its handle no longer wants `st` (it seeked away, or closed).
+
+        If another handle of the same file is reading sequentially along with it (its
+        reads are served by this stream, as cache hits or by waiting on its blocks), that
+        handle inherits the stream and paces it from now on: pending blocks keep filling
+        and no second request goes out for the same bytes. Otherwise the stream is dropped.
+        """
+        near = self._reach(st) + self._seek_tol
+        heirs = [h for h in self._handles.values()
+                 if h.file is st.file and h is not st.handle and h.stream is None
+                 and h.streak >= self._min_streak and abs(st.pos - h.pos) <= near]
+        if st.dropped or st.done or not heirs:
+            self._drop_stream(st)
+            return
+        heir = max(heirs, key=lambda h: h.pos)  # the one reading closest to the stream
+        if st.handle.stream is st:
+            st.handle.stream = None
+        st.handle = heir
+        st.priority = heir.priority
+        st.reader_end = heir.pos  # paced by the heir's reads from here on
+        heir.stream = st
+        log.debug("stream of %s handed over at %d", st.file.key, st.pos)
+        st.notify()
 
     def _drop_stream(self, st: _Stream) -> None:
         """Stop a stream now; blocks it held are abandoned so their readers re-plan."""

@@ -746,3 +746,36 @@ async def test_a_wrong_announced_size_is_corrected_by_the_server(delta: int) -> 
         got = await read_all(reader, h, len(data) + max(delta, 0))
         assert got == data
         assert learned == [len(data)] and reader.known_size("rec:24") == len(data)
+
+
+async def _read_along(reader: Reader, a: int, b: int, data: bytes, until: int, step: int) -> tuple[bytes, bytes]:
+    """Handles a and b read the same bytes in lockstep (b just behind a) up to `until`."""
+    got_a, got_b = bytearray(), bytearray()
+    for off in range(0, until, step):
+        got_a += await reader.read(a, off, step)
+        got_b += await reader.read(b, off, step)
+    return bytes(got_a), bytes(got_b)
+
+
+@pytest.mark.parametrize("how", ["seek", "close"])
+async def test_a_stream_is_handed_to_the_handle_reading_along_when_its_own_leaves(how) -> None:
+    """Handle a's stream also serves handle b. When a seeks far away or closes, b
+    inherits the stream: b reads on to the end with no second streaming request."""
+    # A read-ahead window well short of 20 MiB: a's read there is a real seek.
+    client, reader, data = make(24 * MiB, max_window=4 * MiB)
+    client.piece_latency = 0.0002
+    async with running(reader):
+        a = await reader.open(Source("rec:31", URL, len(data)))
+        b = await reader.open(Source("rec:31", URL, len(data)))
+        got_a, got_b = await _read_along(reader, a, b, data, 4 * MiB, 128 * KiB)
+        assert got_a == got_b == data[: 4 * MiB]
+        if how == "seek":
+            assert await reader.read(a, 20 * MiB, 4096) == data[20 * MiB : 20 * MiB + 4096]
+        else:
+            reader.close(a)
+        rest = bytearray()
+        for off in range(4 * MiB, len(data), 128 * KiB):
+            rest += await reader.read(b, off, 128 * KiB)
+        assert bytes(rest) == data[4 * MiB :]
+        assert client.count("stream") == 1, client.requests
+        assert client.count("fetch") == (1 if how == "seek" else 0), client.requests
