@@ -150,14 +150,26 @@ class Emulator:
         return auth_mod.authenticate(self, request, allow_query=allow_query)
 
     # ids and urls --------------------------------------------------------------
+    def not_found(self, name: str, value: str) -> ApiProblem:
+        """The API's 404 for an unknown id in parameter `name` (CMN-102), to raise."""
+        return ApiProblem(self.api_error(404, "CMN-102", f"Resource for parameter [{name}] is not found",
+                                         parameterName=name, parameterValue=value))
+
+    def lookup(self, table: dict, request: Request, param: str) -> Any:
+        """The object named by path parameter `param` in `table`, or the 404 raised."""
+        key = request.path_params[param]
+        item = table.get(key)
+        if item is None:
+            raise self.not_found(param, key)
+        return item
+
     def check_path_ids(self, request: Request) -> None:
         """Reject account / extension ids in the path that are neither `~` nor ours."""
         for name, ours in (("accountId", self.store.account_id),
                            ("extensionId", self.store.extension_id)):
             value = request.path_params.get(name)
             if value is not None and value not in ("~", ours):
-                raise ApiProblem(self.api_error(404, "CMN-102", f"Resource for parameter [{name}] is not found",
-                                                parameterName=name, parameterValue=value))
+                raise self.not_found(name, value)
 
     def canonical_path(self, request: Request) -> str:
         """The request path with `~` account / extension ids replaced by the real ones."""

@@ -36,7 +36,6 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from .app import ApiProblem
 from .auth import Session
 from .media import MediaObject
 
@@ -202,39 +201,28 @@ def media_response(emu: Emulator, request: Request, media: MediaObject, default_
     return MediaBody(emu, media, start, length, 206 if partial else 200, headers, fault)
 
 
-def _not_found(emu: Emulator, name: str, value: str) -> ApiProblem:
-    return ApiProblem(emu.api_error(404, "CMN-102", f"Resource for parameter [{name}] is not found",
-                                    parameterName=name, parameterValue=value))
-
-
 async def message_content(emu: Emulator, request: Request, session: Session | None) -> Response:
     """`GET …/message-store/{messageId}/content/{attachmentId}` (Medium)."""
     mid, aid = request.path_params["messageId"], request.path_params["attachmentId"]
     msg = emu.store.messages.get(int(mid)) if mid.isdigit() else None
     if msg is None or msg.availability == "Purged":
-        raise _not_found(emu, "messageId", mid)
+        raise emu.not_found("messageId", mid)
     att = next((a for a in msg.attachments if str(a.id) == aid), None)
     if att is None:
-        raise _not_found(emu, "attachmentId", aid)
+        raise emu.not_found("attachmentId", aid)
     media: Any = att.media if att.media is not None else _TextMedia((att.text or "").encode())
     return media_response(emu, request, media, f"{att.id}{media.extension}")
 
 
 async def recording_content(emu: Emulator, request: Request, session: Session | None) -> Response:
     """`GET …/account/{accountId}/recording/{recordingId}/content` (Heavy)."""
-    rid = request.path_params["recordingId"]
-    rec = emu.store.recordings.get(rid)
-    if rec is None:
-        raise _not_found(emu, "recordingId", rid)
+    rec = emu.lookup(emu.store.recordings, request, "recordingId")
     return media_response(emu, request, rec.media, f"{rec.id}{rec.media.extension}")
 
 
 async def greeting_content(emu: Emulator, request: Request, session: Session | None) -> Response:
     """`GET …/greeting/{greetingId}/content` (Heavy), extension or account level."""
-    gid = request.path_params["greetingId"]
-    greeting = emu.store.greetings.get(gid)
-    if greeting is None:
-        raise _not_found(emu, "greetingId", gid)
+    greeting = emu.lookup(emu.store.greetings, request, "greetingId")
     return media_response(emu, request, greeting.media, f"{greeting.id}{greeting.media.extension}")
 
 

@@ -177,8 +177,7 @@ def find_message(emu: Emulator, raw_id: str) -> Message:
     except ValueError:
         msg = None
     if msg is None:
-        raise ApiProblem(emu.api_error(404, "CMN-102", "Resource for parameter [messageId] is not found",
-                                       parameterName="messageId", parameterValue=raw_id))
+        raise emu.not_found("messageId", raw_id)
     return msg
 
 
@@ -428,30 +427,20 @@ def _call_log(account_level: bool):
     return handler
 
 
-def _lookup(emu: Emulator, table: dict, request: Request, param: str):
-    """The object named by path parameter `param`, or the API's 404 (CMN-102)."""
-    key = request.path_params[param]
-    item = table.get(key)
-    if item is None:
-        raise ApiProblem(emu.api_error(404, "CMN-102", f"Resource for parameter [{param}] is not found",
-                                       parameterName=param, parameterValue=key))
-    return item
-
-
 async def get_call(emu: Emulator, request: Request, session: Session | None) -> Response:
     """`GET …/call-log/{callRecordId}` (Heavy)."""
-    call = _lookup(emu, emu.store.calls, request, "callRecordId")
+    call = emu.lookup(emu.store.calls, request, "callRecordId")
     return JSONResponse(emu.render_call(call, account_level="extensionId" not in request.path_params))
 
 
 async def get_recording(emu: Emulator, request: Request, session: Session | None) -> Response:
     """`GET …/account/{accountId}/recording/{recordingId}` (Heavy)."""
-    return JSONResponse(emu.render_recording(_lookup(emu, emu.store.recordings, request, "recordingId")))
+    return JSONResponse(emu.render_recording(emu.lookup(emu.store.recordings, request, "recordingId")))
 
 
 async def get_greeting(emu: Emulator, request: Request, session: Session | None) -> Response:
     """`GET …/extension/{extensionId}/greeting/{greetingId}` (Medium)."""
-    return JSONResponse(emu.render_greeting(_lookup(emu, emu.store.greetings, request, "greetingId")))
+    return JSONResponse(emu.render_greeting(emu.lookup(emu.store.greetings, request, "greetingId")))
 
 
 # account ----------------------------------------------------------------------------
