@@ -119,15 +119,20 @@ class FakeClient:
     def count(self, kind: str | None = None) -> int:
         return sum(1 for r in self.requests if kind is None or r.kind == kind)
 
-    async def fetch(self, url: str, *, start: int, end: int, priority: Priority) -> Chunk:
-        self.requests.append(Req("fetch", url, start, end, priority))
+    async def _answer(self, req: Req) -> tuple[bytes, int | None]:
+        """Log the request, wait the latency, and fail it as configured: (data, total)."""
+        self.requests.append(req)
         await trio.sleep(self.latency)
         if self.fail_with is not None:
             raise self.fail_with
-        data = self.files[url]
+        data = self.files[req.url]
         total = None if self.omit_total else len(data)
-        if start >= len(data):
+        if req.start >= len(data):
             raise RangeNotSatisfiable("range not satisfiable", total=total)
+        return data, total
+
+    async def fetch(self, url: str, *, start: int, end: int, priority: Priority) -> Chunk:
+        data, total = await self._answer(Req("fetch", url, start, end, priority))
         if self.ignore_range:
             return Chunk(data, 0, len(data), "audio/mpeg")
         stop = min(end + 1, len(data))
@@ -137,14 +142,7 @@ class FakeClient:
 
     @asynccontextmanager
     async def stream(self, url: str, *, start: int, priority: Priority) -> AsyncIterator[_FakeStream]:
-        self.requests.append(Req("stream", url, start, None, priority))
-        await trio.sleep(self.latency)
-        if self.fail_with is not None:
-            raise self.fail_with
-        data = self.files[url]
-        total = None if self.omit_total else len(data)
-        if start >= len(data):
-            raise RangeNotSatisfiable("range not satisfiable", total=total)
+        data, total = await self._answer(Req("stream", url, start, None, priority))
         body_from = 0 if self.ignore_range else start
         self.open_streams += 1
         try:
