@@ -1,22 +1,22 @@
-"""The pyfuse3 adapter: translates kernel requests into calls on the model, the catalog
-and the reader, and domain errors into errno. It decides nothing on its own.
+"""The pyfuse3 adapter: translates kernel requests into calls on the folder owners, and
+their errors into errno. It decides nothing on its own.
+
+Each node belongs to the owner of the top-level folder it lives under
+(`rcfs.folders`): /faxes, /voicemail and /mms to a message folder, /recordings to the
+recordings folder, /outbox to the outbox. The adapter finds that owner and hands it the
+request; "what happens when I write into /outbox" is answered in `rcfs/folders/outbox.py`.
 
 Every handler goes through `_handler`, which turns any exception into a FUSEError: an
 exception escaping a pyfuse3 handler would end the main loop and leave the mountpoint
 dead ("Transport endpoint is not connected").
-
-Unknown sizes (recordings, attachments without `size`): such a file shows size 0 with an
-attribute timeout of 0 until its size is learned. `ls -l` therefore costs no request.
-`open()` resolves the size with the first content request (which also starts the
-download, so nothing is wasted), and the kernel re-asks getattr before reading, so
-`cat`, `cp`, `rsync`, `tar` and `sha256sum` see the exact size. Once learned, a size is
-exact for good and persisted across remounts.
 """
 
 from __future__ import annotations
 
+import bisect
 import errno
 import functools
+import itertools
 import logging
 import os
 from typing import Any, Callable
@@ -26,8 +26,7 @@ import trio
 
 from .api.client import Priority
 from .api.errors import ApiError, AuthError, NotFound, RateLimited, Rejected
-from .catalog import Catalog
-from .reader import Reader, Source
+from .folders.base import FolderOwner, Opened, Refused
 from .state import StateStore
 from .tree import ROOT_INODE, File, Folder, Node, Tree
 
@@ -37,6 +36,7 @@ log = logging.getLogger(__name__)
 STATIC_TIMEOUT = 300.0
 ENTRY_TIMEOUT = 10.0
 CONTROL_XATTR_PID = "user.rc.pid"
+XATTR_VALUE_MAX = 4096  # bytes; values from the API are capped so no record can flood a reader
 
 
 # Desktop indexers and thumbnailers read whole files of every folder they see (GLib
@@ -71,6 +71,8 @@ def reader_priority(pid: int) -> Priority:
 
 def errno_for(exc: BaseException) -> int:
     """The errno a reader sees for a domain error."""
+    if isinstance(exc, Refused):
+        return exc.errno
     if isinstance(exc, NotFound):
         return errno.ENOENT
     if isinstance(exc, AuthError):
@@ -91,6 +93,9 @@ def _handler(fn: Callable) -> Callable:
             return await fn(self, *args)
         except pyfuse3.FUSEError:
             raise
+        except Refused as exc:
+            log.warning("%s refused: %s (%s)", fn.__name__, exc, errno.errorcode.get(exc.errno, exc.errno))
+            raise pyfuse3.FUSEError(exc.errno) from None
         except ApiError as exc:
             code = errno_for(exc)
             log.warning("%s failed: %s (%s)", fn.__name__, exc, errno.errorcode.get(code, code))
@@ -102,38 +107,60 @@ def _handler(fn: Callable) -> Callable:
     return wrapper
 
 
-class Operations(pyfuse3.Operations):
-    """Read-only view of the account (outbox/greetings writes come later)."""
+class _Listing:
+    """One open directory: a snapshot taken when reading starts, so that a folder of
+    100,000 entries is listed in O(n log n) overall, not O(n) per READDIR call."""
 
-    def __init__(self, tree: Tree, catalog: Catalog, reader: Reader, state: StateStore, *,
-                 direct_io_above: int | None = None) -> None:
+    __slots__ = ("nodes", "cookies")
+
+    def __init__(self, folder: Folder) -> None:
+        self.nodes = list(folder.children.values())  # cookie order (see Folder.entries_after)
+        self.cookies = [n.cookie for n in self.nodes]
+
+
+class Operations(pyfuse3.Operations):
+    """Kernel requests in, owner calls out."""
+
+    def __init__(self, tree: Tree, owners: dict[str, FolderOwner], state: StateStore, *,
+                 root_owner: FolderOwner | None = None,
+                 control_xattrs: Callable[[], dict[str, str]] | None = None,
+                 block_size: int = 1 << 20) -> None:
         super().__init__()
-        self.direct_io_above = direct_io_above
         self.tree = tree
-        self.catalog = catalog
-        self.reader = reader
         self.state = state
-        self._inline_handles: dict[int, File] = {}
-        self._next_inline = -1
-        self._by_key: dict[str, File] = {}
+        self.block_size = block_size
+        self.owners = owners
+        self._owner_by_inode = {owner.folder.inode: owner for owner in owners.values()}
+        self.root_owner = root_owner or FolderOwner(tree, tree.root)
+        self.control_xattrs = control_xattrs or (lambda: {})
+        self._handles: dict[int, tuple[FolderOwner, int]] = {}
+        self._dirs: dict[int, tuple[int, _Listing | None]] = {}  # fh -> (inode, snapshot)
+        self._next_fh = itertools.count(1)
         self.initialized = trio.Event()  # set once the kernel's INIT request arrived
 
     def init(self) -> None:
         self.initialized.set()
 
-    # size learning ---------------------------------------------------------------
+    # owners ------------------------------------------------------------------------------
+    def owner_of(self, node: Node) -> FolderOwner:
+        top = node
+        while top.parent is not None and top.parent is not self.tree.root:
+            top = top.parent
+        return self._owner_by_inode.get(top.inode, self.root_owner)
+
+    # facts learned by the reader ---------------------------------------------------------
     def size_learned(self, key: str, size: int) -> None:
         """Reader callback: the exact size of an object is now known."""
         self.state.learn_size(key, size)
-        node = self._by_key.get(key)
-        if node is not None:
+        node = self.tree.find_key(key)
+        if isinstance(node, File):
             node.size = size
 
     def content_type_learned(self, key: str, content_type: str) -> None:
         """Reader callback: a download told the real type (recordings are named by it)."""
-        node = self._by_key.get(key)
-        if node is not None and key.startswith("rec:"):
-            self.catalog.learn_recording_type(node, content_type)
+        node = self.tree.find_key(key)
+        if isinstance(node, File):
+            self.owner_of(node).content_type_learned(node, content_type)
 
     # attributes ----------------------------------------------------------------------
     def _attrs(self, node: Node) -> pyfuse3.EntryAttributes:
@@ -146,21 +173,25 @@ class Operations(pyfuse3.Operations):
         attr.st_mtime_ns = attr.st_ctime_ns = attr.st_atime_ns = ns
         # cat, cp and friends size their buffers by st_blksize: one block per read call
         # (with direct I/O each call is one FUSE request).
-        attr.st_blksize = min(max(self.reader.block_size, 128 * 1024), 4 << 20)
+        attr.st_blksize = min(max(self.block_size, 128 * 1024), 4 << 20)
         if isinstance(node, Folder):
             attr.st_nlink = 2 + sum(1 for c in node.children.values() if c.is_dir)
             attr.st_size = 0
-            attr.entry_timeout = STATIC_TIMEOUT if node.parent is None or node.parent is self.tree.root or node is self.tree.root else ENTRY_TIMEOUT
+            top = node.parent is None or node.parent is self.tree.root
+            attr.entry_timeout = STATIC_TIMEOUT if top else ENTRY_TIMEOUT
             # Listings change: let the kernel re-ask (answered from memory).
             attr.attr_timeout = 1.0
         else:
             assert isinstance(node, File)
-            self._by_key.setdefault(node.key, node)
             attr.st_nlink = 1
             attr.st_size = node.apparent_size
             attr.st_blocks = (attr.st_size + 511) // 512
             attr.entry_timeout = ENTRY_TIMEOUT
             attr.attr_timeout = STATIC_TIMEOUT if node.size_known else 0.0
+        override = self.owner_of(node).attr_timeout(node)
+        if override is not None:
+            attr.attr_timeout = override
+            attr.entry_timeout = min(attr.entry_timeout, max(override, 0.0))
         return attr
 
     def _node(self, inode: int) -> Node:
@@ -175,6 +206,30 @@ class Operations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         return node
 
+    def _file(self, inode: int) -> File:
+        node = self._node(inode)
+        if isinstance(node, Folder):
+            raise pyfuse3.FUSEError(errno.EISDIR)
+        assert isinstance(node, File)
+        return node
+
+    def _owner_for_child(self, folder: Folder) -> FolderOwner:
+        """The owner of what is (or would be) inside `folder`."""
+        if folder is self.tree.root:
+            return self.root_owner
+        return self.owner_of(folder)
+
+    def _new_handle(self, owner: FolderOwner, opened: Opened) -> pyfuse3.FileInfo:
+        fh = next(self._next_fh)
+        self._handles[fh] = (owner, opened.handle)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=opened.keep_cache, direct_io=opened.direct_io)
+
+    def _handle(self, fh: int) -> tuple[FolderOwner, int]:
+        try:
+            return self._handles[fh]
+        except KeyError:
+            raise pyfuse3.FUSEError(errno.EBADF) from None
+
     # lookups -------------------------------------------------------------------------
     @_handler
     async def lookup(self, parent_inode, name, ctx=None):
@@ -185,9 +240,7 @@ class Operations(pyfuse3.Operations):
         elif text == "..":
             node = folder.parent or self.tree.root
         else:
-            if self.catalog.top_folder_state(folder) is not None:
-                await self.catalog.ensure_loaded(folder)
-            node = self.tree.child(folder, text)
+            node = await self._owner_for_child(folder).lookup(folder, text)
         if node is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
         self.tree.remember(node)
@@ -197,6 +250,24 @@ class Operations(pyfuse3.Operations):
     async def getattr(self, inode, ctx=None):
         return self._attrs(self._node(inode))
 
+    @_handler
+    async def setattr(self, inode, attr, fields, fh, ctx):
+        node = self._node(inode)
+        owner = self.owner_of(node)
+        if fields.update_size:
+            if not isinstance(node, File):
+                raise pyfuse3.FUSEError(errno.EISDIR)
+            await owner.truncate(node, attr.st_size)
+        changes_other = (fields.update_mode or fields.update_uid or fields.update_gid
+                         or fields.update_atime or fields.update_mtime)
+        if changes_other and not (isinstance(node, File) and node.writable):
+            if not fields.update_size:
+                raise owner.refuse(f"cannot change the attributes of {node.name!r}")
+        if fields.update_mtime and isinstance(node, File) and node.writable:
+            node.mtime = attr.st_mtime_ns / 1e9
+        # Mode and owner of files being written are fixed (0600, the mounting user):
+        # `cp -p`, rsync and gio set them and need only not to fail.
+        return self._attrs(node)
 
     async def forget(self, inode_list):
         try:
@@ -209,73 +280,105 @@ class Operations(pyfuse3.Operations):
     @_handler
     async def opendir(self, inode, ctx):
         self._folder(inode)
-        return inode
+        fh = next(self._next_fh)
+        self._dirs[fh] = (inode, None)
+        return fh
 
     @_handler
     async def readdir(self, fh, start_id, token):
-        folder = self._folder(fh)
-        if start_id == 0 and self.catalog.top_folder_state(folder) is not None:
-            await self.catalog.ensure_loaded(folder)
-        for child in list(folder.entries_after(start_id)):
+        inode, listing = self._dirs.get(fh, (fh, None))
+        folder = self._folder(inode)
+        if start_id == 0 or listing is None:
+            await self._owner_for_child(folder).refresh(folder)
+            listing = _Listing(folder)
+            self._dirs[fh] = (inode, listing)
+        i = bisect.bisect_right(listing.cookies, start_id)
+        for child in itertools.islice(listing.nodes, i, None):
+            if child.parent is not folder or folder.children.get(child.name) is not child:
+                continue  # removed (or renamed) since the snapshot
             if not pyfuse3.readdir_reply(token, os.fsencode(child.name), self._attrs(child), child.cookie):
                 return
             self.tree.remember(child)
 
     @_handler
     async def releasedir(self, fh):
-        return None
+        self._dirs.pop(fh, None)
+
+    @_handler
+    async def mkdir(self, parent_inode, name, mode, ctx):
+        folder = self._folder(parent_inode)
+        node = await self._owner_for_child(folder).mkdir(folder, os.fsdecode(name))
+        self.tree.remember(node)
+        return self._attrs(node)
+
+    @_handler
+    async def rmdir(self, parent_inode, name, ctx):
+        folder = self._folder(parent_inode)
+        await self._owner_for_child(folder).rmdir(folder, os.fsdecode(name))
+
+    @_handler
+    async def unlink(self, parent_inode, name, ctx):
+        folder = self._folder(parent_inode)
+        await self._owner_for_child(folder).unlink(folder, os.fsdecode(name))
+
+    @_handler
+    async def rename(self, parent_old, name_old, parent_new, name_new, flags, ctx):
+        old = self._folder(parent_old)
+        new = self._folder(parent_new)
+        owner = self._owner_for_child(old)
+        if self._owner_for_child(new) is not owner:
+            raise pyfuse3.FUSEError(errno.EXDEV)  # mv falls back to copy + unlink
+        if flags:
+            raise pyfuse3.FUSEError(errno.EINVAL)  # RENAME_EXCHANGE / NOREPLACE: not offered
+        await owner.rename(old, os.fsdecode(name_old), new, os.fsdecode(name_new))
 
     # files -------------------------------------------------------------------------------
     @_handler
     async def open(self, inode, flags, ctx):
-        node = self._node(inode)
-        if isinstance(node, Folder):
-            raise pyfuse3.FUSEError(errno.EISDIR)
-        if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
-            raise pyfuse3.FUSEError(errno.EROFS)
-        assert isinstance(node, File)
-        self._by_key.setdefault(node.key, node)
-        if node.inline is not None:
-            handle = self._next_inline
-            self._next_inline -= 1
-            self._inline_handles[handle] = node
-        else:
-            handle = await self.reader.open(Source(key=node.key, url=node.url, size=node.size),
-                                            priority=reader_priority(ctx.pid))
-        # Media never changes once created, so the kernel may keep pages across opens.
-        # Large files skip the page cache: a cold read of a recording then costs one
-        # copy into the reader's buffer instead of a page-cache fill plus a copy (the
-        # biggest CPU cost of a cold read, measured in scripts/bench), and a 2 GB stream
-        # does not evict the rest of the machine's cache. The block cache serves re-reads.
-        size = self.reader.known_size(node.key) if node.inline is None else None
-        direct = self.direct_io_above is not None and size is not None and size >= self.direct_io_above
-        return pyfuse3.FileInfo(fh=handle, keep_cache=True, direct_io=direct)
+        node = self._file(inode)
+        owner = self.owner_of(node)
+        return self._new_handle(owner, await owner.open(node, flags, ctx.pid))
+
+    @_handler
+    async def create(self, parent_inode, name, mode, flags, ctx):
+        folder = self._folder(parent_inode)
+        owner = self._owner_for_child(folder)
+        node, opened = await owner.create(folder, os.fsdecode(name), flags, ctx.pid)
+        self.tree.remember(node)
+        return self._new_handle(owner, opened), self._attrs(node)
 
     @_handler
     async def read(self, fh, off, size):
-        inline = self._inline_handles.get(fh)
-        if inline is not None:
-            return inline.inline[off: off + size]  # type: ignore[index]
-        return await self.reader.read(fh, off, size)
+        owner, handle = self._handle(fh)
+        return await owner.read(handle, off, size)
+
+    @_handler
+    async def write(self, fh, off, buf):
+        owner, handle = self._handle(fh)
+        return await owner.write(handle, off, buf)
+
+    @_handler
+    async def flush(self, fh):
+        owner, handle = self._handle(fh)
+        await owner.flush(handle)
+
+    @_handler
+    async def fsync(self, fh, datasync):
+        owner, handle = self._handle(fh)
+        await owner.fsync(handle)
 
     @_handler
     async def release(self, fh):
-        if self._inline_handles.pop(fh, None) is None:
-            self.reader.close(fh)
-
-
-
-
-
+        owner, handle = self._handles.pop(fh, (None, 0))
+        if owner is not None:
+            await owner.release(handle)
 
     # extended attributes ---------------------------------------------------------------
     def _xattrs(self, node: Node) -> dict[str, str]:
-        values = dict(node.xattrs)
         if node.inode == ROOT_INODE:
-            values[CONTROL_XATTR_PID] = str(os.getpid())
-        elif isinstance(node, File):
-            if node.size_known:
-                values["user.rc.size"] = str(node.apparent_size)
+            values = {CONTROL_XATTR_PID: str(os.getpid()), **self.control_xattrs()}
+        else:
+            values = self.owner_of(node).xattrs(node)
         return {k: v for k, v in values.items() if v != ""}
 
     @_handler
@@ -283,20 +386,20 @@ class Operations(pyfuse3.Operations):
         value = self._xattrs(self._node(inode)).get(os.fsdecode(name))
         if value is None:
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
-        return value.encode("utf-8", errors="replace")
+        return value.encode("utf-8", errors="replace")[:XATTR_VALUE_MAX]
 
     @_handler
     async def listxattr(self, inode, ctx):
         return [k.encode() for k in sorted(self._xattrs(self._node(inode)))]
 
+    @_handler
+    async def setxattr(self, inode, name, value, ctx):
+        node = self._node(inode)
+        await self.owner_of(node).setxattr(node, os.fsdecode(name), value)
 
-
-    # writes --------------------------------------------------------------------------
-    async def _read_only(self, *args: Any) -> None:
-        """Every changing request: the media tree is read-only (the outbox comes later)."""
-        raise pyfuse3.FUSEError(errno.EROFS)
-
-    setattr = create = mkdir = unlink = rmdir = rename = setxattr = removexattr = _read_only
+    @_handler
+    async def removexattr(self, inode, name, ctx):
+        raise pyfuse3.FUSEError(errno.ENOTSUP)
 
     # filesystem ------------------------------------------------------------------------
     @_handler

@@ -1,7 +1,7 @@
 """Mount lifecycle: check the mountpoint, log in, mount, serve, unmount.
 
 Shape borrowed from s3ql's mount: one trio nursery owns the reader's background tasks,
-the signal watcher and the catalog's background work; SIGINT/SIGTERM end the pyfuse3 loop;
+the signal watcher and the folder owners' background work; SIGINT/SIGTERM end the pyfuse3 loop;
 a clean end unmounts. After an unexpected crash the mountpoint is deliberately left
 mounted-but-dead (reads fail loudly) rather than silently empty, because a mirroring job
 (`rsync --delete` from the mount) would otherwise delete its copy; `rcfs umount` clears it.
@@ -29,8 +29,10 @@ from .api.auth import TokenStore
 from .api.client import Credentials, RingCentralClient
 from .api.errors import ApiError, AuthError
 from .api.governor import Group
-from .catalog import Catalog
-from .fs import Operations
+from .folders.base import FolderOwner
+from .folders.messages import MESSAGE_TYPES, MessageFolderOwner
+from .folders.recordings import RecordingsOwner
+from .fs import Operations, reader_priority
 from .reader import Reader
 from .state import StateStore
 from .tree import Tree
@@ -170,13 +172,12 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
             raise MountError(f"cannot reach {opts.credentials.server_url}: {exc}") from None
 
         tree = Tree(uid=os.getuid(), gid=os.getgid())
-        catalog = Catalog(client, tree, state, since=opts.since, message_ttl=opts.message_ttl,
-                          recording_ttl=opts.recording_ttl)
         ops: Operations | None = None
         reader = Reader(client, cache_bytes=opts.cache_bytes, block_size=opts.block_size,
                         on_size=lambda key, size: ops.size_learned(key, size) if ops else None,
                         on_content_type=lambda key, ct: ops.content_type_learned(key, ct) if ops else None)
-        ops = Operations(tree, catalog, reader, state, direct_io_above=opts.direct_io_above)
+        owners = build_owners(opts, tree, client, reader, state)
+        ops = Operations(tree, owners, state, block_size=reader.block_size)
 
         fuse_options = set(pyfuse3.default_options)
         fuse_options |= {"fsname=rcfs", "subtype=rcfs", "noatime"}
@@ -193,7 +194,7 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
             async with trio.open_nursery() as nursery:
                 await nursery.start(reader.run)
                 nursery.start_soon(_watch_signals, pyfuse3.terminate)
-                nursery.start_soon(_background, catalog, client)
+                nursery.start_soon(_background, owners["recordings"], client)
                 if opts.read_ahead_kb:
                     nursery.start_soon(_raise_read_ahead, ops, target, opts.read_ahead_kb)
                 log.info("mounted %s on %s", opts.credentials.server_url, opts.mountpoint)
@@ -209,7 +210,26 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
                           opts.mountpoint)
 
 
-async def _background(catalog: Catalog, client: RingCentralClient) -> None:
+def build_owners(opts: MountOptions, tree: Tree, client: RingCentralClient, reader: Reader,
+                 state: StateStore) -> dict[str, FolderOwner]:
+    """The top-level folders, in the order `ls` shows them, each with its owner."""
+    media = dict(client=client, reader=reader, state=state, direct_io_above=opts.direct_io_above,
+                 priority_of=reader_priority)
+    owners: dict[str, FolderOwner] = {}
+    for name in ("faxes", "voicemail", "recordings", "mms", "outbox", "greetings"):
+        writable = name in ("outbox", "greetings")
+        folder = tree.mkdir(tree.root, name, key=f"dir:{name}", writable=writable)
+        if name in MESSAGE_TYPES:
+            owners[name] = MessageFolderOwner(tree, folder, ttl=opts.message_ttl, since=opts.since, **media)
+        elif name == "recordings":
+            owners[name] = RecordingsOwner(tree, folder, ttl=opts.recording_ttl, since=opts.since, **media)
+        else:
+            owners[name] = FolderOwner(tree, folder)
+            owners[name].name = name
+    return owners
+
+
+async def _background(recordings: RecordingsOwner, client: RingCentralClient) -> None:
     """Low-priority work: learn recording content types (for names) while the user is idle.
 
     A metadata request costs as much Heavy quota as a download, so it only goes out when
@@ -224,12 +244,12 @@ async def _background(catalog: Catalog, client: RingCentralClient) -> None:
         if budget.used or budget.waiting or budget.blocked_for:
             idle_since = now
             continue
-        if catalog.folders["recordings"].loaded_at is None:
+        if recordings.loaded_at is None:
             continue
         if now - idle_since < IDLE_WINDOWS * budget.window:
             continue
         try:
-            await catalog.resolve_recording_types(limit=1)
+            await recordings.resolve_types(limit=1)
         except ApiError as exc:
             log.debug("background work failed: %s", exc)
         idle_since = trio.current_time()

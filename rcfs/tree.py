@@ -54,16 +54,14 @@ class File(Node):
     url: str = ""
     size: int | None = None
     content_type: str | None = None
-    inline: bytes | None = None  # small content we already have (no request needed)
+    writable: bool = False  # the owner accepts writes (outbox items being written)
 
     @property
     def size_known(self) -> bool:
-        return self.size is not None or self.inline is not None
+        return self.size is not None
 
     @property
     def apparent_size(self) -> int:
-        if self.inline is not None:
-            return len(self.inline)
         return self.size or 0
 
 
@@ -171,6 +169,16 @@ class Tree:
     def get(self, inode: int) -> Node | None:
         return self.nodes.get(inode)
 
+    def find_key(self, key: str) -> Node | None:
+        """The live node with this key, if any (inodes derive from keys: no index needed,
+        so a node a folder owner replaced is never found in place of the live one)."""
+        salt = 0
+        while True:
+            node = self.nodes.get(stable_inode(key, salt))
+            if node is None or node.key == key:
+                return node
+            salt += 1
+
     def child(self, folder: Folder, name: str) -> Node | None:
         """The child called `name`, or a child that was called `name` before a rename."""
         node = folder.children.get(name)
@@ -211,4 +219,4 @@ class Tree:
     def mode(self, node: Node) -> int:
         if isinstance(node, Folder):
             return stat_mod.S_IFDIR | (0o700 if node.writable else 0o500)
-        return stat_mod.S_IFREG | 0o400
+        return stat_mod.S_IFREG | (0o600 if getattr(node, "writable", False) else 0o400)

@@ -1,0 +1,15 @@
+"""One owner per kind of top-level folder; `rcfs.fs` dispatches every request to one.
+
+| folder                      | owner module                 | what it does                    |
+|-----------------------------|------------------------------|---------------------------------|
+| /faxes, /voicemail, /mms    | `rcfs.folders.messages`      | message-store listings, reads   |
+| /recordings                 | `rcfs.folders.recordings`    | call-log listings, reads        |
+| /outbox                     | `rcfs.folders.outbox`        | write a file here to send it    |
+| /greetings                  | (read-only, empty: to come)  |                                 |
+"""
+
+from __future__ import annotations
+
+from .base import FolderOwner, Opened, Refused, RootOwner
+
+__all__ = ["FolderOwner", "Opened", "Refused", "RootOwner"]

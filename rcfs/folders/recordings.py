@@ -1,0 +1,106 @@
+"""/recordings: call recordings, filled from the call log (Heavy group).
+
+Recording content types are not in the call log; they cost a Heavy metadata request
+each. Until one is known (from that request, or from the Content-Type of a download)
+a recording is named `.mp3`, the usual type; once learned it is persisted, so the name
+is stable across remounts from then on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from .. import names
+from ..api.client import Priority
+from ..api.errors import ApiError, RateLimited
+from ..tree import File
+from .media import RemoteMediaOwner
+from .messages import other_party, parties
+
+log = logging.getLogger(__name__)
+
+
+class RecordingsOwner(RemoteMediaOwner):
+    def __init__(self, *args, since: dt.datetime, **kw) -> None:
+        super().__init__(*args, **kw)
+        self.since = since
+
+    async def load(self) -> None:
+        records = await self.client.list_call_log(date_from=self.since)
+        seen: set[str] = set()
+        for record in records:
+            rec = record.get("recording")
+            if not isinstance(rec, dict) or not rec.get("contentUri") or not rec.get("id"):
+                continue
+            rid = str(rec["id"])
+            seen.add(rid)
+            if rid in self.entries:
+                continue
+            try:
+                created = names.parse_time(record.get("startTime")) or dt.datetime.now(dt.timezone.utc)
+                self.entries[rid] = [self._recording_node(record, rec, created)]
+            except (TypeError, ValueError, AttributeError, KeyError) as exc:
+                log.warning("skipping malformed call record %s: %s", record.get("id"), exc)
+        for rid in list(self.entries):
+            if rid not in seen:
+                self.remove_entries(rid)
+
+    def _recording_node(self, record: dict, rec: dict, created: dt.datetime) -> str:
+        rid = str(rec["id"])
+        key = f"rec:{rid}"
+        content_type = self.state.content_types.get(key, "audio/mpeg")
+        stem = names.base_name(created, record.get("direction"), other_party(record), rid)
+        name = names.with_extension(stem, content_type)
+        frm, to = parties(record)
+        node = File(key=key, name=name, mtime=created.timestamp(), url=str(rec["contentUri"]),
+                    size=self.state.sizes.get(key), content_type=content_type)
+        node.xattrs = {
+            "user.rc.id": rid,
+            "user.rc.type": "Recording",
+            "user.rc.call_id": str(record.get("id", "")),
+            "user.rc.recording_type": str(rec.get("type", "")),
+            "user.rc.from": frm,
+            "user.rc.to": to,
+            "user.rc.direction": str(record.get("direction", "")),
+            "user.rc.result": str(record.get("result", "")),
+            "user.rc.duration": str(record.get("duration", "")),
+            "user.rc.created": str(record.get("startTime", "")),
+            "user.rc.content_type": content_type,
+        }
+        self.tree.add(self.folder, node)
+        return name
+
+    def content_type_learned(self, node: File, content_type: str) -> None:
+        """A download or metadata call told us the real type: fix the name if needed."""
+        base = content_type.split(";", 1)[0].strip().lower()
+        self.state.learn_content_type(node.key, base)
+        if names.extension_for(base) == names.extension_for(node.content_type):
+            return
+        rid = node.key.split(":", 1)[1]
+        stem = node.name.rsplit(".", 1)[0]
+        self.tree.rename(self.folder, node, names.with_extension(stem, base))
+        node.content_type = base
+        node.xattrs["user.rc.content_type"] = base
+        self.entries[rid] = [node.name]
+
+    async def resolve_types(self, limit: int = 1) -> None:
+        """Ask for the content type of up to `limit` recordings not yet known.
+
+        The caller decides when Heavy quota can be spared (see `rcfs.mount._background`).
+        """
+        for node in list(self.folder.children.values()):
+            if limit <= 0:
+                return
+            if not isinstance(node, File) or node.key in self.state.content_types:
+                continue
+            limit -= 1
+            try:
+                meta = await self.client.get_recording(node.key.split(":", 1)[1], priority=Priority.BACKGROUND)
+            except RateLimited:
+                return
+            except ApiError as exc:
+                log.debug("recording metadata for %s failed: %s", node.key, exc)
+                continue
+            if meta.get("contentType"):
+                self.content_type_learned(node, str(meta["contentType"]))
