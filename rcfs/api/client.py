@@ -658,6 +658,7 @@ class RingCentralClient:
         cover_page_text: str | None = None,
         resolution: str | None = None,
         send_time: dt.datetime | str | None = None,
+        priority: Priority = Priority.FOREGROUND,
     ) -> dict:
         """Send a fax: `files` are (file name, bytes, MIME type or None). Returns FaxResponse.
 
@@ -672,7 +673,7 @@ class RingCentralClient:
             envelope["faxResolution"] = resolution
         if send_time is not None:
             envelope["sendTime"] = format_time(send_time)
-        return await self._multipart(f"{EXTENSION_PATH}/fax", envelope, files, "attachment")
+        return await self._multipart(f"{EXTENSION_PATH}/fax", envelope, files, "attachment", priority=priority)
 
     async def send_mms(
         self,
@@ -681,6 +682,7 @@ class RingCentralClient:
         files: Sequence[tuple[str, bytes, str | None]],
         *,
         text: str | None = None,
+        priority: Priority = Priority.FOREGROUND,
     ) -> dict:
         """Send an MMS (`POST …/mms`): attachments plus optional text. Returns the record."""
         envelope: dict[str, Any] = {
@@ -689,7 +691,7 @@ class RingCentralClient:
         }
         if text:
             envelope["text"] = text
-        return await self._multipart(f"{EXTENSION_PATH}/mms", envelope, files, "attachment")
+        return await self._multipart(f"{EXTENSION_PATH}/mms", envelope, files, "attachment", priority=priority)
 
     async def send_sms(self, from_number: str, to: Sequence[str], text: str) -> dict:
         """Send a plain SMS (JSON body). Returns the message record."""
@@ -710,6 +712,14 @@ class RingCentralClient:
             envelope["answeringRule"] = {"id": answering_rule_id}
         params = None if apply is None else [("apply", "true" if apply else "false")]
         return await self._multipart(f"{EXTENSION_PATH}/greeting", envelope, [audio], "binary", params=params)
+
+    async def get_extension(self, *, priority: Priority = Priority.FOREGROUND) -> dict:
+        """The extension's own record (`GET …/extension/~`): regional settings, numbers."""
+        return await self._json("GET", EXTENSION_PATH, priority=priority)
+
+    async def list_phone_numbers(self, *, priority: Priority = Priority.FOREGROUND) -> list[dict]:
+        """The extension's phone numbers with their features (`GET …/phone-number`, Light)."""
+        return await self._all_pages(f"{EXTENSION_PATH}/phone-number", [("perPage", "1000")], priority)
 
     async def logout(self) -> None:
         """Revoke the session on the server (errors ignored) and forget the stored tokens."""
@@ -783,13 +793,14 @@ class RingCentralClient:
         files: Iterable[tuple[str, bytes, str | None]],
         part_name: str,
         params: list[tuple[str, str]] | None = None,
+        priority: Priority = Priority.FOREGROUND,
     ) -> dict:
         parts: list[tuple[str, tuple[str, bytes] | tuple[str, bytes, str]]] = [
             ("json", ("request.json", jsonlib.dumps(envelope).encode(), "application/json"))
         ]
         for name, data, ctype in files:
             parts.append((part_name, (name, data, ctype) if ctype else (name, data)))
-        return await self._json("POST", path, files=parts, params=params)
+        return await self._json("POST", path, files=parts, params=params, priority=priority)
 
     def _media_position(self, resp: httpx.Response) -> tuple[int, int | None]:
         """(offset of the body's first byte, file size or None) for a 200/206 answer."""

@@ -47,8 +47,9 @@ class Priority(enum.IntEnum):
     """Lower value goes first when a rate-limit group is short of budget."""
 
     FOREGROUND = 0  # a reader is blocked on this (read(), open(), readdir())
-    READAHEAD = 1  # speculative: yields when the group's budget runs low
-    BACKGROUND = 2  # refreshes, probes
+    OUTBOX = 1  # sending what the user wrote: after waiting readers, but uses the whole budget
+    READAHEAD = 2  # speculative: yields when the group's budget runs low
+    BACKGROUND = 3  # refreshes, probes
 
 
 class Group(enum.Enum):
@@ -325,7 +326,7 @@ class RateGovernor:
         if not st.probed and st.in_flight > 0:
             return math.inf
         used = st.used(now)
-        reserve = self._reserve_of(st) if priority > Priority.FOREGROUND else 0
+        reserve = self._reserve_of(st) if priority >= Priority.READAHEAD else 0
         allowed = st.limit - reserve  # this request may go while used < allowed
         if used < allowed:
             return 0.0
