@@ -49,6 +49,7 @@ T_FAX = EXT + "/fax"
 T_SMS = EXT + "/sms"
 T_MMS = EXT + "/mms"
 T_GREETING = EXT + "/greeting"
+T_PHONE_NUMBERS = EXT + "/phone-number"
 
 # Statuses an operation does not declare fall back to the spec's generic responses.
 GENERIC = {400: "InvalidRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
@@ -67,6 +68,8 @@ EXPECTED = {
     ("mms-send", 200), ("greeting-create", 200), ("fax-no-recipient", 400),
     ("fax-unsupported-type", 415), ("no-token", 401), ("revoked-token", 401),
     ("message-unknown", 404), ("content-range-past-end", 416), ("rate-limited", 429),
+    ("phone-number-list", 200), ("fax-failed-get", 200), ("fax-send-throttled", 429),
+    ("fax-send-unavailable", 503),
 }
 
 
@@ -246,6 +249,9 @@ class Walk:
         self.call("call-record", "GET", T_CALL, f"{ext}/call-log/{call['id']}", expect=200)
         self.call("recording", "GET", T_RECORDING, call["recording"]["uri"], expect=200)
 
+        self.call("phone-number-list", "GET", T_PHONE_NUMBERS, ext + "/phone-number", expect=200)
+        self.call("phone-number-list", "GET", T_PHONE_NUMBERS, ext + "/phone-number", expect=200,
+                  params={"perPage": 2, "page": 2, "usageType": "DirectNumber"})
         self._sending(ext)
         self._errors(ext, by_type)
 
@@ -280,15 +286,29 @@ class Walk:
                   data={"to": "+15551230001"},
                   files={"attachment": ("x.pdf", b"\x7fELF\x02\x01\x01" + bytes(99),
                                         "application/pdf")})
+        failing = self.call("fax-send", "POST", T_FAX, ext + "/fax", expect=200,
+                            data={"to": ["+15551230001", "+15550000666"]},
+                            files={"attachment": ("doc.pdf", doc.read(0, doc.size),
+                                                  "application/pdf")})
+        self.server.admin("POST", "/_emulator/config", {"faults": {"send_force_429": 1}})
+        self.call("fax-send-throttled", "POST", T_FAX, ext + "/fax", expect=429,
+                  data={"to": "+15551230001"}, files={"attachment": ("a.txt", b"x\n")})
+        self.server.admin("POST", "/_emulator/config", {"faults": {"send_force_503": 1}})
+        self.call("fax-send-unavailable", "POST", T_FAX, ext + "/fax", expect=503,
+                  data={"to": "+15551230001"}, files={"attachment": ("a.txt", b"x\n")})
         deadline = time.monotonic() + 10
-        while True:
-            sent = self.call("fax-sent-get", "GET", T_MSG, f"{ext}/message-store/{fax['id']}",
-                             expect=200)
-            if sent["messageStatus"] != "Queued" or time.monotonic() > deadline:
+        while True:  # the failing fax was sent last: once it settled, both have
+            failed = self.call("fax-failed-get", "GET", T_MSG,
+                               f"{ext}/message-store/{failing['id']}", expect=200)
+            if failed["messageStatus"] != "Queued" or time.monotonic() > deadline:
                 break
             self.exchanges.pop()  # keep only the settled answer
             time.sleep(0.1)
+        sent = self.call("fax-sent-get", "GET", T_MSG, f"{ext}/message-store/{fax['id']}",
+                         expect=200)
         assert sent["messageStatus"] == "Sent" and sent["faxPageCount"] >= 2
+        assert failed["messageStatus"] == "SendingFailed"
+        assert [t.get("faxErrorCode") for t in failed["to"]] == [None, "NoAnswer"]
 
     def _errors(self, ext: str, by_type: dict[str, dict]) -> None:
         self.call("no-token", "GET", T_LIST, ext + "/message-store", expect=401, auth=False)

@@ -308,6 +308,36 @@ def test_fax_to_a_failing_number_ends_sending_failed(account: Account, clock: Cl
     settle_sends(account.store)
     assert msg.message_status == "SendingFailed"
     assert msg.fax_error_code == "NoAnswer"
+    # Each recipient has its own outcome: only the failing number carries the code.
+    assert [(p.message_status, p.fax_error_code) for p in msg.to] == [
+        ("Sent", None), ("SendingFailed", "NoAnswer")]
+    body = Emulator(account.config, account.store).render_message(msg)
+    assert body["to"] == [
+        {"phoneNumber": "+15551230001", "messageStatus": "Sent"},
+        {"phoneNumber": "+15550000666", "messageStatus": "SendingFailed",
+         "faxErrorCode": "NoAnswer"}]
+
+
+def test_too_many_pages_fails_every_recipient(account: Account, clock: Clock):
+    text = upload("long.txt", b"x\n" * (60 * 201))
+    msg = new_fax(account, fax_request(to=("+15551230001", "+15551230002"), files=[text],
+                                       coverIndex=0))
+    clock.advance(3)
+    settle_sends(account.store)
+    assert [(p.message_status, p.fax_error_code) for p in msg.to] == [
+        ("SendingFailed", "TooManyPages")] * 2
+
+
+def test_mms_sender_needs_the_mms_feature(account: Account):
+    jpeg = media.image_jpeg(1).read(0, 10**7)
+    support = MAIN[:-2] + "01"  # numbers.py: SMS only
+    new_sms(account, sms_request(sender=support), require_attachments=False)
+    err = expect_error(403, "MSG-242", new_sms, account,
+                       sms_request(sender=support, files=[upload("p.jpg", jpeg)]),
+                       require_attachments=True)
+    assert "MMS" in err.message and err.extra["parameterValue"] == support
+    expect_error(403, "MSG-241", new_sms, account, sms_request(sender=MAIN[:-2] + "09"),
+                 require_attachments=False)
 
 
 def test_fax_without_cover_page_and_scheduled(account: Account, clock: Clock):

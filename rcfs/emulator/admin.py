@@ -12,7 +12,8 @@
                                    refresh_token_ttl, refresh_grace, password_grant,
                                    send_delay, failing_numbers, faults {latency_ms,
                                    error_rate, reset_rate, truncate_rate, chunk_delay_ms, force_429,
-                                   seed}.
+                                   seed, send_force_503, send_force_429, send_drop_answer,
+                                   send_answer_delay_ms}.
                                    Unknown keys are 400. Answers the new settings.
     POST /_emulator/ratelimit/reset  forget all rate-limit counts and penalties (204)
     POST /_emulator/messages       inject an inbound message (for sync tests): JSON
@@ -21,6 +22,11 @@
                                     (VoiceMail), "minutesAgo": n (default 0)} → 201 with
                                    the message JSON
     GET  /_emulator/info           ids, base URLs and counts of the seeded data
+    GET  /_emulator/sent           every outbound message as stored, oldest first:
+                                   {"messages": [{id, type, messageStatus, from, to
+                                   [{phoneNumber, messageStatus, faxErrorCode}], text,
+                                   faxPageCount, ..., attachments [{fileName,
+                                   contentType, size, sha256}]}]} (sending.sent_report)
 
 None of these count against rate limits; they are counted in `requests` under
 their route names (`admin-*`).
@@ -55,7 +61,9 @@ _NUMBERS = {"window": float, "limit_light": int, "limit_medium": int, "limit_hea
 _OPTIONAL_INTS = ("max_bytes_per_response", "access_token_ttl", "refresh_token_ttl")
 _BOOLS = ("rate_limits", "password_grant")
 _FAULTS = {"latency_ms": float, "error_rate": float, "reset_rate": float, "truncate_rate": float,
-           "chunk_delay_ms": float, "force_429": int, "seed": int}
+           "chunk_delay_ms": float, "force_429": int, "seed": int,
+           "send_force_503": int, "send_force_429": int, "send_drop_answer": int,
+           "send_answer_delay_ms": float}
 
 
 def config_view(emu: Emulator) -> dict[str, Any]:
@@ -220,6 +228,10 @@ def routes(emu: Emulator) -> list[BaseRoute]:
             "greetings": len(s.greetings),
         })
 
+    async def sent(request: Request, session: Session | None) -> Response:
+        from . import sending
+        return JSONResponse({"messages": sending.sent_report(emu)})
+
     def r(path: str, name: str, handler, method: str) -> Route:
         return Route(path, emu.endpoint(name, None, handler, auth="none"), methods=[method], name=name)
 
@@ -231,4 +243,5 @@ def routes(emu: Emulator) -> list[BaseRoute]:
         r("/_emulator/ratelimit/reset", "admin-ratelimit-reset", ratelimit_reset, "POST"),
         r("/_emulator/messages", "admin-messages", messages, "POST"),
         r("/_emulator/info", "admin-info", info, "GET"),
+        r("/_emulator/sent", "admin-sent", sent, "GET"),
     ]

@@ -217,9 +217,11 @@ class Emulator:
         for p in msg.to:
             item = self._party(p)
             if msg.direction == "Outbound":
-                item["messageStatus"] = msg.message_status
-                if msg.fax_error_code is not None:
-                    item["faxErrorCode"] = msg.fax_error_code
+                # Each recipient of a settled send has its own outcome (sending.py).
+                item["messageStatus"] = p.message_status or msg.message_status
+                code = p.fax_error_code if p.message_status else msg.fax_error_code
+                if code is not None:
+                    item["faxErrorCode"] = code
             to.append(item)
         out: dict[str, Any] = {
             "uri": self.message_uri(msg.id),
@@ -391,7 +393,9 @@ class Emulator:
                 log.exception("emulator handler %s failed", name)
                 response = self.api_error(500, "CMN-203", "Internal Server Error")
             if decision is not None:
-                response.headers.update(decision.headers())
+                # A handler's own rate headers (an injected 429 on a send) win.
+                for key, value in decision.headers().items():
+                    response.headers.setdefault(key, value)
             self.stats.statuses[response.status_code] += 1
             return response
 

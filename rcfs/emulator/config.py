@@ -17,6 +17,11 @@ class Faults:
     truncate_rate: float = 0.0  # share of media bodies that end early with a clean close
     chunk_delay_ms: float = 0.0  # pause between 1 MiB pieces of a media body (a slow link)
     force_429: int = 0  # the next N rate-limited requests get 429 regardless of budget
+    # send POSTs only (fax, sms, mms, greeting; see sending.py):
+    send_force_503: int = 0  # the next N are answered 503 CMN-201, nothing stored
+    send_force_429: int = 0  # the next N are answered 429 CMN-301 + Retry-After, nothing stored
+    send_drop_answer: int = 0  # the next N are stored, then the connection drops unanswered
+    send_answer_delay_ms: float = 0.0  # pause after storing a sent message, before answering
     seed: int = 1  # faults are drawn from a seeded RNG so runs repeat
 
 

@@ -481,6 +481,40 @@ async def api_versions(emu: Emulator, request: Request, session: Session | None)
     })
 
 
+PHONE_NUMBER_STATUSES = ("Normal", "Pending", "PortedIn", "Temporary", "Unknown")
+PHONE_USAGE_TYPES = (
+    "MainCompanyNumber", "AdditionalCompanyNumber", "CompanyNumber", "DirectNumber",
+    "CompanyFaxNumber", "FmcBusinessMobileNumber", "InventoryFmcBusinessMobileNumber",
+    "ForwardedNumber", "ForwardedCompanyNumber", "ContactCenterNumber", "ConferencingNumber",
+    "MeetingsNumber", "NumberPool", "BusinessMobileNumber", "ELIN",
+    "PartnerBusinessMobileNumber", "NumberPoolPartnerBusinessMobileNumber", "NumberStorage",
+    "IntegrationNumber", "InventoryMobileNumber")
+
+
+async def list_phone_numbers(emu: Emulator, request: Request, session: Session | None) -> Response:
+    """`GET …/extension/{extensionId}/phone-number` (Light): the numbers and their features
+    (`numbers.py`), filtered by `usageType` (repeatable) and `status`, paged like the
+    message list (`page`, `perPage` default 100)."""
+    from . import numbers
+
+    usage = enum_list(emu, request, "usageType", PHONE_USAGE_TYPES)
+    status = request.query_params.get("status") or None
+    if status is not None and status not in PHONE_NUMBER_STATUSES:
+        raise bad_param(emu, "status", status)
+    page = int_param(emu, request, "page", 1)
+    per_page = min(MAX_PER_PAGE, int_param(emu, request, "perPage", DEFAULT_PER_PAGE))
+    items = [n for n in numbers.phone_numbers(emu.store)
+             if (not usage or n.usage_type in usage) and (status is None or n.status == status)]
+    query = [("usageType", u) for u in usage] + ([("status", status)] if status else [])
+    records, paging, navigation, uri = paged(emu, request, items, query, page, per_page)
+    return JSONResponse({
+        "uri": uri,
+        "records": [numbers.render(n, emu.platform_base, emu.extension_path) for n in records],
+        "paging": paging,
+        "navigation": navigation,
+    })
+
+
 # sending (implemented in sending.py) ----------------------------------------------
 def _sending(func_name: str):
     async def handler(emu: Emulator, request: Request, session: Session | None) -> Response:
@@ -524,6 +558,7 @@ def routes(emu: Emulator) -> list[BaseRoute]:
         r("/restapi/", "api-versions", None, api_versions, ["GET"], "none"),
         r(acct, "account-get", "Light", get_account, ["GET"]),
         r(ext, "extension-get", "Light", get_extension, ["GET"]),
+        r(ext + "/phone-number", "phone-number-list", "Light", list_phone_numbers, ["GET"]),
         r(ext + "/message-store", "message-list", "Light", list_messages, ["GET"]),
         r(ext + "/message-store/{messageId}", "message-get", "Light", get_message, ["GET"]),
         r(ext + "/message-store/{messageId}", "message-update", "Medium", update_message, ["PUT"]),

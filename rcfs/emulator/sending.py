@@ -14,6 +14,21 @@ Sent messages start `Queued`. Their later state is computed lazily: every route 
 reads messages calls `settle_sends(store)` first, which moves each send whose time has
 come to `Sent` (or `SendingFailed` for `config.failing_numbers`) and records the change
 for message-sync. No background task is needed, and tests move time with `store.now`.
+Each recipient gets its own outcome (`to[].messageStatus`, and for a fax
+`to[].faxErrorCode` on the failing numbers); the message is `SendingFailed` when any
+recipient failed.
+
+The SMS/MMS `from` number must be one of the extension's numbers with the `SmsSender`
+(SMS) or `MmsSender` (with attachments) feature (`numbers.py`).
+
+Fault switches for send POSTs (`config.faults`, all counters of "the next N"):
+`send_force_503` / `send_force_429` answer 503 CMN-201 / 429 CMN-301 (with
+`Retry-After`) after draining the body, storing nothing; `send_drop_answer` stores the
+message, then sends the answer's status line and headers and cuts the connection
+before the body (the client cannot learn the id: the reconciliation case);
+`send_answer_delay_ms` holds every answer that long after the message is stored. The
+general `latency_ms`, `error_rate` and `force_429` apply to sends as to every
+throttled request (`Emulator.endpoint`).
 """
 
 from __future__ import annotations
@@ -23,9 +38,10 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import math
 import re
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from .multipart import (FAX_TYPES, GREETING_TYPES, MMS_TYPES, MultipartError, Part,
                         boundary_of, count_pages, media_type, parse_multipart, sniff)
@@ -327,6 +343,8 @@ class _Pending:
     status: str  # Sent or SendingFailed
     fax_pages: int | None = None
     fax_error_code: str | None = None
+    # Recipients that fail; empty with status SendingFailed means every one does.
+    failing: frozenset[str] = frozenset()
 
 
 # Keyed by store so several emulators in one process (tests) never see each other's sends.
@@ -361,15 +379,22 @@ def settle_sends(store: Store) -> int:
         if msg.type == "Fax":
             msg.fax_page_count = p.fax_pages
             msg.fax_error_code = p.fax_error_code
+        for party in msg.to:
+            failed = p.status == "SendingFailed" and (not p.failing
+                                                      or party.phone_number in p.failing)
+            party.message_status = "SendingFailed" if failed else "Sent"
+            party.fax_error_code = p.fax_error_code if failed and msg.type == "Fax" else None
         store.touch(msg)
         changed += 1
         log.debug("message %s: Queued -> %s", mid, p.status)
     return changed
 
 
-def _outcome(emu: Any, recipients: list[Party], start: dt.datetime) -> tuple[dt.datetime, bool]:
+def _outcome(emu: Any, recipients: list[Party],
+             start: dt.datetime) -> tuple[dt.datetime, frozenset[str]]:
+    """When the send settles, and which of its recipients fail."""
     failing = {normalize_phone(n, "failing_numbers") for n in emu.config.failing_numbers}
-    fails = any(p.phone_number in failing for p in recipients)
+    fails = frozenset(p.phone_number for p in recipients if p.phone_number in failing)
     return start + dt.timedelta(seconds=float(emu.config.send_delay)), fails
 
 
@@ -396,6 +421,97 @@ def _json_response(body: dict[str, Any]) -> Response:
     return JSONResponse(body)
 
 
+# --------------------------------------------------------------------------------------
+# fault switches of the send POSTs
+
+
+class DroppedAnswer:
+    """An ASGI answer that sends the status line and headers of `response`, then cuts
+    the connection before the body (the server did the work; the client never learns
+    its result). In process, the ASGI transport raises the abort to the caller."""
+
+    def __init__(self, response: Response) -> None:
+        self.response = response
+        self.status_code = response.status_code
+        self.headers = response.headers
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        from .media_routes import ConnectionAbort
+        await send({"type": "http.response.start", "status": self.response.status_code,
+                    "headers": self.response.raw_headers})
+        raise ConnectionAbort("fault: send answer dropped after the message was stored")
+
+
+def _take(faults: Any, name: str) -> bool:
+    """Consume one unit of the "next N" switch `name`; whether it was set."""
+    left = getattr(faults, name)
+    if left <= 0:
+        return False
+    setattr(faults, name, left - 1)
+    return True
+
+
+async def _injected_refusal(emu: Any, request: Request, limit: int,
+                            group: str) -> Response | None:
+    """The 503 / 429 a `send_force_*` switch asks for (body drained first), or None."""
+    from .ratelimit import Decision
+    faults = emu.config.faults
+    if _take(faults, "send_force_503"):
+        kind, response = "send-503", emu.api_error(503, "CMN-201",
+                                                   "Service Temporarily Unavailable")
+    elif _take(faults, "send_force_429"):
+        window = float(emu.config.window)
+        decision = Decision(False, group, emu.limiter.limit_of(group), 0, window,
+                            max(1, math.ceil(window)), forced=True)
+        kind, response = "send-429", emu.api_error(429, "CMN-301", "Request rate exceeded")
+        response.headers.update(decision.headers())
+    else:
+        return None
+    try:
+        await read_body(request, limit)
+    except SendError:
+        pass  # oversized: drained all the same
+    emu.stats.faults[kind] += 1
+    log.info("%s %s: injected %s", request.method, request.url.path, kind)
+    return response
+
+
+async def _answer(emu: Any, response: Response) -> Any:
+    """Apply `send_answer_delay_ms` and `send_drop_answer` to a successful send."""
+    if response.status_code != 200:
+        return response
+    faults = emu.config.faults
+    if faults.send_answer_delay_ms > 0:
+        import anyio
+        await anyio.sleep(faults.send_answer_delay_ms / 1000.0)
+    if _take(faults, "send_drop_answer"):
+        emu.stats.faults["send-drop"] += 1
+        log.info("send stored, answer dropped (fault)")
+        return DroppedAnswer(response)
+    return response
+
+
+def _with_send_faults(limit: int, group: str):
+    """Decorate a send handler with the `send_*` fault switches."""
+
+    def wrap(handler: Callable[[Any, Request], Awaitable[Response]]):
+        async def run(emu: Any, request: Request) -> Any:
+            refused = await _injected_refusal(emu, request, limit, group)
+            if refused is not None:
+                return refused
+            return await _answer(emu, await handler(emu, request))
+
+        run.__name__, run.__doc__ = handler.__name__, handler.__doc__
+        return run
+
+    return wrap
+
+
+# --------------------------------------------------------------------------------------
+# fax handler
+
+
+@_with_send_faults(FAX_MAX_BODY, "Heavy")
 async def create_fax(emu: Any, request: Request) -> Response:
     """`POST …/fax`: a new fax (multipart) or a resend (`application/json`)."""
     try:
@@ -457,7 +573,7 @@ def _store_fax(emu: Any, recipients: list[Party], attachments: list[Attachment],
     total_pages = pages + (0 if cover_index == 0 else 1)
     due, fails = _outcome(emu, recipients, max(now, send_time or now))
     if fails:
-        _schedule(store, msg, _Pending(due, "SendingFailed", 0, FAILED_FAX_CODE))
+        _schedule(store, msg, _Pending(due, "SendingFailed", 0, FAILED_FAX_CODE, fails))
     elif total_pages > FAX_MAX_PAGES:
         _schedule(store, msg, _Pending(due, "SendingFailed", 0, "TooManyPages"))
     else:
@@ -508,6 +624,7 @@ def conversation_id(numbers: list[str]) -> int:
     return int.from_bytes(digest[:8], "big") & (2**63 - 1) | 2**62
 
 
+@_with_send_faults(SMS_MAX_BODY, "Medium")
 async def create_sms(emu: Any, request: Request) -> Response:
     """`POST …/sms` and `…/mms`: JSON SMS, or multipart SMS/MMS with attachments."""
     is_mms_endpoint = request.url.path.rstrip("/").endswith("/mms")
@@ -524,7 +641,7 @@ async def create_sms(emu: Any, request: Request) -> Response:
     return _json_response(emu.render_message(msg))
 
 
-def _from_party(store: Store, value: Any) -> Party:
+def _from_party(store: Store, value: Any, *, mms: bool) -> Party:
     if value in (None, ""):
         raise SendError(400, "CMN-101", "Parameter [from] is required", parameterName="from")
     if isinstance(value, str) and value.lstrip().startswith("{"):
@@ -534,16 +651,19 @@ def _from_party(store: Store, value: Any) -> Party:
             raise _invalid("from", value) from None
     raw = value.get("phoneNumber") if isinstance(value, dict) else value
     number = normalize_phone(raw, "from.phoneNumber")
-    if number != store.main_number:
-        raise SendError(400, "MSG-245", f"Phone number {number} does not belong to the user",
-                        parameterName="from.phoneNumber", parameterValue=number)
+    from . import numbers
+    problem = numbers.sender_problem(store, number, mms=mms)
+    if problem is not None:
+        status, code, message = problem
+        raise SendError(status, code, message, parameterName="from.phoneNumber",
+                        parameterValue=number)
     return Party(phone_number=number)
 
 
 def new_sms(emu: Any, req: SendRequest, *, require_attachments: bool) -> Message:
     """Validate a parsed SMS/MMS request, store the Queued message, schedule its outcome."""
     store: Store = emu.store
-    sender = _from_party(store, req.value("from"))
+    sender = _from_party(store, req.value("from"), mms=bool(req.uploads))
     recipients = parse_recipients(req.values("to"))
     text = req.value("text")
     if text is not None and not isinstance(text, str):
@@ -577,7 +697,7 @@ def new_sms(emu: Any, req: SendRequest, *, require_attachments: bool) -> Message
                                         + [p.phone_number or "" for p in recipients]))
     store.add_message(msg)
     due, fails = _outcome(emu, recipients, now)
-    _schedule(store, msg, _Pending(due, "SendingFailed" if fails else "Sent"))
+    _schedule(store, msg, _Pending(due, "SendingFailed" if fails else "Sent", failing=fails))
     log.info("%s %s queued to %d recipient(s)", "MMS" if req.uploads else "SMS", msg.id,
              len(recipients))
     return msg
@@ -587,6 +707,7 @@ def new_sms(emu: Any, req: SendRequest, *, require_attachments: bool) -> Message
 # greetings
 
 
+@_with_send_faults(GREETING_MAX_BODY, "Heavy")
 async def create_greeting(emu: Any, request: Request) -> Response:
     """`POST …/extension/{e}/greeting`: upload a custom user greeting (MP3 or WAV)."""
     try:
@@ -641,9 +762,40 @@ def new_greeting(emu: Any, req: SendRequest, *, apply: bool = True) -> Greeting:
     return greeting
 
 
+# --------------------------------------------------------------------------------------
+# what tests check: the outbound messages as stored
+
+
+def sent_report(emu: Any) -> list[dict[str, Any]]:
+    """Every outbound message, oldest first, with each attachment's sha256 (the admin
+    endpoint `GET /_emulator/sent`): what arrived, byte for byte, and its state."""
+    settle_sends(emu.store)
+    out = []
+    for msg in sorted(emu.store.messages.values(), key=lambda m: (m.creation_time, m.id)):
+        if msg.direction != "Outbound":
+            continue
+        attachments = []
+        for att in msg.attachments:
+            data = att.media.read(0, att.media.size) if att.media is not None else b""
+            attachments.append({"id": att.id, "type": att.type, "fileName": att.file_name,
+                                "contentType": att.media.content_type if att.media else None,
+                                "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+        out.append({
+            "id": msg.id, "type": msg.type, "availability": msg.availability,
+            "messageStatus": msg.message_status, "from": msg.from_.phone_number,
+            "to": [{"phoneNumber": p.phone_number, "messageStatus": p.message_status
+                    or msg.message_status, "faxErrorCode": p.fax_error_code} for p in msg.to],
+            "creationTime": msg.creation_time.isoformat(), "faxPageCount": msg.fax_page_count,
+            "faxResolution": msg.fax_resolution, "coverIndex": msg.cover_index,
+            "coverPageText": msg.cover_page_text, "text": msg.subject if msg.type == "SMS" else None,
+            "attachments": attachments,
+        })
+    return out
+
+
 __all__ = [
     "SendError", "SendRequest", "Upload", "create_fax", "create_sms", "create_greeting",
     "settle_sends", "pending_count", "split_parts", "read_multipart", "new_fax", "resend_fax",
     "new_sms", "new_greeting", "normalize_phone", "parse_recipients",
-    "conversation_id", "utf16_units",
+    "conversation_id", "utf16_units", "sent_report", "DroppedAnswer",
 ]

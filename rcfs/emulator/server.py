@@ -75,6 +75,10 @@ _HELP = {
     "truncate_rate": "fault: share of media bodies ended early (0..1)",
     "chunk_delay_ms": "fault: milliseconds between the 1 MiB pieces of a media body (a slow link)",
     "force_429": "fault: the next N throttled requests get 429",
+    "send_force_503": "fault: the next N send POSTs get 503 (nothing stored)",
+    "send_force_429": "fault: the next N send POSTs get 429 (nothing stored)",
+    "send_drop_answer": "fault: the next N send POSTs are stored, then their connection drops unanswered",
+    "send_answer_delay_ms": "fault: milliseconds a send POST waits after storing, before answering",
 }
 
 

@@ -46,6 +46,9 @@ class Party:
     phone_number: str | None = None
     name: str | None = None
     extension_number: str | None = None
+    # Outbound recipients once their send settled (None: the message's own status).
+    message_status: str | None = None
+    fax_error_code: str | None = None
 
 
 @dataclasses.dataclass
