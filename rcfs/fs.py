@@ -124,6 +124,7 @@ class Operations(pyfuse3.Operations):
     def __init__(self, tree: Tree, owners: dict[str, FolderOwner], state: StateStore, *,
                  root_owner: FolderOwner | None = None,
                  control_xattrs: Callable[[], dict[str, str]] | None = None,
+                 space: Callable[[], tuple[int, int, int]] | None = None,
                  block_size: int = 1 << 20) -> None:
         super().__init__()
         self.tree = tree
@@ -133,6 +134,7 @@ class Operations(pyfuse3.Operations):
         self._owner_by_inode = {owner.folder.inode: owner for owner in owners.values()}
         self.root_owner = root_owner or FolderOwner(tree, tree.root)
         self.control_xattrs = control_xattrs or (lambda: {})
+        self.space = space  # (total, free, available) bytes where written files go
         self._handles: dict[int, tuple[FolderOwner, int]] = {}
         self._dirs: dict[int, tuple[int, _Listing | None]] = {}  # fh -> (inode, snapshot)
         self._next_fh = itertools.count(1)
@@ -258,15 +260,9 @@ class Operations(pyfuse3.Operations):
             if not isinstance(node, File):
                 raise pyfuse3.FUSEError(errno.EISDIR)
             await owner.truncate(node, attr.st_size)
-        changes_other = (fields.update_mode or fields.update_uid or fields.update_gid
-                         or fields.update_atime or fields.update_mtime)
-        if changes_other and not (isinstance(node, File) and node.writable):
-            if not fields.update_size:
-                raise owner.refuse(f"cannot change the attributes of {node.name!r}")
-        if fields.update_mtime and isinstance(node, File) and node.writable:
-            node.mtime = attr.st_mtime_ns / 1e9
-        # Mode and owner of files being written are fixed (0600, the mounting user):
-        # `cp -p`, rsync and gio set them and need only not to fail.
+        if (fields.update_mode or fields.update_uid or fields.update_gid
+                or fields.update_atime or fields.update_mtime):
+            await owner.touch(node, attr.st_mtime_ns / 1e9 if fields.update_mtime else None)
         return self._attrs(node)
 
     async def forget(self, inode_list):
@@ -407,8 +403,11 @@ class Operations(pyfuse3.Operations):
         # O(1) and never the network: desktops call this constantly.
         st = pyfuse3.StatvfsData()
         st.f_bsize = st.f_frsize = 4096
-        st.f_blocks = 0
-        st.f_bfree = st.f_bavail = 0
+        st.f_blocks = st.f_bfree = st.f_bavail = 0
+        if self.space is not None:
+            # File managers check the target's free space before copying into /outbox.
+            total, free, avail = self.space()
+            st.f_blocks, st.f_bfree, st.f_bavail = total // 4096, free // 4096, avail // 4096
         st.f_files = len(self.tree.nodes)
         st.f_ffree = st.f_favail = 0
         st.f_namemax = 255

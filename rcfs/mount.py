@@ -30,10 +30,13 @@ from .api.client import Credentials, RingCentralClient
 from .api.errors import ApiError, AuthError
 from .api.governor import Group
 from .folders.base import FolderOwner
+from .folders.outbox import OutboxOwner
 from .folders.messages import MESSAGE_TYPES, MessageFolderOwner
 from .folders.recordings import RecordingsOwner
 from .fs import Operations, reader_priority
 from .reader import Reader
+from .sender import Sender
+from .spool import Spool
 from .state import StateStore
 from .tree import Tree
 
@@ -176,8 +179,20 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
         reader = Reader(client, cache_bytes=opts.cache_bytes, block_size=opts.block_size,
                         on_size=lambda key, size: ops.size_learned(key, size) if ops else None,
                         on_content_type=lambda key, ct: ops.content_type_learned(key, ct) if ops else None)
-        owners = build_owners(opts, tree, client, reader, state)
-        ops = Operations(tree, owners, state, block_size=reader.block_size)
+        region = await _home_country(client)
+        owners = build_owners(opts, tree, client, reader, state, spool=Spool(acct_dir / "outbox"),
+                              region=region)
+        outbox: OutboxOwner = owners["outbox"]  # type: ignore[assignment]
+
+        def sent(channel: str) -> None:
+            # The next look at /faxes or /mms asks for changes: the sent message shows up.
+            owners["faxes" if channel == "fax" else "mms"].invalidate()  # type: ignore[attr-defined]
+
+        sender = Sender(client, outbox, outbox.spool, on_sent=sent)
+        outbox.on_queued = sender.wake
+        ops = Operations(tree, owners, state, block_size=reader.block_size,
+                         control_xattrs=lambda: {"user.rc.outbox_waiting": str(outbox.waiting_count())},
+                         space=outbox.statfs_free)
 
         fuse_options = set(pyfuse3.default_options)
         fuse_options |= {"fsname=rcfs", "subtype=rcfs", "noatime"}
@@ -188,11 +203,14 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
         # Resolve the path before mounting: once mounted, this process must never touch
         # its own mountpoint (a lookup would wait for the loop that is not running yet).
         target = os.path.realpath(opts.mountpoint)
+        outbox.mount_target = target
         pyfuse3.init(ops, target, fuse_options)
         clean = False
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(reader.run)
+                if not opts.read_only:
+                    await nursery.start(sender.run)
                 nursery.start_soon(_watch_signals, pyfuse3.terminate)
                 nursery.start_soon(_background, owners["recordings"], client)
                 if opts.read_ahead_kb:
@@ -205,13 +223,29 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
         finally:
             state.flush()
             pyfuse3.close(unmount=clean)
+            waiting = outbox.waiting_count()
+            if waiting:
+                log.warning("%d outbox item(s) not sent yet; they stay in the spool and go out at the "
+                            "next mount", waiting)
             if not clean:
                 log.error("rcfs stopped unexpectedly; clear the mountpoint with: rcfs umount %s",
                           opts.mountpoint)
 
 
+async def _home_country(client: RingCentralClient) -> str:
+    """The account's country (ISO code): the default for numbers written without +."""
+    try:
+        ext = await client.get_extension()
+        code = (((ext.get("regionalSettings") or {}).get("homeCountry") or {}).get("isoCode"))
+        if isinstance(code, str) and len(code) == 2:
+            return code.upper()
+    except ApiError as exc:
+        log.info("cannot read the extension's home country (%s); numbers default to US", exc)
+    return "US"
+
+
 def build_owners(opts: MountOptions, tree: Tree, client: RingCentralClient, reader: Reader,
-                 state: StateStore) -> dict[str, FolderOwner]:
+                 state: StateStore, *, spool: Spool, region: str = "US") -> dict[str, FolderOwner]:
     """The top-level folders, in the order `ls` shows them, each with its owner."""
     media = dict(client=client, reader=reader, state=state, direct_io_above=opts.direct_io_above,
                  priority_of=reader_priority)
@@ -223,6 +257,8 @@ def build_owners(opts: MountOptions, tree: Tree, client: RingCentralClient, read
             owners[name] = MessageFolderOwner(tree, folder, ttl=opts.message_ttl, since=opts.since, **media)
         elif name == "recordings":
             owners[name] = RecordingsOwner(tree, folder, ttl=opts.recording_ttl, since=opts.since, **media)
+        elif name == "outbox":
+            owners[name] = OutboxOwner(tree, folder, spool, default_region=region)
         else:
             owners[name] = FolderOwner(tree, folder)
             owners[name].name = name

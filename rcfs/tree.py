@@ -199,6 +199,17 @@ class Tree:
         folder.next_cookie += 1
         folder.children[new_name] = node
 
+    def move(self, node: Node, new_folder: Folder, new_name: str) -> None:
+        """rename(2): `node` (same inode) is now `new_name` in `new_folder`."""
+        old = node.parent
+        if old is not None and old.children.get(node.name) is node:
+            del old.children[node.name]
+        node.name = new_name
+        node.parent = new_folder
+        node.cookie = new_folder.next_cookie
+        new_folder.next_cookie += 1
+        new_folder.children[new_name] = node
+
     # kernel reference counting --------------------------------------------------
     def remember(self, node: Node) -> None:
         """The kernel learned about `node` (lookup / readdirplus entry)."""

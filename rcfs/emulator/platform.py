@@ -455,6 +455,9 @@ async def get_extension(emu: Emulator, request: Request, session: Session | None
         "type": "User",
         "status": "Enabled",
         "account": {"id": s.account_id, "uri": f"{emu.platform_base}{emu.account_path}"},
+        # Where numbers written without a country code are dialled (clients normalise by it).
+        "regionalSettings": {"homeCountry": {"id": "1", "name": "United States", "isoCode": "US",
+                                             "callingCode": "1"}},
     })
 
 

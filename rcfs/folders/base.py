@@ -105,6 +105,10 @@ class FolderOwner:
     async def truncate(self, node: File, size: int) -> None:
         raise self.refuse(f"cannot change {node.name!r}")
 
+    async def touch(self, node: Node, mtime: float | None) -> None:
+        """chmod/chown/utime: `mtime` is the new modification time when one was given."""
+        raise self.refuse(f"cannot change the attributes of {node.name!r}")
+
     async def setxattr(self, node: Node, name: str, value: bytes) -> None:
         raise Refused(errno.ENOTSUP, f"/{self.name}: extended attributes are read-only")
 

@@ -1,0 +1,1099 @@
+"""/outbox: what happens when a file is written here. It is sent as a fax or an MMS.
+
+The tree (everything a person does here is a plain file operation):
+
+    /outbox/STATUS.txt                 every item of the outbox, one line each
+    /outbox/fax/  /outbox/mms/         the two channels, always there
+    /outbox/fax/+14155550123/          a recipient: `mkdir` with any common spelling of
+                                       the number ((415) 555-0123, 14155550123, ...); the
+                                       folder is named in E.164, the spelling used still
+                                       finds it. An invalid number: EINVAL.
+        OPTIONS.txt                    options for what is sent from this folder (a
+                                       commented template; edit it, errors: EINVAL at close)
+        STATUS.txt                     this recipient's items and what became of them
+        contract.pdf                   one file = one fax (one MMS), sent once it is closed
+        docs/                          a folder copied in: each file in it is sent alone
+        offer.draft/                   a draft: collects several files (and its own
+                                       OPTIONS.txt); nothing is sent until it is renamed
+                                       without `.draft` (`mv offer.draft offer`): then all
+                                       its files go as ONE fax (MMS), in name order
+
+When a file is closed its type is sniffed from its bytes (`rcfs.mime`) and checked
+against the channel, its bytes are fsync'd into the spool (`rcfs.spool`) and journalled:
+only then does `close` succeed. A wrong type is refused by `write()` as soon as the first
+bytes show it (else by `close`): EMEDIUMTYPE; too big: EFBIG; empty: EINVAL; spool disk
+full: ENOSPC. Hidden and temporary names (rsync's `.name.XXXXXX`, `name~`, `#name#`,
+swap files) are kept but never sent until renamed to a plain name, so rsync sends once,
+under the final name. The sender (`rcfs.sender`) does the rest.
+
+`rm` of an item still waiting cancels it (nothing is sent); `rm` of a sent or failed
+item clears it from the view; `touch` (or renaming) a failed item sends it again.
+Status: STATUS.txt files, and `user.rc.*` xattrs on every item.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import errno
+import logging
+import os
+import re
+import secrets
+import shutil
+import time
+from typing import Callable
+
+import trio
+
+from .. import mime
+from ..phone import InvalidNumber, to_e164
+from ..spool import FINAL_STATES, Item, Part, Spool, new_item_id
+from ..tree import File, Folder, Node, Tree
+from .base import FolderOwner, Opened, Refused
+
+log = logging.getLogger(__name__)
+
+CHANNELS = ("fax", "mms")
+DRAFT_SUFFIX = ".draft"
+STATUS_NAME = "STATUS.txt"
+OPTIONS_NAME = "OPTIONS.txt"
+OPTIONS_MAX = 64 * 1024
+
+# Names that are never sent until renamed: hidden files (rsync's and GIO's temporaries,
+# vim's .swp), backups, and what downloaders and editors write while they work.
+_TEMP_NAME = re.compile(r"(^\.)|(~$)|(^#.*#$)|(\.(swp|swx|swo|tmp|temp|part|partial|crdownload|kate-swp|bak)$)",
+                        re.IGNORECASE)
+
+# The options each channel understands: key -> (what it means, check(value) -> error or None)
+_RESOLUTIONS = ("High", "Low")
+
+
+def _check_resolution(v: str) -> str | None:
+    return None if v.capitalize() in _RESOLUTIONS else "resolution is High (200 dpi) or Low (100 dpi)"
+
+
+def _check_cover(v: str) -> str | None:
+    return None if v.isdigit() and (int(v) <= 13 or 15 <= int(v) <= 28) else \
+        "cover is 0 (none), 1-13 (English templates) or 15-28"
+
+
+def _check_cover_text(v: str) -> str | None:
+    return None if len(v) <= 1024 else "cover_text is at most 1024 characters"
+
+
+def _check_text(v: str) -> str | None:
+    units = len(v.encode("utf-16-le")) // 2
+    return None if units <= 1000 else "text is at most 1000 characters"
+
+
+def _check_from(v: str) -> str | None:
+    try:
+        to_e164(v)
+    except InvalidNumber as exc:
+        return f"from: {exc}"
+    return None
+
+
+OPTION_KEYS: dict[str, dict[str, tuple[str, Callable[[str], str | None]]]] = {
+    "fax": {
+        "resolution": ("High (200 dpi) or Low (100 dpi, the service's default)", _check_resolution),
+        "cover": ("cover page: 0 = none, 1-13 = a template; empty = your default cover page", _check_cover),
+        "cover_text": ("text printed on the cover page (at most 1024 characters)", _check_cover_text),
+    },
+    "mms": {
+        "text": ("the message text sent with the attachments (at most 1000 characters)", _check_text),
+        "from": ("the sender: one of your numbers with the MMS feature; empty = the first one",
+                 _check_from),
+    },
+}
+
+
+def options_template(channel: str) -> str:
+    lines = [f"# Options for every {channel.upper()} sent from this folder. Remove the # to use a line.",
+             "# Format: key = value. A .draft folder can have its own OPTIONS.txt.", ""]
+    for key, (meaning, _) in OPTION_KEYS[channel].items():
+        lines.append(f"# {meaning}")
+        lines.append(f"#{key} = ")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def parse_options(channel: str, text: str) -> dict[str, str]:
+    """`key = value` lines; comments (#) and blank lines ignored. ValueError says why."""
+    values: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            key, sep, value = line.partition(":")
+        key, value = key.strip().lower(), value.strip()
+        if not sep:
+            raise ValueError(f"line {number}: expected 'key = value', got {line[:60]!r}")
+        known = OPTION_KEYS[channel]
+        if key not in known:
+            raise ValueError(f"line {number}: unknown option {key!r} (known: {', '.join(known)})")
+        if value:
+            problem = known[key][1](value)
+            if problem:
+                raise ValueError(f"line {number}: {problem}")
+            values[key] = value
+    return values
+
+
+def is_temporary(name: str) -> bool:
+    return bool(_TEMP_NAME.search(name))
+
+
+@dataclasses.dataclass
+class _Writer:
+    """An open file being written into the outbox."""
+
+    node: File
+    item: Item
+    part: Part
+    fd: int
+    channel: str
+    pid: int = 0  # the process that opened it
+    head: bytearray = dataclasses.field(default_factory=bytearray)
+    mime: str | None = None  # settled type, once known
+    checked_early: int = 0  # how far into the head the early check has looked
+    error: Refused | None = None  # sticky: every later write/flush gets it
+    finished: bool = False
+    cancelled: bool = False
+
+
+@dataclasses.dataclass
+class _TextWriter:
+    """OPTIONS.txt being written: kept in memory (small), checked at close."""
+
+    node: File
+    target: "Recipient | Item"
+    channel: str
+    data: bytearray = dataclasses.field(default_factory=bytearray)
+    finished: bool = False
+
+
+@dataclasses.dataclass
+class _Reader:
+    data: bytes | None = None  # generated files (STATUS.txt, OPTIONS.txt)
+    part: Part | None = None  # a spooled part
+
+
+@dataclasses.dataclass
+class Recipient:
+    channel: str
+    number: str
+    folder: Folder
+    options_text: str = ""
+    groups: list[str] = dataclasses.field(default_factory=list)  # plain subfolders
+
+    @property
+    def options(self) -> dict[str, str]:
+        try:
+            return parse_options(self.channel, self.options_text)
+        except ValueError:
+            return {}
+
+
+class OutboxOwner(FolderOwner):
+    """Owns /outbox: recipients, items and their files; hands complete items to the sender."""
+
+    name = "outbox"
+    read_only_reason = "takes files only inside a recipient folder: mkdir /outbox/fax/NUMBER first"
+
+    def __init__(self, tree: Tree, folder: Folder, spool: Spool, *, default_region: str = "US",
+                 on_queued: Callable[[], None] = lambda: None) -> None:
+        super().__init__(tree, folder)
+        self.spool = spool
+        self.default_region = default_region
+        self.on_queued = on_queued
+        self.mount_target = ""  # the mountpoint's real path, for matching /proc/PID/fd links
+        self.items: dict[str, Item] = {}
+        self.recipients: dict[tuple[str, str], Recipient] = {}
+        self.channel_folders: dict[str, Folder] = {}
+        self._item_nodes: dict[str, Node] = {}  # item id -> its node (file or bundle folder)
+        self._handles: dict[int, _Writer | _TextWriter | _Reader] = {}
+        self._next_handle = 1
+        for channel in CHANNELS:
+            self.channel_folders[channel] = tree.mkdir(folder, channel, key=f"outbox:{channel}", writable=True)
+        self._status_node(folder, "outbox:status")
+        self._restore()
+
+    # restoring after a (re)mount ---------------------------------------------------------
+    def _restore(self) -> None:
+        for entry in self.spool.load_folders():
+            try:
+                rcp = self._add_recipient(str(entry["channel"]), str(entry["number"]), save=False)
+            except (KeyError, ValueError, Refused) as exc:
+                log.error("outbox: ignoring a recipient folder in the spool: %s", exc)
+                continue
+            rcp.options_text = str(entry.get("options", ""))
+            for group in entry.get("groups", []):
+                self._group_folder(rcp, str(group), save=False)
+        for item in self.spool.load():
+            try:
+                self._place(item)
+            except (KeyError, ValueError, Refused) as exc:
+                log.error("outbox: cannot place item %s (%s); it stays in the spool", item.id, exc)
+                continue
+            self.items[item.id] = item
+        waiting = self.waiting_count()
+        if waiting:
+            log.info("outbox: %d item(s) from an earlier mount waiting to be sent", waiting)
+
+    def _place(self, item: Item) -> None:
+        rcp = self.recipients.get((item.channel, item.recipient)) or \
+            self._add_recipient(item.channel, item.recipient, save=True)
+        parent = rcp.folder
+        *dirs, leaf = item.path
+        for d in dirs:
+            parent = self._group_folder(rcp, d, save=False)
+        if item.kind == "bundle":
+            self._bundle_folder(parent, item, leaf)
+        else:
+            self._file_node(parent, item, item.parts[0], leaf)
+
+    # nodes ----------------------------------------------------------------------------------
+    def _status_node(self, parent: Folder, key: str) -> File:
+        node = File(key=key, name=STATUS_NAME, mtime=time.time(), size=0)
+        return self.tree.add(parent, node)  # type: ignore[return-value]
+
+    def _file_node(self, parent: Folder, item: Item, part: Part, name: str) -> File:
+        node = File(key=f"outbox:part:{part.data}", name=name, mtime=item.mtime, size=part.size,
+                    content_type=part.mime or None)
+        node.writable = item.state == "held"
+        added = self.tree.add(parent, node)
+        assert isinstance(added, File)
+        if item.kind == "file":
+            self._item_nodes[item.id] = added
+        return added
+
+    def _bundle_folder(self, parent: Folder, item: Item, name: str) -> Folder:
+        folder = self.tree.mkdir(parent, name, key=f"outbox:bundle:{item.id}",
+                                 mtime=item.created, writable=True)
+        self._item_nodes[item.id] = folder
+        for part in item.parts:
+            self._file_node(folder, item, part, part.name)
+        self._options_node(folder, f"outbox:options:{item.id}")
+        return folder
+
+    def _options_node(self, parent: Folder, key: str) -> File:
+        node = File(key=key, name=OPTIONS_NAME, mtime=time.time(), size=0)
+        node.writable = True
+        return self.tree.add(parent, node)  # type: ignore[return-value]
+
+    def _add_recipient(self, channel: str, number: str, *, save: bool) -> Recipient:
+        if channel not in CHANNELS:
+            raise ValueError(f"unknown channel {channel!r}")
+        e164 = to_e164(number, self.default_region)
+        existing = self.recipients.get((channel, e164))
+        if existing is not None:
+            return existing
+        folder = self.tree.mkdir(self.channel_folders[channel], e164, key=f"outbox:{channel}:{e164}",
+                                 writable=True)
+        rcp = Recipient(channel, e164, folder, options_text=options_template(channel))
+        self.recipients[(channel, e164)] = rcp
+        self._status_node(folder, f"outbox:status:{channel}:{e164}")
+        self._options_node(folder, f"outbox:options:{channel}:{e164}")
+        if save:
+            self._save_recipients()
+        return rcp
+
+    def _group_folder(self, rcp: Recipient, name: str, *, save: bool) -> Folder:
+        folder = self.tree.mkdir(rcp.folder, name, key=f"outbox:group:{rcp.channel}:{rcp.number}:{name}",
+                                 writable=True)
+        if name not in rcp.groups:
+            rcp.groups.append(name)
+            if save:
+                self._save_recipients()
+        return folder
+
+    def _save_recipients(self) -> None:
+        self.spool.save_folders([
+            {"channel": r.channel, "number": r.number, "options": r.options_text, "groups": r.groups}
+            for r in self.recipients.values()])
+
+    # where a node is ----------------------------------------------------------------------
+    def _recipient_of(self, folder: Folder) -> tuple[Recipient, list[str]] | None:
+        """The recipient folder `folder` is in (or is), and the names below it."""
+        path: list[str] = []
+        node: Folder | None = folder
+        while node is not None and node is not self.folder:
+            parent = node.parent
+            if parent is not None and parent.parent is self.folder and parent.name in CHANNELS:
+                rcp = self.recipients.get((parent.name, node.name))
+                return (rcp, list(reversed(path))) if rcp else None
+            path.append(node.name)
+            node = parent
+        return None
+
+    def _item_of_folder(self, folder: Folder) -> Item | None:
+        if folder.key.startswith("outbox:bundle:"):
+            return self.items.get(folder.key.split(":", 2)[2])
+        return None
+
+    def _item_of_file(self, node: File) -> tuple[Item, Part] | None:
+        if not node.key.startswith("outbox:part:"):
+            return None
+        data = node.key.split(":", 2)[2]
+        item_id = data.rsplit("-", 1)[0]
+        item = self.items.get(item_id)
+        if item is None:
+            return None
+        for part in item.parts:
+            if part.data == data:
+                return item, part
+        return None
+
+    def _writer_of(self, node: File) -> _Writer | None:
+        for h in self._handles.values():
+            if isinstance(h, _Writer) and h.node is node and not h.finished:
+                return h
+        return None
+
+    # listing and attributes --------------------------------------------------------------------
+    def attr_timeout(self, node: Node) -> float | None:
+        # Generated files change with every send; items change state and size while written.
+        if isinstance(node, File):
+            if node.name == STATUS_NAME and node.key.startswith("outbox:status"):
+                node.size = len(self._status_text(node))
+            elif node.key.startswith("outbox:options:"):
+                node.size = len(self._options_of(node).encode())
+            return 0.0
+        return 1.0
+
+    def xattrs(self, node: Node) -> dict[str, str]:
+        values = dict(node.xattrs)
+        item = None
+        if isinstance(node, File):
+            found = self._item_of_file(node)
+            if found:
+                item, part = found
+                values["user.rc.size"] = str(part.size)
+                values["user.rc.sha256"] = part.sha256
+                values["user.rc.content_type"] = part.mime
+        elif isinstance(node, Folder):
+            item = self._item_of_folder(node)
+        if item is not None:
+            values.update({
+                "user.rc.state": item.state,
+                "user.rc.channel": item.channel,
+                "user.rc.to": item.recipient,
+                "user.rc.attempts": str(item.attempts),
+                "user.rc.message_id": item.message_id or "",
+                "user.rc.delivery_status": item.delivery_status or "",
+                "user.rc.fax_error": item.fax_error or "",
+                "user.rc.error": item.error or "",
+            })
+        return values
+
+    def waiting_count(self) -> int:
+        return sum(1 for i in self.items.values() if i.state in ("queued", "sending"))
+
+    def _describe(self, item: Item) -> str:
+        when = dt.datetime.fromtimestamp(item.sent_at or item.created).strftime("%Y-%m-%d %H:%M:%S")
+        name = "/".join(item.path) + ("/" if item.kind == "bundle" else "")
+        what = {"held": "held (draft or temporary name: not sent until renamed)",
+                "queued": "waiting to be sent",
+                "sending": "sending",
+                "sent": f"sent, message {item.message_id}, delivery {item.delivery_status or 'pending'}",
+                "delivered": f"delivered ({item.delivery_status}), message {item.message_id}",
+                "failed": f"FAILED: {item.error}"}.get(item.state, item.state)
+        if item.state == "queued" and item.attempts:
+            what += f" (attempt {item.attempts + 1}; last: {item.error})"
+        return f"{when}  {item.channel} to {item.recipient}  {name}  {what}"
+
+    def _status_text(self, node: File) -> bytes:
+        key = node.key
+        if key == "outbox:status":
+            items = list(self.items.values())
+            head = "rcfs outbox: every item, oldest first"
+        else:
+            _, _, channel, number = key.split(":", 3)
+            items = [i for i in self.items.values() if i.channel == channel and i.recipient == number]
+            head = f"{channel.upper()} to {number}"
+        counts = {s: sum(1 for i in items if i.state == s)
+                  for s in ("queued", "sending", "sent", "delivered", "failed", "held")}
+        summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "nothing yet"
+        lines = [head, summary, ""] + [self._describe(i) for i in sorted(items, key=lambda i: i.id)]
+        return ("\n".join(lines) + "\n").encode()
+
+    def _options_of(self, node: File) -> str:
+        parts = node.key.split(":")
+        if len(parts) == 3:  # outbox:options:<item id>
+            item = self.items.get(parts[2])
+            return item.options.get("__text__", options_template(item.channel)) if item else ""
+        rcp = self.recipients.get((parts[2], parts[3]))
+        return rcp.options_text if rcp else ""
+
+    # reads ---------------------------------------------------------------------------------------
+    def _handle(self, state: _Writer | _TextWriter | _Reader) -> int:
+        handle = self._next_handle
+        self._next_handle += 1
+        self._handles[handle] = state
+        return handle
+
+    async def open(self, node: File, flags: int, pid: int) -> Opened:
+        writing = bool(flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND))
+        if node.key.startswith("outbox:status"):
+            if writing:
+                raise Refused(errno.EACCES, f"{STATUS_NAME} is written by rcfs")
+            return Opened(self._handle(_Reader(data=self._status_text(node))), direct_io=True, keep_cache=False)
+        if node.key.startswith("outbox:options:"):
+            text = self._options_of(node)
+            if writing:
+                target = self._options_target(node)
+                writer = _TextWriter(node, target, self._channel_of_target(target))
+                if not flags & os.O_TRUNC:
+                    writer.data += text.encode()
+                return Opened(self._handle(writer), direct_io=True, keep_cache=False)
+            return Opened(self._handle(_Reader(data=text.encode())), direct_io=True, keep_cache=False)
+        found = self._item_of_file(node)
+        if found is None:
+            raise Refused(errno.ENOENT)
+        item, part = found
+        if writing:
+            if item.state != "held":
+                raise Refused(errno.EACCES, f"{node.name!r} is {item.state}; rm it first to send a new version")
+            writer = self._rewrite(node, item, part, flags)
+            writer.pid = pid
+            return Opened(self._handle(writer), keep_cache=False)
+        return Opened(self._handle(_Reader(part=part)), keep_cache=True)
+
+    def _options_target(self, node: File) -> "Recipient | Item":
+        parts = node.key.split(":")
+        if len(parts) == 3:
+            item = self.items.get(parts[2])
+            if item is None or item.state != "held":
+                raise Refused(errno.EACCES, "this draft was sealed; its options are fixed")
+            return item
+        return self.recipients[(parts[2], parts[3])]
+
+    @staticmethod
+    def _channel_of_target(target: "Recipient | Item") -> str:
+        return target.channel
+
+    async def read(self, handle: int, offset: int, length: int) -> bytes:
+        state = self._handles.get(handle)
+        if isinstance(state, _Reader):
+            if state.data is not None:
+                return state.data[offset: offset + length]
+            assert state.part is not None
+            return await trio.to_thread.run_sync(self.spool.read_part, state.part, offset, length)
+        if isinstance(state, _Writer):
+            return os.pread(state.fd, length, offset)
+        if isinstance(state, _TextWriter):
+            return bytes(state.data[offset: offset + length])
+        raise Refused(errno.EBADF)
+
+    # writes ----------------------------------------------------------------------------------------
+    async def create(self, folder: Folder, name: str, flags: int, pid: int) -> tuple[File, Opened]:
+        where = self._recipient_of(folder)
+        if where is None:
+            raise Refused(errno.EACCES, f"cannot create {name!r} here: files go into a recipient folder "
+                                        "(mkdir /outbox/fax/NUMBER or /outbox/mms/NUMBER first)")
+        rcp, below = where
+        if name in (STATUS_NAME,):
+            raise Refused(errno.EACCES, f"{STATUS_NAME} is written by rcfs")
+        existing = self.tree.child(folder, name)
+        if existing is not None:
+            if isinstance(existing, File) and existing.key.startswith("outbox:options:"):
+                return existing, await self.open(existing, flags | os.O_TRUNC | os.O_WRONLY, pid)
+            raise Refused(errno.EEXIST, f"{name!r} exists")
+        bundle = self._item_of_folder(folder)
+        if bundle is not None:
+            if bundle.state != "held":
+                raise Refused(errno.EACCES, f"{folder.name!r} was sealed (it is {bundle.state}); "
+                                            "files can be added only to a .draft folder")
+            limit = mime.channel(rcp.channel).max_files
+            if limit is not None and len(bundle.parts) + 1 > limit:
+                raise Refused(errno.EFBIG, f"an {rcp.channel.upper()} carries at most {limit} files; "
+                                           f"{folder.name!r} has {len(bundle.parts)}")
+            item = bundle
+            part = Part(name=name, data=f"{item.id}-{secrets.token_hex(4)}")
+        else:
+            item = Item(id=new_item_id(), channel=rcp.channel, recipient=rcp.number, path=below + [name])
+            part = Part(name=name, data=f"{item.id}-0")
+        try:
+            fd = self.spool.open_part(part.data)
+        except OSError as exc:
+            raise Refused(exc.errno or errno.EIO, f"cannot spool {name!r}: {exc.strerror}") from None
+        node = File(key=f"outbox:part:{part.data}", name=name, mtime=time.time(), size=0)
+        node.writable = True
+        self.tree.add(folder, node)
+        writer = _Writer(node=node, item=item, part=part, fd=fd, channel=rcp.channel, pid=pid)
+        if bundle is None:
+            self.items.setdefault(item.id, item)
+            item.state = "writing"
+            self._item_nodes[item.id] = node
+        log.info("outbox: receiving %s for %s %s", "/".join(below + [name]), rcp.channel, rcp.number)
+        return node, Opened(self._handle(writer), keep_cache=False)
+
+    def _writers_into(self, item: Item) -> int:
+        return sum(1 for h in self._handles.values() if isinstance(h, _Writer) and h.item is item and not h.finished)
+
+    def _rewrite(self, node: File, item: Item, part: Part, flags: int) -> _Writer:
+        """A held file opened for writing again (an editor saving, rsync --inplace)."""
+        fd = os.open(self.spool.data_path(part.data), os.O_RDWR | os.O_CLOEXEC)
+        if flags & os.O_TRUNC:
+            os.ftruncate(fd, 0)
+        writer = _Writer(node=node, item=item, part=part, fd=fd, channel=item.channel)
+        head = os.pread(fd, mime.SNIFF_WINDOW, 0)
+        writer.head += head
+        node.writable = True
+        if item.kind == "file":
+            item.state = "writing"
+        return writer
+
+    async def write(self, handle: int, offset: int, data: bytes) -> int:
+        state = self._handles.get(handle)
+        if isinstance(state, _TextWriter):
+            end = offset + len(data)
+            if end > OPTIONS_MAX:
+                raise Refused(errno.EFBIG, f"{OPTIONS_NAME} is at most {OPTIONS_MAX} bytes")
+            if len(state.data) < end:
+                state.data.extend(b"\0" * (end - len(state.data)))
+            state.data[offset:end] = data
+            return len(data)
+        if not isinstance(state, _Writer):
+            raise Refused(errno.EBADF)
+        w = state
+        if w.error is not None:
+            raise w.error
+        if w.finished:
+            raise Refused(errno.EBADF, f"{w.node.name!r} was already closed and handed to the sender")
+        limit = mime.channel(w.channel).max_total_bytes
+        if offset + len(data) > limit:
+            w.error = Refused(errno.EFBIG, f"{w.node.name!r}: over the {limit}-byte limit of "
+                                           f"{'a fax' if w.channel == 'fax' else 'an MMS'}; not sent")
+            raise w.error
+        try:
+            written = os.pwrite(w.fd, data, offset)
+        except OSError as exc:
+            code = exc.errno or errno.EIO
+            why = "the spool's disk is full" if code in (errno.ENOSPC, errno.EDQUOT) else exc.strerror
+            w.error = Refused(code, f"{w.node.name!r}: cannot spool: {why}; not sent")
+            raise w.error from None
+        w.node.size = max(w.node.size or 0, offset + written)
+        self._early_check(w, offset, data[:written])
+        return written
+
+    def _early_check(self, w: _Writer, offset: int, data: bytes) -> None:
+        """Refuse at write() as soon as the first bytes prove the type is wrong."""
+        if w.mime is not None or offset > len(w.head) or len(w.head) >= mime.SNIFF_WINDOW:
+            return
+        w.head[offset:] = data[: mime.SNIFF_WINDOW - offset]
+        # Look at the prefix only when it can have changed its verdict (see rcfs.mime).
+        if len(w.head) < mime.EARLY_BYTES or (w.checked_early and len(w.head) < mime.SNIFF_WINDOW):
+            return
+        w.checked_early = len(w.head)
+        try:
+            w.mime = mime.check_prefix(w.channel, bytes(w.head))
+        except mime.MediaRejected as exc:
+            w.error = Refused(exc.errno, f"{w.node.name!r}: {exc.reason}; not sent")
+            raise w.error from None
+
+    async def truncate(self, node: File, size: int) -> None:
+        writer = self._writer_of(node)
+        if writer is not None:
+            os.ftruncate(writer.fd, size)
+            del writer.head[size:]
+            writer.node.size = size
+            return
+        if node.key.startswith("outbox:options:"):
+            if size == 0:
+                return  # O_TRUNC before a rewrite: the open that follows starts empty
+            raise Refused(errno.EINVAL, f"{OPTIONS_NAME}: write it whole")
+        found = self._item_of_file(node)
+        if found is None:
+            raise Refused(errno.EACCES, f"{node.name!r} cannot be changed")
+        item, part = found
+        if item.state != "held":
+            raise Refused(errno.EACCES, f"{node.name!r} is {item.state}; rm it first to send a new version")
+        os.truncate(self.spool.data_path(part.data), size)
+        part.size = node.size = size
+
+    async def touch(self, node: Node, mtime: float | None) -> None:
+        """`touch`, `cp -p`, rsync and gio set times (and modes): keep mtime (rsync compares
+        it on the next run, so a sent file is not sent again); a failed item is retried."""
+        item = None
+        if isinstance(node, File):
+            found = self._item_of_file(node)
+            item = found[0] if found else None
+        elif isinstance(node, Folder):
+            item = self._item_of_folder(node)
+        if mtime is not None:
+            node.mtime = mtime
+        if item is None or item.state == "writing":
+            return
+        if mtime is not None:
+            item.mtime = mtime
+        if item.state == "failed":
+            self._requeue(item, "touched")
+        await self._save(item)
+
+    async def fsync(self, handle: int) -> None:
+        state = self._handles.get(handle)
+        if isinstance(state, _Writer) and not state.finished:
+            await trio.to_thread.run_sync(os.fsync, state.fd)
+
+    async def flush(self, handle: int) -> None:
+        state = self._handles.get(handle)
+        if isinstance(state, _TextWriter):
+            await self._finish_options(state)
+        elif isinstance(state, _Writer):
+            if not state.finished and self._open_elsewhere(state):
+                # close() of one of several descriptors: `cat a.pdf > f` opens f, dup2()s it
+                # onto stdout and closes the original before cat writes a byte. The file is
+                # complete only at the last close.
+                return
+            await self._finish(state)
+
+    def path_of(self, node: Node) -> str:
+        parts = []
+        while node.parent is not None:
+            parts.append(node.name)
+            node = node.parent
+        return os.path.join(self.mount_target, *reversed(parts))
+
+    def _open_elsewhere(self, w: _Writer) -> bool:
+        """Whether the writing process still holds another descriptor of this file.
+
+        Only readlink() on /proc: it never calls into this filesystem (a stat would).
+        The descriptor being closed is already gone from the table when FLUSH arrives.
+        """
+        if not w.pid or not self.mount_target:
+            return False
+        path = self.path_of(w.node)
+        try:
+            fds = os.listdir(f"/proc/{w.pid}/fd")
+        except OSError:
+            return False
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{w.pid}/fd/{fd}") == path:
+                    return True
+            except OSError:
+                continue
+        return False
+
+    async def release(self, handle: int) -> None:
+        state = self._handles.pop(handle, None)
+        if isinstance(state, _Writer):
+            if not state.finished and not state.cancelled and state.node.size:
+                # Every descriptor is closed now; the last flush was deferred (see flush).
+                try:
+                    await self._finish(state)
+                except Refused as exc:
+                    log.warning("outbox: %s", exc)
+            elif not state.finished:
+                self._drop(state, "closed without content")
+            os.close(state.fd)
+
+    async def _finish_options(self, w: _TextWriter) -> None:
+        if w.finished:
+            return
+        w.finished = True
+        text = bytes(w.data).decode("utf-8", errors="replace")
+        try:
+            parse_options(w.channel, text)
+        except ValueError as exc:
+            raise Refused(errno.EINVAL, f"{OPTIONS_NAME}: {exc}; the previous options stay") from None
+        if isinstance(w.target, Recipient):
+            w.target.options_text = text
+            await trio.to_thread.run_sync(self._save_recipients)
+        else:
+            w.target.options["__text__"] = text
+            await self._save(w.target)
+        log.info("outbox: options for %s %s updated", w.channel, w.target.number if isinstance(w.target, Recipient)
+                 else "/".join(w.target.path))
+
+    async def _finish(self, w: _Writer) -> None:
+        """close(): check the whole file, make it durable, hand it on. Errors reach the writer."""
+        if w.finished:
+            if w.error is not None:
+                raise w.error
+            return
+        if w.cancelled:
+            w.finished = True
+            return
+        if w.error is not None:
+            w.finished = True
+            self._drop(w, str(w.error))
+            raise w.error
+        try:
+            await trio.to_thread.run_sync(self.spool.seal_part, w.fd, w.part)
+            path = self.spool.data_path(w.part.data)
+            if w.part.size == 0:
+                raise mime.MediaRejected("the file is empty", errno.EINVAL)
+            found = await trio.to_thread.run_sync(mime.sniff, bytes(w.head), path)
+            mime.check(w.channel, found)
+            w.part.mime = mime.canonical(found)
+            item = w.item
+            parts = [p for p in item.parts if p.data != w.part.data] + [w.part]
+            mime.check_sizes(w.channel, [p.size for p in parts])
+            if w.channel == "fax":
+                pages = await trio.to_thread.run_sync(mime.page_count, found, path)
+                mime.check_pages(w.channel, pages)
+        except mime.MediaRejected as exc:
+            w.error = Refused(exc.errno, f"{'/'.join(w.item.path[:-1] + [w.node.name])}: {exc.reason}; not sent")
+        except OSError as exc:
+            code = exc.errno or errno.EIO
+            why = "the spool's disk is full" if code in (errno.ENOSPC, errno.EDQUOT) else exc.strerror
+            w.error = Refused(code, f"{w.node.name!r}: cannot spool: {why}; not sent")
+        w.finished = True
+        if w.error is not None:
+            self._drop(w, str(w.error))
+            raise w.error
+        item = w.item
+        w.node.size = w.part.size
+        w.node.content_type = w.part.mime
+        if item.kind == "bundle":
+            item.parts = [p for p in item.parts if p.data != w.part.data] + [w.part]
+            item.parts.sort(key=lambda p: p.name)
+        else:
+            item.parts = [w.part]
+            item.mtime = w.node.mtime
+            held = any(is_temporary(n) for n in item.path)
+            item.state = "held" if held else "queued"
+            item.history.append([time.time(), item.state, "closed"])
+            w.node.writable = held
+        try:
+            await self._save(item)
+        except OSError as exc:
+            w.error = Refused(exc.errno or errno.EIO, f"{w.node.name!r}: cannot journal: {exc.strerror}; not sent")
+            self._drop(w, str(w.error))
+            raise w.error from None
+        log.info("outbox: %s (%s, %d bytes) %s", "/".join(item.path), w.part.mime, w.part.size,
+                 "queued for sending" if item.state == "queued" else "kept, not sent (" +
+                 ("draft" if item.kind == "bundle" else "temporary name") + ")")
+        if item.state == "queued":
+            self.on_queued()
+
+    def _drop(self, w: _Writer, why: str) -> None:
+        """Forget a file that will not be sent: its node, its part, its journal if new."""
+        parent = w.node.parent
+        if parent is not None and parent.children.get(w.node.name) is w.node:
+            self.tree.remove(parent, w.node.name)
+        self.spool.remove_part(w.part.data)
+        item = w.item
+        if item.kind == "file":
+            self.items.pop(item.id, None)
+            self._item_nodes.pop(item.id, None)
+            self.spool.delete(item)
+        log.debug("outbox: dropped %s: %s", w.node.name, why)
+
+    async def _save(self, item: Item) -> None:
+        await trio.to_thread.run_sync(self.spool.save, item)
+
+    def _requeue(self, item: Item, why: str) -> None:
+        item.state = "queued"
+        item.error = None
+        item.fax_error = None
+        item.attempts = 0
+        item.next_attempt = 0.0
+        item.message_id = None
+        item.delivery_status = None
+        item.history.append([time.time(), "queued", why])
+        log.info("outbox: %s to %s queued again (%s)", "/".join(item.path), item.recipient, why)
+        self.on_queued()
+
+    # folders ------------------------------------------------------------------------------------------
+    async def mkdir(self, folder: Folder, name: str) -> Folder:
+        if folder is self.folder:
+            raise Refused(errno.EACCES, f"/outbox has two channels, fax and mms: mkdir /outbox/fax/NUMBER")
+        if folder.parent is self.folder and folder.name in CHANNELS:
+            try:
+                number = to_e164(name, self.default_region)
+            except InvalidNumber as exc:
+                raise Refused(errno.EINVAL, f"mkdir /outbox/{folder.name}/{name}: {exc}") from None
+            if (folder.name, number) in self.recipients:
+                raise Refused(errno.EEXIST, f"recipient {number} exists")
+            rcp = self._add_recipient(folder.name, number, save=False)
+            await trio.to_thread.run_sync(self._save_recipients)
+            if name != number:
+                folder.aliases[name] = rcp.folder  # the spelling used keeps working
+            log.info("outbox: recipient folder %s/%s", folder.name, number)
+            return rcp.folder
+        where = self._recipient_of(folder)
+        if where is None:
+            raise Refused(errno.EACCES, f"cannot make {name!r} here")
+        rcp, below = where
+        if below:
+            raise Refused(errno.EPERM, f"{name!r}: folders go directly into a recipient folder (one level)")
+        if self.tree.child(folder, name) is not None:
+            raise Refused(errno.EEXIST, f"{name!r} exists")
+        if name.endswith(DRAFT_SUFFIX) and len(name) > len(DRAFT_SUFFIX):
+            item = Item(id=new_item_id(), channel=rcp.channel, recipient=rcp.number, path=[name],
+                        kind="bundle", state="held")
+            self.items[item.id] = item
+            await self._save(item)
+            log.info("outbox: draft %s for %s %s: add files, then rename it without %s to send them as one",
+                     name, rcp.channel, rcp.number, DRAFT_SUFFIX)
+            return self._bundle_folder(folder, item, name)
+        group = self._group_folder(rcp, name, save=False)
+        await trio.to_thread.run_sync(self._save_recipients)
+        return group
+
+    def _items_below(self, folder: Folder) -> list[Item]:
+        out = []
+        for item in self.items.values():
+            node = self._item_nodes.get(item.id)
+            while node is not None:
+                if node is folder:
+                    out.append(item)
+                    break
+                node = node.parent
+        return out
+
+    async def rmdir(self, folder: Folder, name: str) -> None:
+        node = self.tree.child(folder, name)
+        if not isinstance(node, Folder):
+            raise Refused(errno.ENOTDIR if node else errno.ENOENT)
+        if folder is self.folder:
+            raise Refused(errno.EACCES, "/outbox/fax and /outbox/mms are always there")
+        bundle = self._item_of_folder(node)
+        if bundle is not None:
+            if bundle.state == "cancelled":
+                self._forget(bundle, "removed")
+                return
+            if bundle.state == "held" and bundle.parts:
+                raise Refused(errno.ENOTEMPTY, f"{name!r} still has files")
+            if bundle.state == "sending":
+                raise Refused(errno.EBUSY, f"{name!r} is being sent right now")
+            self._forget(bundle, "cancelled, nothing was sent" if bundle.state in ("held", "queued") else "cleared")
+            return
+        if self._items_below(node):
+            raise Refused(errno.ENOTEMPTY, f"{name!r} still has items (rm them first)")
+        if any(isinstance(c, Folder) for c in node.children.values()):
+            raise Refused(errno.ENOTEMPTY, f"{name!r} still has folders")
+        where = self._recipient_of(node)
+        if where is not None:
+            rcp, below = where
+            if not below:
+                del self.recipients[(rcp.channel, rcp.number)]
+            elif below[0] in rcp.groups:
+                rcp.groups.remove(below[0])
+            await trio.to_thread.run_sync(self._save_recipients)
+        for child in list(node.children):
+            self.tree.remove(node, child)
+        self.tree.remove(folder, name)
+        for alias, target in list(folder.aliases.items()):
+            if target is node:
+                del folder.aliases[alias]
+
+    def _forget(self, item: Item, why: str) -> None:
+        node = self._item_nodes.pop(item.id, None)
+        if node is not None and node.parent is not None:
+            if isinstance(node, Folder):
+                for child in list(node.children):
+                    self.tree.remove(node, child)
+            self.tree.remove(node.parent, node.name)
+        self.items.pop(item.id, None)
+        self.spool.delete(item)
+        log.info("outbox: %s to %s %s", "/".join(item.path), item.recipient, why)
+
+    async def unlink(self, folder: Folder, name: str) -> None:
+        node = self.tree.child(folder, name)
+        if node is None:
+            raise Refused(errno.ENOENT)
+        if not isinstance(node, File):
+            raise Refused(errno.EISDIR)
+        if node.key.startswith(("outbox:status", "outbox:options:")):
+            # rsync --delete and file managers may try: the file is rcfs's, it stays.
+            return
+        writer = self._writer_of(node)
+        if writer is not None:
+            writer.cancelled = True
+            self.tree.remove(folder, name)
+            if writer.item.kind == "file":
+                self.items.pop(writer.item.id, None)
+            log.info("outbox: %s removed while being written; it will not be sent", name)
+            return
+        found = self._item_of_file(node)
+        if found is None:
+            self.tree.remove(folder, name)
+            return
+        item, part = found
+        if item.state == "sending":
+            raise Refused(errno.EBUSY, f"{name!r} is being sent right now; it can be cleared once sent")
+        if item.kind == "bundle":
+            if item.state == "held":
+                item.parts.remove(part)
+                self.spool.remove_part(part.data)
+                self.tree.remove(folder, name)
+                await self._save(item)
+                return
+            # A sealed draft is one message: removing any of its files cancels (or clears)
+            # all of it at once; `rm -r` then removes the rest of the view one by one.
+            if item.state != "cancelled":
+                was = item.state
+                item.state = "cancelled"
+                self.spool.delete(item)
+                log.info("outbox: %s to %s %s", "/".join(item.path), item.recipient,
+                         "cancelled, nothing was sent" if was == "queued" else "cleared")
+            self.tree.remove(folder, name)
+            return
+        self._forget(item, "cancelled, nothing was sent" if item.state in ("held", "queued")
+                     else "cleared from the outbox")
+
+    async def rename(self, folder: Folder, name: str, new_folder: Folder, new_name: str) -> None:
+        node = self.tree.child(folder, name)
+        if node is None:
+            raise Refused(errno.ENOENT)
+        src = self._recipient_of(folder)
+        dst = self._recipient_of(new_folder)
+        if src is None or dst is None or src[0] is not dst[0]:
+            raise Refused(errno.EXDEV, "items move only within their recipient folder")  # mv copies
+        if new_name == OPTIONS_NAME and isinstance(node, File) and new_folder is folder:
+            await self._options_from_file(folder, node)  # editors save by renaming a temp file
+            return
+        if new_name in (STATUS_NAME, OPTIONS_NAME) or node.key.startswith(("outbox:status", "outbox:options:")):
+            raise Refused(errno.EACCES, f"{STATUS_NAME} and {OPTIONS_NAME} keep their names")
+        if isinstance(node, Folder):
+            await self._rename_folder(folder, node, new_folder, new_name)
+            return
+        assert isinstance(node, File)
+        found = self._item_of_file(node)
+        if found is None:
+            raise Refused(errno.EBUSY, f"{name!r} is still being written")
+        item, _ = found
+        if item.kind == "bundle":
+            if item.state != "held" or new_folder is not folder:
+                raise Refused(errno.EACCES, "files of a draft are renamed only inside it, before it is sealed")
+            self._replace_target(new_folder, new_name)
+            self.tree.move(node, new_folder, new_name)
+            for p in item.parts:
+                if p.data == found[1].data:
+                    p.name = new_name
+            await self._save(item)
+            return
+        if item.state == "sending":
+            raise Refused(errno.EBUSY, f"{name!r} is being sent right now")
+        if self._item_of_folder(new_folder) is not None:
+            raise Refused(errno.EXDEV, "a file joins a draft by being copied into it")
+        self._replace_target(new_folder, new_name)
+        self.tree.move(node, new_folder, new_name)
+        rcp, below = dst
+        item.path = below + [new_name]
+        was = item.state
+        if was in ("held", "queued"):
+            item.state = "held" if any(is_temporary(n) for n in item.path) else "queued"
+            node.writable = item.state == "held"
+        elif was == "failed":
+            self._requeue(item, "renamed")
+        if item.state != was:
+            item.history.append([time.time(), item.state, f"renamed to {new_name}"])
+        await self._save(item)
+        if item.state == "queued" and was != "queued":
+            log.info("outbox: %s queued for sending (renamed from %s)", "/".join(item.path), name)
+            self.on_queued()
+
+    async def _options_from_file(self, folder: Folder, node: File) -> None:
+        found = self._item_of_file(node)
+        options = self.tree.child(folder, OPTIONS_NAME)
+        if found is None or found[0].state != "held" or not isinstance(options, File):
+            raise Refused(errno.EACCES, f"{OPTIONS_NAME} is replaced only by a saved temporary file")
+        item, part = found
+        data = self.spool.part_bytes(part)[:OPTIONS_MAX]
+        writer = _TextWriter(options, self._options_target(options), item.channel, bytearray(data))
+        await self._finish_options(writer)
+        self._forget(item, f"saved as {OPTIONS_NAME}")
+
+    def _replace_target(self, folder: Folder, name: str) -> None:
+        """rename(2) replaces its target: an item of that name is cancelled or cleared."""
+        target = self.tree.child(folder, name)
+        if target is None:
+            return
+        if isinstance(target, Folder):
+            raise Refused(errno.EISDIR, f"{name!r} is a folder")
+        found = self._item_of_file(target)
+        if found is None:
+            raise Refused(errno.EACCES, f"{name!r} cannot be replaced")
+        item, _ = found
+        if item.state == "sending":
+            raise Refused(errno.EBUSY, f"{name!r} is being sent right now")
+        if item.kind == "bundle":
+            item.parts = [p for p in item.parts if p.data != found[1].data]
+            self.spool.remove_part(found[1].data)
+            self.tree.remove(folder, name)
+            self.spool.save(item)
+            return
+        self._forget(item, "replaced by a new version" + (", nothing was sent" if item.state in ("held", "queued") else ""))
+
+    async def _rename_folder(self, folder: Folder, node: Folder, new_folder: Folder, new_name: str) -> None:
+        if new_folder is not folder:
+            raise Refused(errno.EXDEV, "folders are renamed in place")
+        if self.tree.child(folder, new_name) is not None:
+            raise Refused(errno.EEXIST, f"{new_name!r} exists")
+        item = self._item_of_folder(node)
+        rcp, below = self._recipient_of(node) or (None, [])
+        if rcp is None or len(below) != 1:
+            raise Refused(errno.EACCES, "recipient folders keep their number; make a new one instead")
+        if item is None:  # a plain group folder
+            if new_name.endswith(DRAFT_SUFFIX):
+                raise Refused(errno.EINVAL, f"make a draft with mkdir NAME{DRAFT_SUFFIX}")
+            self.tree.move(node, folder, new_name)
+            rcp.groups = [new_name if g == below[0] else g for g in rcp.groups]
+            for other in self._items_below(node):
+                other.path = [new_name] + other.path[1:]
+                await self._save(other)
+            await trio.to_thread.run_sync(self._save_recipients)
+            return
+        sealing = item.state == "held" and not new_name.endswith(DRAFT_SUFFIX)
+        unsealing = item.state == "queued" and new_name.endswith(DRAFT_SUFFIX)
+        if item.state == "sending":
+            raise Refused(errno.EBUSY, f"{node.name!r} is being sent right now")
+        if sealing:
+            if not item.parts:
+                raise Refused(errno.EINVAL, f"{node.name!r} is empty: copy files into it first")
+            if self._writers_into(item):
+                raise Refused(errno.EBUSY, f"{node.name!r}: files are still being written into it")
+            try:
+                mime.check_sizes(item.channel, [p.size for p in item.parts])
+            except mime.MediaRejected as exc:
+                raise Refused(exc.errno, f"{node.name!r}: {exc.reason}; not sent") from None
+            text = item.options.get("__text__")
+            if text is not None:
+                item.options = {"__text__": text, **parse_options(item.channel, text)}
+            item.state = "queued"
+        elif unsealing:
+            item.state = "held"
+        elif item.state == "failed" and not new_name.endswith(DRAFT_SUFFIX):
+            self._requeue(item, "renamed")
+        self.tree.move(node, folder, new_name)
+        item.path = [new_name]
+        item.history.append([time.time(), item.state, f"renamed to {new_name}"])
+        await self._save(item)
+        if sealing:
+            log.info("outbox: %s sealed: %d file(s) queued as one %s to %s", new_name, len(item.parts),
+                     item.channel, item.recipient)
+            self.on_queued()
+
+    # for the sender ---------------------------------------------------------------------------------
+    def options_for(self, item: Item) -> dict[str, str]:
+        """The options an item is sent with: its recipient folder's, then its draft's."""
+        rcp = self.recipients.get((item.channel, item.recipient))
+        merged = dict(rcp.options if rcp else {})
+        text = item.options.get("__text__")
+        if text is not None:
+            try:
+                merged.update(parse_options(item.channel, text))
+            except ValueError:
+                pass
+        return merged
+
+    def statfs_free(self) -> tuple[int, int, int]:
+        """(total, free, available) bytes of the spool's disk, for statfs: file managers
+        check the free space of the target before they copy."""
+        usage = shutil.disk_usage(self.spool.root)
+        return usage.total, usage.free, usage.free
+
+    def waiting_items(self) -> list[Item]:
+        return [i for i in self.items.values() if i.state in ("queued", "sending")]
+
+    def final(self, item: Item) -> bool:
+        return item.state in FINAL_STATES
