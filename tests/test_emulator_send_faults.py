@@ -18,12 +18,14 @@ import time
 import httpx
 import pytest
 
+import mime_samples
 from mime_samples import jpeg, pdf
 
 EXT = "/restapi/v1.0/account/~/extension/~"
 FAILING = "+15550000666"
 OK_NUMBER = "+14155550123"
 MAIN = "+16505550100"  # the demo extension's primary number (seed default)
+DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 
 
 class Client:
@@ -174,6 +176,20 @@ def test_sms_to_a_failing_number_fails_for_that_recipient(client):
     msg = client.http.get(f"/message-store/{r.json()['id']}").json()
     assert msg["messageStatus"] == "SendingFailed"
     assert msg["to"] == [{"phoneNumber": FAILING, "messageStatus": "SendingFailed"}]
+
+
+def test_fax_attachments_are_judged_by_content(client):
+    r = client.http.post("/fax", data={"to": OK_NUMBER}, files={
+        "attachment": ("letter.docx", mime_samples.zip_archive(), DOCX)})
+    assert (r.status_code, error_code(r)) == (415, "MSG-348")
+    r = client.http.post("/fax", data={"to": OK_NUMBER}, files={
+        "attachment": ("scan.pdf", mime_samples.mp4(), "application/pdf")})
+    assert (r.status_code, error_code(r)) == (415, "MSG-348")
+    r = client.http.post("/fax", data={"to": OK_NUMBER}, files={
+        "attachment": ("letter.docx", mime_samples.ooxml("docx"), DOCX)})
+    assert r.status_code == 200, r.text
+    assert r.json()["attachments"][0]["contentType"] == DOCX
+    assert len(client.sent()) == 1
 
 
 # ----------------------------------------------------------------------------- general faults

@@ -21,6 +21,7 @@ import httpx
 import pytest
 import requests
 
+import mime_samples
 from rcfs.emulator import media
 from rcfs.emulator.app import Emulator
 from rcfs.emulator.config import EmulatorConfig
@@ -146,11 +147,17 @@ def test_sniff_text_flavours_and_containers():
     assert sniff(b"BEGIN:VCARD\r\nEND:VCARD\r\n", None, None) == "text/vcard"
     assert sniff("Grüße €".encode(), None, None) == "text/plain"
     assert sniff(b"BMW is a car maker\n", None, None) == "text/plain"  # not a bitmap
-    docx = io.BytesIO()
-    with zipfile.ZipFile(docx, "w") as z:
+    docx = mime_samples.ooxml("docx")
+    assert sniff(docx, "letter.docx", None).endswith("wordprocessingml.document")
+    # The entries decide, not the name: a DOCX is a DOCX by any name, a ZIP stays a ZIP.
+    assert sniff(docx, "photos.zip", None).endswith("wordprocessingml.document")
+    assert sniff(mime_samples.ooxml("xlsx"), "x.bin", None).endswith("spreadsheetml.sheet")
+    assert sniff(mime_samples.zip_archive(), "letter.docx", None) == "application/zip"
+    only_types = io.BytesIO()
+    with zipfile.ZipFile(only_types, "w") as z:
         z.writestr("[Content_Types].xml", "<Types/>")
-    assert sniff(docx.getvalue(), "letter.docx", None).endswith("wordprocessingml.document")
-    assert sniff(docx.getvalue(), "photos.zip", None) == "application/zip"
+    assert sniff(only_types.getvalue(), "letter.docx", None) == "application/zip"
+    assert sniff(b"PK\x03\x04 truncated", "letter.docx", None) == "application/zip"
     assert sniff(ELF, "doc.pdf", "application/pdf") == "application/octet-stream"
     assert sniff(bytes(range(256)) * 4, "blob.bin", None) == "application/octet-stream"
     assert sniff(bytes(range(256)) * 4, "old.wk1", None) == "application/vnd.lotus-1-2-3"

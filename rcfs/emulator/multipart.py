@@ -207,6 +207,31 @@ def extension(filename: str | None) -> str:
     return filename.rsplit(".", 1)[1].lower()
 
 
+# The package folder of each Office Open XML kind, and the types it may be.
+_OOXML_FOLDERS = {"word/": ("docx", "dotx"), "xl/": ("xlsx", "xlsb"), "ppt/": ("pptx",),
+                  "visio/": ("vsdx",)}
+
+
+def _zip_type(data: bytes, ext: str) -> str:
+    """A ZIP is an Office document only when its entries say so (`[Content_Types].xml`
+    and the part folder); the extension then only picks among that kind's variants
+    (docx/dotx, xlsx/xlsb). A ZIP of anything else is `application/zip` by any name."""
+    import io
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, ValueError, OSError):
+        return "application/zip"
+    if "[Content_Types].xml" not in names:
+        return "application/zip"
+    for folder, kinds in _OOXML_FOLDERS.items():
+        if any(name.startswith(folder) for name in names):
+            return OOXML[ext if ext in kinds else kinds[0]]
+    return "application/zip"
+
+
 def _sniff_magic(data: bytes, ext: str) -> str | None:
     head = data[:64]
     if head.startswith(b"%PDF-"):
@@ -229,7 +254,7 @@ def _sniff_magic(data: bytes, ext: str) -> str | None:
     if head.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):
         return OLE.get(ext, "application/x-ole-storage")
     if head.startswith(b"PK\x03\x04"):
-        return OOXML.get(ext, "application/zip")
+        return _zip_type(data, ext)
     if head.startswith(b"\x1f\x8b"):
         return "application/gzip"
     if head.startswith(b"RIFF") and len(head) >= 12:
@@ -298,8 +323,9 @@ def _sniff_text(data: bytes, ext: str, declared: str | None) -> str:
 def sniff(data: bytes, filename: str | None = None, declared: str | None = None) -> str:
     """The media type of `data`, decided from its bytes.
 
-    The file name only refines containers (which Office format a ZIP or OLE file is) and
-    names formats that have no magic number; the declared type only picks among text
+    A ZIP is an Office Open XML document only when its entries say so (the file name
+    then picks among that kind's variants); the file name names the OLE2 Office format
+    and formats that have no magic number; the declared type only picks among text
     flavours (`text/csv` vs `text/plain`). Unknown binary data is
     `application/octet-stream`.
     """
