@@ -159,7 +159,6 @@ def render_rule(emu: Emulator, rule: AnsweringRule, *, detailed: bool = True) ->
     out["callHandlingAction"] = rule.action
     out["voicemail"] = {"enabled": True, "recipient": {
         "uri": f"{emu.platform_base}{emu.extension_path}", "id": emu.store.extension_id}}
-    out["screening"] = "Off"
     out["greetings"] = [render_greeting_info(emu, t, gid) for t, gid in rule.greetings.items()]
     return out
 
