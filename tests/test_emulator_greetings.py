@@ -38,6 +38,9 @@ async def test_rules_carry_custom_greetings_and_presets(emulator_app, emulator_c
         presets = [g for r in by_id.values() for g in r["greetings"] if "preset" in g]
         assert presets and all(g["preset"]["id"] and g["preset"]["name"] for g in presets)
         assert by_id[greetings.CUSTOM_RULE]["callers"]
+        for g in presets:  # every preset a rule names resolves in the dictionary
+            got = (await c.get(g["preset"]["uri"])).json()
+            assert (got["id"], got["name"], got["type"]) == (g["preset"]["id"], g["preset"]["name"], g["type"])
 
         # Each custom greeting: metadata, then its content on the media host.
         for rid, kinds in customs.items():

@@ -53,6 +53,8 @@ T_GREETING = EXT + "/greeting"
 T_GREETING_GET = T_GREETING + "/{greetingId}"
 T_RULES = EXT + "/answering-rule"
 T_RULE = T_RULES + "/{ruleId}"
+T_PRESETS = "/restapi/v1.0/dictionary/greeting"
+T_PRESET = T_PRESETS + "/{greetingId}"
 T_REPORT_CREATE = ACCT + "/message-store-report"
 T_REPORT = T_REPORT_CREATE + "/{taskId}"
 T_REPORT_ARCHIVE = T_REPORT + "/archive"
@@ -75,7 +77,7 @@ EXPECTED = {
     ("fax-unsupported-type", 415), ("no-token", 401), ("revoked-token", 401),
     ("message-unknown", 404), ("content-range-past-end", 416), ("rate-limited", 429),
     ("answering-rules", 200), ("answering-rules-simple", 200), ("answering-rule", 200),
-    ("greeting-get", 200), ("report-create", 202), ("report-get", 200),
+    ("greeting-get", 200), ("greeting-presets", 200), ("greeting-preset", 200), ("report-create", 202), ("report-get", 200),
     ("report-archive", 200), ("report-third-task", 400), ("report-bad-type", 400),
 }
 
@@ -309,6 +311,9 @@ class Walk:
         assert custom, "the seeded rules have no custom greeting"
         self.call("answering-rule", "GET", T_RULE, rules["records"][0]["uri"], expect=200)
         self.call("greeting-get", "GET", T_GREETING_GET, f"{ext}/greeting/{custom[0]}", expect=200)
+        preset = next(g["preset"] for r in rules["records"] for g in r["greetings"] if "preset" in g)
+        self.call("greeting-preset", "GET", T_PRESET, preset["uri"], expect=200)
+        self.call("greeting-presets", "GET", T_PRESETS, p + T_PRESETS, expect=200)
 
         reports = p + "/restapi/v1.0/account/~/message-store-report"
         # A task that completes at once, then two that run for an hour: the third is refused

@@ -7,6 +7,8 @@ Routes (platform host; groups from the spec):
         action; `Simple` (the spec's default) gives uri, id, type, name, enabled.
         `type` (repeatable) and `enabledOnly` filter; `page`/`perPage` page.
     GET …/extension/{e}/answering-rule/{ruleId}   readAnsweringRule (Light), detailed.
+    GET /restapi/v1.0/dictionary/greeting[/{id}]  the presets the rules name (Medium);
+        metadata only, no preset audio.
 
 Greeting metadata (`GET …/greeting/{id}`, Medium) and content (media host, Heavy, with
 Range) are served by `platform.py` / `media_routes.py` from `store.greetings`.
@@ -195,9 +197,41 @@ async def get_rule(emu: Emulator, request: Request, session: Session | None) -> 
     return JSONResponse(render_rule(emu, emu.lookup(rules_of(emu.store), request, "ruleId")))
 
 
+def render_preset(emu: Emulator, gtype: str) -> dict[str, Any]:
+    """`DictionaryGreetingInfo` of the preset of one greeting type (no content here)."""
+    preset_id, name = PRESETS[gtype]
+    return {"id": preset_id, "uri": f"{emu.platform_base}/restapi/v1.0/dictionary/greeting/{preset_id}",
+            "name": name, "type": gtype, "usageType": "UserExtensionAnsweringRule",
+            "category": "None" if name == "None" else ("Music" if gtype in ("HoldMusic", "ConnectingAudio")
+                                                       else "Message")}
+
+
+async def list_presets(emu: Emulator, request: Request, session: Session | None) -> Response:
+    """`GET /restapi/v1.0/dictionary/greeting` (Medium): the presets the rules name."""
+    from .platform import bad_param, int_param, paged
+
+    gtype = request.query_params.get("type")
+    if gtype is not None and gtype not in PRESETS:
+        raise bad_param(emu, "type", gtype)
+    items = [t for t in PRESETS if gtype in (None, t)]
+    page = int_param(emu, request, "page", 1)
+    per_page = min(1000, int_param(emu, request, "perPage", 100))
+    query = [("type", gtype)] if gtype else []
+    records, paging, navigation, uri = paged(emu, request, items, query, page, per_page)
+    return JSONResponse({"uri": uri, "records": [render_preset(emu, t) for t in records],
+                         "paging": paging, "navigation": navigation})
+
+
+async def get_preset(emu: Emulator, request: Request, session: Session | None) -> Response:
+    """`GET /restapi/v1.0/dictionary/greeting/{greetingId}` (Medium)."""
+    by_id = {preset_id: t for t, (preset_id, _) in PRESETS.items()}
+    return JSONResponse(render_preset(emu, emu.lookup(by_id, request, "greetingId")))
+
+
 def routes(emu: Emulator) -> list[BaseRoute]:
-    """The answering-rule routes (platform host)."""
+    """The answering-rule and standard-greeting routes (platform host)."""
     base = "/restapi/v1.0/account/{accountId}/extension/{extensionId}/answering-rule"
+    dictionary = "/restapi/v1.0/dictionary/greeting"
 
     def r(path: str, name: str, group: str, handler) -> Route:
         async def bound(request: Request, session: Session | None) -> Response:
@@ -208,4 +242,6 @@ def routes(emu: Emulator) -> list[BaseRoute]:
     return [
         r(base, "answering-rule-list", "Medium", list_rules),
         r(base + "/{ruleId}", "answering-rule-get", "Light", get_rule),
+        r(dictionary, "greeting-presets", "Medium", list_presets),
+        r(dictionary + "/{greetingId}", "greeting-preset", "Medium", get_preset),
     ]
