@@ -190,7 +190,8 @@ async def test_listing_a_large_archive_reads_only_its_tail(tmp_path: Path):
     async with stack(emu) as (rc, reader):
         exports = ExportManager(rc, tmp_path, poll_min=0.01, poll_max=0.05)
         today = dt.datetime.now(UTC).date()
-        name = f"{today.isoformat()}..{today.isoformat()}+voicemail"
+        day = dt.timedelta(days=1)
+        name = f"{(today - day).isoformat()}..{(today + day).isoformat()}+voicemail"
         await exports.create(name)
         export = await until_done(exports, name)
         big = max(export.files(), key=lambda f: f.size)
