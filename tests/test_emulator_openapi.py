@@ -3,7 +3,8 @@ implements is validated against RingCentral's public OpenAPI spec.
 
 One walk against a real emulator subprocess on loopback makes every request (token,
 revoke, message list / single / PUT, FSync + ISync, call log, call record, recording
-metadata, fax, SMS, MMS, greeting, and error answers 400/401/404/415/416/429) and keeps
+metadata, fax, SMS, MMS, greeting, answering rules, greeting metadata, message-store
+report create / status / archive list, and error answers 400/401/404/415/416/429) and keeps
 each answer. The spec's schema for that path + method + status validates the body;
 statuses an operation does not declare use the spec's generic responses
 (`components/responses/InvalidRequest`, `Unauthorized`, `NotFound`, ...).
@@ -51,6 +52,15 @@ T_MMS = EXT + "/mms"
 T_GREETING = EXT + "/greeting"
 T_PHONE_NUMBERS = EXT + "/phone-number"
 
+T_GREETING_GET = T_GREETING + "/{greetingId}"
+T_RULES = EXT + "/answering-rule"
+T_RULE = T_RULES + "/{ruleId}"
+T_PRESETS = "/restapi/v1.0/dictionary/greeting"
+T_PRESET = T_PRESETS + "/{greetingId}"
+T_REPORT_CREATE = ACCT + "/message-store-report"
+T_REPORT = T_REPORT_CREATE + "/{taskId}"
+T_REPORT_ARCHIVE = T_REPORT + "/archive"
+
 # Statuses an operation does not declare fall back to the spec's generic responses.
 GENERIC = {400: "InvalidRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
            409: "Conflict", 415: "UnsupportedMediaType", 429: "TooManyRequests",
@@ -70,6 +80,10 @@ EXPECTED = {
     ("message-unknown", 404), ("content-range-past-end", 416), ("rate-limited", 429),
     ("phone-number-list", 200), ("fax-failed-get", 200), ("fax-send-throttled", 429),
     ("fax-send-unavailable", 503),
+
+    ("answering-rules", 200), ("answering-rules-simple", 200), ("answering-rule", 200),
+    ("greeting-get", 200), ("greeting-presets", 200), ("greeting-preset", 200), ("report-create", 202), ("report-get", 200),
+    ("report-archive", 200), ("report-third-task", 400), ("report-bad-type", 400),
 }
 
 
@@ -253,6 +267,7 @@ class Walk:
         self.call("phone-number-list", "GET", T_PHONE_NUMBERS, ext + "/phone-number", expect=200,
                   params={"perPage": 2, "page": 2, "usageType": "DirectNumber"})
         self._sending(ext)
+        self._rules_and_reports(p, ext)
         self._errors(ext, by_type)
 
         self.call("revoke", "POST", T_REVOKE, p + T_REVOKE, expect=200, auth=False,
@@ -310,6 +325,34 @@ class Walk:
         assert failed["messageStatus"] == "SendingFailed"
         assert [t.get("faxErrorCode") for t in failed["to"]] == [None, "NoAnswer"]
 
+    def _rules_and_reports(self, p: str, ext: str) -> None:
+        rules = self.call("answering-rules", "GET", T_RULES, ext + "/answering-rule", expect=200,
+                          params={"view": "Detailed"})
+        self.call("answering-rules-simple", "GET", T_RULES, ext + "/answering-rule", expect=200)
+        custom = [g["custom"]["id"] for r in rules["records"] for g in r["greetings"] if "custom" in g]
+        assert custom, "the seeded rules have no custom greeting"
+        self.call("answering-rule", "GET", T_RULE, rules["records"][0]["uri"], expect=200)
+        self.call("greeting-get", "GET", T_GREETING_GET, f"{ext}/greeting/{custom[0]}", expect=200)
+        preset = next(g["preset"] for r in rules["records"] for g in r["greetings"] if "preset" in g)
+        self.call("greeting-preset", "GET", T_PRESET, preset["uri"], expect=200)
+        self.call("greeting-presets", "GET", T_PRESETS, p + T_PRESETS, expect=200)
+
+        reports = p + "/restapi/v1.0/account/~/message-store-report"
+        # A task that completes at once, then two that run for an hour: the third is refused
+        # whatever the machine's speed.
+        self.server.configure(report_delay=0)
+        task = self.call("report-create", "POST", T_REPORT_CREATE, reports, expect=202,
+                         json={"dateFrom": "2000-01-01T00:00:00Z", "messageTypes": ["Fax", "SMS"]})
+        self.call("report-get", "GET", T_REPORT, task["uri"], expect=200)
+        self.call("report-archive", "GET", T_REPORT_ARCHIVE, task["uri"] + "/archive", expect=200)
+        self.server.configure(report_delay=3600)
+        running = self.call("report-create", "POST", T_REPORT_CREATE, reports, expect=202, json={})
+        self.call("report-get", "GET", T_REPORT, running["uri"], expect=200)
+        self.call("report-create", "POST", T_REPORT_CREATE, reports, expect=202, json={})
+        self.call("report-third-task", "POST", T_REPORT_CREATE, reports, expect=400, json={})
+        self.call("report-bad-type", "POST", T_REPORT_CREATE, reports, expect=400,
+                  json={"messageTypes": ["Email"]})
+
     def _errors(self, ext: str, by_type: dict[str, dict]) -> None:
         self.call("no-token", "GET", T_LIST, ext + "/message-store", expect=401, auth=False)
         self.call("message-unknown", "GET", T_MSG, ext + "/message-store/1", expect=404)
@@ -324,7 +367,7 @@ class Walk:
 @pytest.fixture(scope="module")
 def openapi_server(tmp_path_factory):
     """One emulator subprocess for the whole walk (conftest's fixtures are per test)."""
-    srv = spawn_emulator(tmp_path_factory.mktemp("openapi"), send_delay=0.2)
+    srv = spawn_emulator(tmp_path_factory.mktemp("openapi"), send_delay=0.2, limit_heavy=100)
     try:
         yield srv
     finally:

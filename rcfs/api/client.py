@@ -192,6 +192,8 @@ _ROUTES: list[tuple[str, re.Pattern[str], frozenset[str], Group]] = [
         ("dictionary-greeting", r"^/restapi/v1\.0/dictionary/greeting", _ALL, Group.MEDIUM),
         ("fax-cover-page", r"^/restapi/v1\.0/dictionary/fax-cover-page", _ALL, Group.LIGHT),
         ("message-store-report", r"/message-store-report", _ALL, Group.HEAVY),
+        ("answering-rule-read", r"/answering-rule/[^/]+/?$", frozenset({"GET"}), Group.LIGHT),
+        ("answering-rule", r"/answering-rule(/[^/]+)?/?$", _ALL, Group.MEDIUM),
         ("phone-number", r"/extension/[^/]+/phone-number/?$", _ALL, Group.LIGHT),
         ("extension", r"^/restapi/v1\.0/account/[^/]+(/extension/[^/]+)?/?$", frozenset({"GET"}), Group.LIGHT),
         ("api-versions", r"^/restapi/?$", _ALL, Group.NONE),
@@ -720,6 +722,71 @@ class RingCentralClient:
     async def list_phone_numbers(self, *, priority: Priority = Priority.FOREGROUND) -> list[dict]:
         """The extension's phone numbers with their features (`GET …/phone-number`, Light)."""
         return await self._all_pages(f"{EXTENSION_PATH}/phone-number", [("perPage", "1000")], priority)
+
+    # -- typed calls: answering rules, greetings, message-store reports (issue 10) -------------
+    # Added as one block; content (greeting audio, report zips) is read through the Reader
+    # (`Source(key, url, size)`), never here.
+
+    async def list_answering_rules(self, *, priority: Priority = Priority.BACKGROUND) -> list[dict]:
+        """Every answering rule of the extension in the Detailed view, so each carries its
+        `greetings` (`{type, custom: {id}}` or `{type, preset: {...}}`). Medium group."""
+        params = [("view", "Detailed"), ("perPage", "1000")]
+        rules = await self._all_pages(f"{EXTENSION_PATH}/answering-rule", params, priority)
+        for rule in rules:
+            if not isinstance(rule.get("id"), (str, int)) or not isinstance(rule.get("greetings", []), list):
+                raise BadResponse("answering-rule answer has a rule without id or with malformed greetings")
+        return rules
+
+    async def get_greeting(self, greeting_id: str | int, *, priority: Priority = Priority.BACKGROUND) -> dict:
+        """Custom greeting metadata (`CustomUserGreetingInfo`: id, type, contentType,
+        contentUri, answeringRule). Medium group; NotFound if unknown."""
+        body = await self._json("GET", f"{EXTENSION_PATH}/greeting/{greeting_id}", priority=priority)
+        if not isinstance(body.get("contentUri"), str):
+            raise BadResponse("greeting answer lacks contentUri")
+        return body
+
+    async def create_message_store_report(
+        self,
+        date_from: dt.datetime | str,
+        date_to: dt.datetime | str,
+        message_types: Sequence[str] | None = None,
+    ) -> dict:
+        """Start a message-store report task (202 `MessageStoreReport`: id, uri, status…).
+
+        Heavy group. A refusal (e.g. the account's two-task limit) raises `Rejected` with
+        the server's `code`. `message_types` ⊆ Fax, SMS, VoiceMail, Pager; None = all.
+        """
+        body: dict[str, Any] = {"dateFrom": format_time(date_from), "dateTo": format_time(date_to)}
+        if message_types:
+            body["messageTypes"] = list(message_types)
+        task = await self._json("POST", f"{ACCOUNT_PATH}/message-store-report", json=body)
+        if not isinstance(task.get("id"), str) or not isinstance(task.get("status"), str):
+            raise BadResponse("message-store-report answer lacks id or status")
+        return task
+
+    async def get_message_store_report(self, task_id: str, *, priority: Priority = Priority.BACKGROUND) -> dict:
+        """The report task's current state (`status` Accepted … Completed / Failed). Heavy."""
+        task = await self._json("GET", f"{ACCOUNT_PATH}/message-store-report/{task_id}", priority=priority)
+        if not isinstance(task.get("status"), str):
+            raise BadResponse("message-store-report answer lacks status")
+        return task
+
+    async def list_message_store_report_archives(
+        self, task_id: str, *, priority: Priority = Priority.BACKGROUND
+    ) -> list[dict]:
+        """The completed report's archives, in order: `[{"size": bytes, "uri": url}, …]`
+        (archive 0 is the metadata). Heavy. The URIs are on the platform host and take
+        Range; read them through the Reader like any media."""
+        body = await self._json("GET", f"{ACCOUNT_PATH}/message-store-report/{task_id}/archive", priority=priority)
+        records = body.get("records")
+        if not isinstance(records, list):
+            raise BadResponse("message-store-report archive answer lacks records")
+        for rec in records:
+            size = rec.get("size") if isinstance(rec, dict) else None
+            if not isinstance(rec, dict) or not isinstance(rec.get("uri"), str) \
+                    or not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise BadResponse("message-store-report archive record without uri or size")
+        return records
 
     async def logout(self) -> None:
         """Revoke the session on the server (errors ignored) and forget the stored tokens."""

@@ -10,7 +10,8 @@
                                    limit_auth, limits {light, medium, heavy, auth},
                                    rate_limits, max_bytes_per_response, access_token_ttl,
                                    refresh_token_ttl, refresh_grace, password_grant,
-                                   send_delay, failing_numbers, faults {latency_ms,
+                                   send_delay, failing_numbers, report_delay,
+                                   report_failures, report_archive_max_bytes, faults {latency_ms,
                                    error_rate, reset_rate, truncate_rate, chunk_delay_ms, force_429,
                                    seed, send_force_503, send_force_429, send_drop_answer,
                                    send_answer_delay_ms}.
@@ -57,7 +58,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _NUMBERS = {"window": float, "limit_light": int, "limit_medium": int, "limit_heavy": int,
-            "limit_auth": int, "send_delay": float}
+            "limit_auth": int, "send_delay": float,
+            "report_delay": float, "report_failures": int, "report_archive_max_bytes": int}
 _OPTIONAL_INTS = ("max_bytes_per_response", "access_token_ttl", "refresh_token_ttl")
 _BOOLS = ("rate_limits", "password_grant")
 _FAULTS = {"latency_ms": float, "error_rate": float, "reset_rate": float, "truncate_rate": float,

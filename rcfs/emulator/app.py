@@ -119,11 +119,12 @@ class Emulator:
         self.account_path = f"/restapi/v1.0/account/{store.account_id}"
         self.extension_path = f"{self.account_path}/extension/{store.extension_id}"
 
-        from . import admin, media_routes, platform  # the route modules import this one
+        from . import admin, greetings, media_routes, platform, reports  # they import this one
 
         self.sync_tokens = platform.SyncTokens()
         errors = {404: self._not_found, 405: self._not_allowed}
-        self.platform_app = Starlette(routes=platform.routes(self) + admin.routes(self),
+        self.platform_app = Starlette(routes=platform.routes(self) + reports.routes(self)
+                                      + greetings.routes(self) + admin.routes(self),
                                       exception_handlers=errors)
         self.media_app = Starlette(routes=media_routes.routes(self), exception_handlers=errors)
 

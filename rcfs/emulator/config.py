@@ -52,5 +52,9 @@ class EmulatorConfig:
     # sending -----------------------------------------------------------------------
     send_delay: float = 2.0  # seconds a fax/SMS stays Queued before Sent/SendingFailed
     failing_numbers: tuple[str, ...] = ("+15550000666",)  # sends to these end SendingFailed
+    # message-store reports (reports.py) ---------------------------------------------
+    report_delay: float = 3.0  # seconds from a report task's creation to Completed/Failed
+    report_failures: int = 0  # the next N report tasks end Failed
+    report_archive_max_bytes: int = 1_000_000_000  # attachment zips are split at this size
     # faults --------------------------------------------------------------------------
     faults: Faults = dataclasses.field(default_factory=Faults)

@@ -458,6 +458,8 @@ def build_store(config: EmulatorConfig, now: dt.datetime | None = None) -> Store
     if config.scale == "bench":
         b.bench_recordings()
     b.greetings()
+    from . import greetings  # answering rules and the custom greetings they play
+    greetings.seed_rules(store, _sub_seed(config.seed, "answering-rules"))
     log.info("seeded %s account (seed %d): %d messages, %d calls, %d recordings in %.2fs",
              config.scale, config.seed, len(store.messages), len(store.calls), len(store.recordings),
              time.perf_counter() - started)

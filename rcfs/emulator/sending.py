@@ -739,7 +739,8 @@ def _answering_rule_id(req: SendRequest) -> str | None:
 
 
 def new_greeting(emu: Any, req: SendRequest, *, apply: bool = True) -> Greeting:
-    """Validate a parsed greeting upload and store it."""
+    """Validate a parsed greeting upload and store it; with `apply` and an answering
+    rule it becomes that rule's greeting of its type (404 CMN-102 for an unknown rule)."""
     store: Store = emu.store
     gtype = req.value("type")
     if gtype in (None, ""):
@@ -753,11 +754,18 @@ def new_greeting(emu: Any, req: SendRequest, *, apply: bool = True) -> Greeting:
     if len(binaries) > 1:
         raise _invalid("binary", len(binaries), "exactly one audio file is expected")
     check_uploads(binaries, GREETING_TYPES, max_each=None, max_total=GREETING_MAX_BODY)
+    from . import greetings
+    if apply and rule_id is not None and rule_id not in greetings.rules_of(store):
+        raise SendError(404, "CMN-102", "Resource for parameter [answeringRule.id] is not found",
+                        parameterName="answeringRule.id", parameterValue=rule_id)
     audio = binaries[0]
     greeting = Greeting(id=str(store.new_id()), type=gtype,
                         media=_media_from_bytes(audio.data, audio.content_type),
                         answering_rule_id=rule_id if apply else None)
     store.greetings[greeting.id] = greeting
+    if apply and rule_id is not None:
+        # The rule now plays this greeting for its type (what replacing one means).
+        greetings.apply_greeting(store, rule_id, greeting)
     log.info("greeting %s stored (%s, %s)", greeting.id, gtype, audio.content_type)
     return greeting
 
