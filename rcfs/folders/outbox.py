@@ -979,6 +979,7 @@ class OutboxOwner(FolderOwner):
         self.tree.move(node, new_folder, new_name)
         rcp, below = dst
         item.path = below + [new_name]
+        item.parts[0].name = new_name  # the name the recipient sees
         was = item.state
         if was in ("held", "queued"):
             item.state = "held" if any(is_temporary(n) for n in item.path) else "queued"
