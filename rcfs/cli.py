@@ -262,12 +262,19 @@ def cmd_umount(mountpoint: Path, timeout: float) -> int:
     except OSError:
         print(f"rcfs: {path} is not an rcfs mount", file=sys.stderr)
         return 1
+    try:
+        waiting = int(os.getxattr(path, "user.rc.outbox_waiting"))
+    except (OSError, ValueError):
+        waiting = 0
     cmd = [tool, "-u", path] if tool else ["umount", path]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
         print(f"rcfs: unmount failed: {result.stderr.strip()} (files still open? try: fuser -vm {path})",
               file=sys.stderr)
         return 1
+    if waiting:
+        print(f"rcfs: {waiting} item(s) waiting in the outbox; they stay in the spool and are sent "
+              "at the next mount", file=sys.stderr)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not _pid_alive(pid):

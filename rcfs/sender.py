@@ -11,8 +11,9 @@ fax. Before sending again the sender looks in the message store for an outbound 
 to that number, created after the attempt started, whose attachments match the item's
 (count, sizes, names where the API gives them) and that no other item has claimed. Found:
 it is ours, marked sent. Not found: sent again. The window that remains: the service
-accepted the POST but its message store does not show it yet when we look (we look after
-a backoff, not at once), or somebody else sent the same files to the same number in
+accepted the POST but its message store does not show it yet when we look (we look at once,
+and if there is no trace we look again `settle` seconds (60) after the POST started, the
+longest the client would have waited for its answer, and only then send), or somebody else sent the same files to the same number in
 that minute (then we would wrongly count theirs as ours and not send: visible in
 STATUS.txt as sent with their message id).
 
@@ -50,12 +51,14 @@ class Sender:
     def __init__(self, client, outbox: OutboxOwner, spool: Spool, *,
                  on_sent: Callable[[str], None] = lambda channel: None,
                  max_attempts: int = 8, base_delay: float = 2.0, max_delay: float = 300.0,
+                 settle: float = 60.0,
                  poll_first: float = 2.0, poll_max: float = 60.0, max_polls: int = 40) -> None:
         self.client = client
         self.outbox = outbox
         self.spool = spool
         self.on_sent = on_sent
         self.max_attempts = max_attempts
+        self.settle = settle  # seconds after a POST's start before its fate is taken as known
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.poll_first = poll_first
@@ -115,6 +118,15 @@ class Sender:
                 log.info("outbox: %s to %s was sent before (message %s found in the message store); "
                          "not sending it again", "/".join(item.path), item.recipient, found.get("id"))
                 await self._mark_sent(item, found)
+                return
+            settled_at = (item.post_started or 0.0) + self.settle
+            if time.time() < settled_at:
+                # A POST whose client died may still be processed by the service for as long
+                # as the client would have waited for it: look again once that is over.
+                item.next_attempt = settled_at
+                await self._save(item)
+                log.info("outbox: %s to %s: no trace of the last attempt yet; looking again in %.0f s "
+                         "before sending", "/".join(item.path), item.recipient, settled_at - time.time())
                 return
             if item.attempts >= self.max_attempts:
                 await self._fail(item, f"gave up after {item.attempts} attempts: {item.error}")

@@ -8,6 +8,16 @@ import time
 from pathlib import Path
 
 FINAL = ("delivered", "failed")
+_PDF: bytes | None = None
+
+
+def pdf(tag: str = "") -> bytes:
+    """A real PDF (the same bytes every call: Pillow stamps the time in each new one)."""
+    global _PDF
+    if _PDF is None:
+        import mime_samples
+        _PDF = mime_samples.build("pdf")
+    return _PDF + tag.encode()
 
 
 def sha(data: bytes) -> str:

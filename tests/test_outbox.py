@@ -7,13 +7,12 @@ import errno
 import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
 import mime_samples
 from fusehelp import fuse_required, mount_log, mounted
-from outboxhelp import recipient, sent, sent_since, sha, state, wait_state, wait_until, xattr
+from outboxhelp import pdf, recipient, sent, sent_since, sha, state, wait_state, wait_until, xattr
 
 pytestmark = [fuse_required, pytest.mark.slow]
 
@@ -123,7 +122,7 @@ def test_cp_of_each_mms_type_sends_one_mms_from_an_mms_number(mnt, srv, src):
 def test_rsync_mv_redirection_install_and_cp_r_each_send_exactly_once(mnt, srv, src, tmp_path):
     number = "+14155550130"
     folder = recipient(mnt, "fax", number)
-    data = {n: mime_samples.build("pdf") + n.encode() for n in
+    data = {n: pdf(n) for n in
             ("rsync1.pdf", "rsync2.pdf", "moved.pdf", "redirected.pdf", "installed.pdf")}
     for n, b in data.items():
         (src / n).write_bytes(b)
@@ -143,7 +142,7 @@ def test_rsync_mv_redirection_install_and_cp_r_each_send_exactly_once(mnt, srv, 
     docs = src / "docs"
     docs.mkdir()
     for i in range(3):
-        (docs / f"page{i}.pdf").write_bytes(mime_samples.build("pdf") + f"doc{i}".encode())
+        (docs / f"page{i}.pdf").write_bytes(pdf(f"doc{i}"))
         data[f"page{i}.pdf"] = (docs / f"page{i}.pdf").read_bytes()
     subprocess.run(["cp", "-r", str(docs), str(folder)], check=True)
     arrived = _arrived(srv, before, data, "Fax")
@@ -173,11 +172,11 @@ def test_hidden_temporary_and_swap_files_are_never_sent(mnt, srv, src):
     folder = recipient(mnt, "fax", "+14155550132")
     before = sent(srv)
     for name in (".hidden.pdf", "draft.pdf~", "#autosave.pdf#", ".notes.txt.swp"):
-        (folder / name).write_bytes(mime_samples.build("pdf"))
+        (folder / name).write_bytes(pdf())
         assert state(folder / name) == "held"
-    (folder / ".later.pdf").write_bytes(mime_samples.build("pdf") + b"later")
+    (folder / ".later.pdf").write_bytes(pdf("later"))
     os.rename(folder / ".later.pdf", folder / "later.pdf")  # now it is a plain name: sent
-    arrived = _arrived(srv, before, {"later.pdf": mime_samples.build("pdf") + b"later"}, "Fax")
+    arrived = _arrived(srv, before, {"later.pdf": pdf("later")}, "Fax")
     assert arrived["later.pdf"]["attachments"][0]["fileName"] == "later.pdf"
     for name in (".hidden.pdf", "draft.pdf~", "#autosave.pdf#", ".notes.txt.swp"):
         os.unlink(folder / name)
@@ -190,7 +189,7 @@ def test_a_draft_folder_goes_as_one_fax_with_its_options(mnt, srv, src):
     draft.mkdir()
     assert (draft / "OPTIONS.txt").exists()
     (draft / "OPTIONS.txt").write_text("cover = 2\ncover_text = Please sign page 2\nresolution = high\n")
-    parts = {"1-offer.pdf": mime_samples.build("pdf") + b"1", "2-terms.tif": mime_samples.build("tiff")}
+    parts = {"1-offer.pdf": pdf("1"), "2-terms.tif": mime_samples.build("tiff")}
     before = sent(srv)
     for name, data in parts.items():
         (draft / name).write_bytes(data)
@@ -273,7 +272,7 @@ def test_rm_cancels_a_waiting_item_and_clears_a_sent_one(mnt, srv, src):
     before = sent(srv)
     srv.configure(faults={"send_force_503": 1000})  # every fax POST fails for now: items wait
     try:
-        (folder / "wait.pdf").write_bytes(mime_samples.build("pdf") + b"wait")
+        (folder / "wait.pdf").write_bytes(pdf("wait"))
         wait_until(lambda: xattr(folder / "wait.pdf", "attempts") not in ("", "0") or None, what="an attempt")
         for _ in range(20):  # between attempts it waits ("queued"); during one, rm says EBUSY
             wait_state(folder / "wait.pdf", states=("queued",))
@@ -286,7 +285,7 @@ def test_rm_cancels_a_waiting_item_and_clears_a_sent_one(mnt, srv, src):
     finally:
         srv.configure(faults={"send_force_503": 0})
     assert "cancelled, nothing was sent" in mount_log(mnt)
-    (folder / "go.pdf").write_bytes(mime_samples.build("pdf") + b"go")
+    (folder / "go.pdf").write_bytes(pdf("go"))
     assert wait_state(folder / "go.pdf") == "delivered"
     news = sent_since(srv, before)
     assert [a["fileName"] for m in news for a in m["attachments"]] == ["go.pdf"]
@@ -296,7 +295,7 @@ def test_rm_cancels_a_waiting_item_and_clears_a_sent_one(mnt, srv, src):
 
 def test_a_failed_fax_shows_its_error_and_touch_sends_it_again(mnt, srv, src):
     folder = recipient(mnt, "fax", FAILING)
-    (folder / "x.pdf").write_bytes(mime_samples.build("pdf") + b"fails")
+    (folder / "x.pdf").write_bytes(pdf("fails"))
     assert wait_state(folder / "x.pdf") == "failed"
     assert xattr(folder / "x.pdf", "fax_error")
     assert "FAILED" in (folder / "STATUS.txt").read_text()
@@ -312,7 +311,7 @@ def test_a_dropped_answer_is_reconciled_not_sent_twice(mnt, srv, src):
     folder = recipient(mnt, "fax", "+14155550160")
     before = sent(srv)
     srv.configure(faults={"send_drop_answer": 1})  # stored by the service, answer lost
-    (folder / "once.pdf").write_bytes(mime_samples.build("pdf") + b"once")
+    (folder / "once.pdf").write_bytes(pdf("once"))
     assert wait_state(folder / "once.pdf") == "delivered"
     news = sent_since(srv, before)
     assert len(news) == 1

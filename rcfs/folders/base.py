@@ -10,12 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-from typing import TYPE_CHECKING
-
 from ..tree import File, Folder, Node, Tree
-
-if TYPE_CHECKING:
-    from ..api.client import Priority
 
 
 class Refused(Exception):

@@ -804,7 +804,7 @@ class OutboxOwner(FolderOwner):
     # folders ------------------------------------------------------------------------------------------
     async def mkdir(self, folder: Folder, name: str) -> Folder:
         if folder is self.folder:
-            raise Refused(errno.EACCES, f"/outbox has two channels, fax and mms: mkdir /outbox/fax/NUMBER")
+            raise Refused(errno.EACCES, "/outbox has two channels, fax and mms: mkdir /outbox/fax/NUMBER")
         if folder.parent is self.folder and folder.name in CHANNELS:
             try:
                 number = to_e164(name, self.default_region)

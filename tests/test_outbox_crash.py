@@ -1,0 +1,163 @@
+"""Nothing lost, nothing doubled: rcfs killed (SIGKILL) at each moment of a send, then
+mounted again on the same state dir; a queue left at unmount; a full spool disk; 30
+faxes at once against the Heavy quota."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fusehelp import force_unmount, fuse_required, mount_log, mounted
+from outboxhelp import pdf, recipient, sent, sent_since, sha, state, wait_state, wait_until, xattr
+
+pytestmark = [fuse_required, pytest.mark.slow]
+
+TO = "+14155550180"
+
+
+def creds(srv) -> dict:
+    return dict(server_url=srv.platform, client_id=srv.client_id, client_secret=srv.client_secret, jwt=srv.jwt)
+
+
+def kill_hard(proc, mountpoint: Path) -> None:
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=15)
+    force_unmount(mountpoint)
+
+
+def test_kill_while_writing_leaves_nothing_behind_and_sends_nothing(start_emulator, tmp_path):
+    srv = start_emulator(window=2.0, send_delay=0.3)
+    state_dir = tmp_path / "state"
+    before = sent(srv)
+    with mounted(tmp_path / "a", state_dir=state_dir, **creds(srv)) as proc:
+        folder = recipient(tmp_path / "a", "fax", TO)
+        fh = open(folder / "half.pdf", "wb")
+        fh.write(pdf("half") * 10)
+        fh.flush()  # the bytes reach rcfs (write), but close never comes
+        kill_hard(proc, tmp_path / "a")
+        with pytest.raises(OSError):
+            fh.close()
+    with mounted(tmp_path / "b", state_dir=state_dir, **creds(srv)):
+        folder = tmp_path / "b" / "outbox" / "fax" / TO
+        assert folder.is_dir()  # the recipient folder survives
+        assert not (folder / "half.pdf").exists()
+        assert "written before a crash and never closed" in mount_log(tmp_path / "b")
+    assert sent_since(srv, before) == []
+    spool_data = next(state_dir.glob("*/outbox/data"))
+    assert list(spool_data.iterdir()) == []
+
+
+def test_kill_after_close_before_sending_then_the_next_mount_sends_it_once(start_emulator, tmp_path):
+    srv = start_emulator(window=2.0, send_delay=0.3, faults={"send_force_503": 1000})
+    state_dir = tmp_path / "state"
+    before = sent(srv)
+    with mounted(tmp_path / "a", state_dir=state_dir, **creds(srv)) as proc:
+        folder = recipient(tmp_path / "a", "fax", TO)
+        (folder / "later.pdf").write_bytes(pdf("later"))  # close() succeeded: it is promised
+        kill_hard(proc, tmp_path / "a")
+    srv.configure(faults={"send_force_503": 0})
+    with mounted(tmp_path / "b", state_dir=state_dir, **creds(srv)):
+        path = tmp_path / "b" / "outbox" / "fax" / TO / "later.pdf"
+        assert wait_state(path, timeout=150) == "delivered"
+        assert path.read_bytes() == pdf("later")
+    news = sent_since(srv, before)
+    assert [a["sha256"] for m in news for a in m["attachments"]] == [sha(pdf("later"))]
+
+
+@pytest.mark.parametrize("moment", ["during the POST", "after the service stored it"])
+def test_kill_during_a_send_is_reconciled_exactly_once(start_emulator, tmp_path, moment):
+    faults = {"latency_ms": 3000} if moment == "during the POST" else {"send_answer_delay_ms": 20000}
+    srv = start_emulator(window=2.0, send_delay=0.3)
+    state_dir = tmp_path / "state"
+    before = sent(srv)
+    with mounted(tmp_path / "a", state_dir=state_dir, **creds(srv)) as proc:
+        folder = recipient(tmp_path / "a", "fax", TO)
+        srv.configure(faults=faults)
+        (folder / "x.pdf").write_bytes(pdf(moment))
+        if moment == "during the POST":
+            wait_state(folder / "x.pdf", states=("sending",))
+        else:
+            wait_until(lambda: sent_since(srv, before), what="the service storing the fax")
+            assert state(folder / "x.pdf") == "sending"
+        kill_hard(proc, tmp_path / "a")
+    srv.configure(faults={"latency_ms": 0, "send_answer_delay_ms": 0})
+    with mounted(tmp_path / "b", state_dir=state_dir, **creds(srv)):
+        path = tmp_path / "b" / "outbox" / "fax" / TO / "x.pdf"
+        assert wait_state(path, timeout=150) == "delivered"
+        news = wait_until(lambda: sent_since(srv, before), what="the fax at the service")
+        time.sleep(1.0)  # a second POST, if one were made, would have landed by now
+        news = sent_since(srv, before)
+        assert len(news) == 1, f"sent {len(news)} times"
+        assert xattr(path, "message_id") == str(news[0]["id"])
+        if moment != "during the POST":
+            assert "was sent before" in mount_log(tmp_path / "b")
+
+
+def test_umount_with_a_queue_says_so_and_the_next_mount_sends_it(start_emulator, tmp_path):
+    srv = start_emulator(window=2.0, send_delay=0.3, faults={"send_force_503": 1000})
+    state_dir = tmp_path / "state"
+    before = sent(srv)
+    with mounted(tmp_path / "a", state_dir=state_dir, **creds(srv)):
+        folder = recipient(tmp_path / "a", "fax", TO)
+        for i in range(3):
+            (folder / f"q{i}.pdf").write_bytes(pdf(f"q{i}"))
+        assert os.getxattr(tmp_path / "a", "user.rc.outbox_waiting") == b"3"
+        out = subprocess.run([sys.executable, "-m", "rcfs", "umount", str(tmp_path / "a")],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert "3 item(s) waiting in the outbox" in out.stderr
+    assert "not sent yet" in mount_log(tmp_path / "a")
+    srv.configure(faults={"send_force_503": 0})
+    with mounted(tmp_path / "b", state_dir=state_dir, **creds(srv)):
+        for i in range(3):
+            assert wait_state(tmp_path / "b" / "outbox" / "fax" / TO / f"q{i}.pdf") == "delivered"
+    assert len(sent_since(srv, before)) == 3
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_a_full_spool_disk_is_enospc_at_the_writer(start_emulator, tmp_path):
+    srv = start_emulator(window=2.0, send_delay=0.3)
+    state_dir = tmp_path / "small"
+    state_dir.mkdir(mode=0o700)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=700", "tmpfs", str(state_dir)], check=True)
+    try:
+        before = sent(srv)
+        with mounted(tmp_path / "a", state_dir=state_dir, **creds(srv)):
+            folder = recipient(tmp_path / "a", "fax", TO)
+            big = pdf("big") + os.urandom(3 << 20)
+            with pytest.raises(OSError) as info:
+                (folder / "big.pdf").write_bytes(big)
+            assert info.value.errno == errno.ENOSPC
+            assert "the spool's disk is full" in mount_log(tmp_path / "a")
+            assert not (folder / "big.pdf").exists()
+            (folder / "small.pdf").write_bytes(pdf("small"))  # space is given back
+            assert wait_state(folder / "small.pdf") == "delivered"
+        assert [a["sha256"] for m in sent_since(srv, before) for a in m["attachments"]] == [sha(pdf("small"))]
+    finally:
+        subprocess.run(["umount", "-l", str(state_dir)], check=False)
+
+
+def test_thirty_faxes_go_out_with_no_429_and_one_post_each(start_emulator, tmp_path):
+    srv = start_emulator(window=3.0, send_delay=0.3)
+    before = sent(srv)
+    with mounted(tmp_path / "a", state_dir=tmp_path / "state", **creds(srv)):
+        folder = recipient(tmp_path / "a", "fax", TO)
+        srv.reset_stats()
+        batch = tmp_path / "batch"
+        batch.mkdir()
+        for i in range(30):
+            (batch / f"f{i:02}.pdf").write_bytes(pdf(f"f{i}"))
+        subprocess.run(f"cp {batch}/*.pdf {folder}/", shell=True, check=True)
+        for i in range(30):
+            wait_state(folder / f"f{i:02}.pdf", timeout=120)
+        stats = srv.stats()
+    assert stats["requests"].get("fax-send") == 30
+    assert stats["rate_limited"] == 0
+    assert len(sent_since(srv, before)) == 30
