@@ -62,8 +62,10 @@ class SpooledOwner(FolderOwner):
     """A folder whose written files go to a spool and from there to a sender."""
 
     def __init__(self, tree: Tree, folder: Folder, spool: Spool, *,
-                 on_queued: Callable[[], None] = lambda: None) -> None:
-        super().__init__(tree, folder)
+                 on_queued: Callable[[], None] = lambda: None, **kw) -> None:
+        # **kw: the other base's arguments when an owner also reads remote media
+        # (/greetings: SpooledOwner + RemoteMediaOwner).
+        super().__init__(tree, folder, **kw)
         self.spool = spool
         self.on_queued = on_queued
         self.mount_target = ""  # the mountpoint's real path, for matching /proc/PID/fd links
