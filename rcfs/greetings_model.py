@@ -100,9 +100,9 @@ class UploadTarget:
 
 
 class GreetingClient(Protocol):
-    async def list_answering_rules(self) -> list[dict]: ...
+    async def list_answering_rules(self, **kw: Any) -> list[dict]: ...
 
-    async def get_greeting(self, greeting_id: str) -> dict: ...
+    async def get_greeting(self, greeting_id: str, **kw: Any) -> dict: ...
 
     async def upload_greeting(self, greeting_type: str, audio: tuple[str, bytes, str | None], *,
                               answering_rule_id: str | None = None, apply: bool | None = None) -> dict: ...
@@ -137,17 +137,20 @@ class GreetingsModel:
         self.client = client
         self.folders: dict[str, RuleFolder] = {}
 
-    async def refresh(self) -> dict[str, RuleFolder]:
+    async def refresh(self, priority: Any = None) -> dict[str, RuleFolder]:
         """Re-read the rules (one Medium request, all pages) and the metadata of each
-        custom greeting (one Medium request each). API errors propagate (ApiError)."""
-        rules = await self.client.list_answering_rules()
+        custom greeting (one Medium request each). API errors propagate (ApiError).
+        `priority` (a `Priority`): FOREGROUND when somebody waits on the listing; the
+        client's default (BACKGROUND) otherwise."""
+        kw = {} if priority is None else {"priority": priority}
+        rules = await self.client.list_answering_rules(**kw)
         folders: dict[str, RuleFolder] = {}
         for name, rule in folder_names(rules).items():
-            folders[name] = await self._folder(name, rule)
+            folders[name] = await self._folder(name, rule, kw)
         self.folders = folders
         return folders
 
-    async def _folder(self, name: str, rule: dict) -> RuleFolder:
+    async def _folder(self, name: str, rule: dict, kw: dict[str, Any]) -> RuleFolder:
         greetings = [g for g in rule.get("greetings") or [] if isinstance(g, dict)]
         folder = RuleFolder(name=name, rule_id=str(rule["id"]), rule_type=str(rule.get("type") or "Custom"),
                             rule_name=str(rule.get("name") or ""),
@@ -156,7 +159,7 @@ class GreetingsModel:
             custom = g.get("custom")
             if not isinstance(custom, dict) or custom.get("id") in (None, ""):
                 continue
-            meta = await self.client.get_greeting(str(custom["id"]))
+            meta = await self.client.get_greeting(str(custom["id"]), **kw)
             gtype = str(g.get("type"))
             file = GreetingFile(
                 name=greeting_file_name(gtype, meta.get("contentType")),
@@ -187,11 +190,12 @@ class GreetingsModel:
                                               f"(it has: {known})")
         return UploadTarget(rule.rule_id, gtype, greeting_file_name(gtype, content_type), content_type)
 
-    async def confirm_upload(self, folder: str, target: UploadTarget, greeting: dict) -> GreetingFile:
+    async def confirm_upload(self, folder: str, target: UploadTarget, greeting: dict,
+                             priority: Any = None) -> GreetingFile:
         """After the API accepted an upload: re-read the rules and return the rule's file
         for that type, which must now be the uploaded greeting (GreetingError EIO if the
         rule does not show it)."""
-        await self.refresh()
+        await self.refresh(priority)
         rule = next((f for f in self.folders.values() if f.rule_id == target.answering_rule_id), None)
         new_id = str(greeting.get("id"))
         if rule is not None:

@@ -29,11 +29,15 @@ from .api.auth import TokenStore
 from .api.client import Credentials, RingCentralClient
 from .api.errors import ApiError, AuthError
 from .api.governor import Group
+from .exports_model import ExportManager
 from .folders.base import FolderOwner
+from .folders.exports import ExportsOwner
+from .folders.greetings import GreetingsOwner
 from .folders.outbox import OutboxOwner
 from .folders.messages import MESSAGE_TYPES, MessageFolderOwner
 from .folders.recordings import RecordingsOwner
 from .fs import Operations, reader_priority
+from .greetings_model import GreetingsModel
 from .reader import Reader
 from .sender import Sender
 from .spool import Spool
@@ -188,8 +192,12 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
             # The next look at /faxes or /mms asks for changes: the sent message shows up.
             owners["faxes" if channel == "fax" else "mms"].invalidate()  # type: ignore[attr-defined]
 
-        sender = Sender(client, outbox, outbox.spool, on_sent=sent)
+        # /greetings and /exports (issue 10): uploads share the outbox's sender.
+        greetings: GreetingsOwner = owners["greetings"]  # type: ignore[assignment]
+        exports: ExportsOwner = owners["exports"]  # type: ignore[assignment]
+        sender = Sender(client, outbox, outbox.spool, on_sent=sent, greetings=greetings)
         outbox.on_queued = sender.wake
+        greetings.on_queued = sender.wake
         ops = Operations(tree, owners, state, block_size=reader.block_size,
                          control_xattrs=lambda: {"user.rc.outbox_waiting": str(outbox.waiting_count())},
                          space=outbox.statfs_free)
@@ -204,6 +212,7 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
         # its own mountpoint (a lookup would wait for the loop that is not running yet).
         target = os.path.realpath(opts.mountpoint)
         outbox.mount_target = target
+        greetings.mount_target = target
         pyfuse3.init(ops, target, fuse_options)
         clean = False
         try:
@@ -213,6 +222,7 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
                     await nursery.start(sender.run)
                 nursery.start_soon(_watch_signals, pyfuse3.terminate)
                 nursery.start_soon(_background, owners["recordings"], client)
+                await nursery.start(exports.manager.run)
                 if opts.read_ahead_kb:
                     nursery.start_soon(_raise_read_ahead, ops, target, opts.read_ahead_kb)
                 log.info("mounted %s on %s", opts.credentials.server_url, opts.mountpoint)
@@ -224,6 +234,9 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
             state.flush()
             pyfuse3.close(unmount=clean)
             waiting = outbox.waiting_count()
+            if greetings.waiting_count():
+                log.warning("%d greeting upload(s) not finished yet; they stay in the spool and go out at "
+                            "the next mount", greetings.waiting_count())
             if waiting:
                 log.warning("%d outbox item(s) not sent yet; they stay in the spool and go out at the "
                             "next mount", waiting)
@@ -245,13 +258,18 @@ async def _home_country(client: RingCentralClient) -> str:
 
 
 def build_owners(opts: MountOptions, tree: Tree, client: RingCentralClient, reader: Reader,
-                 state: StateStore, *, spool: Spool, region: str = "US") -> dict[str, FolderOwner]:
-    """The top-level folders, in the order `ls` shows them, each with its owner."""
+                 state: StateStore, *, spool: Spool, region: str = "US",
+                 account_dir: Path | None = None) -> dict[str, FolderOwner]:
+    """The top-level folders, in the order `ls` shows them, each with its owner.
+
+    `account_dir`: where /greetings spools its uploads and /exports keeps its tasks
+    (default: the folder holding the outbox spool, i.e. the account's state dir)."""
+    account_dir = account_dir or spool.root.parent
     media = dict(client=client, reader=reader, state=state, direct_io_above=opts.direct_io_above,
                  priority_of=reader_priority)
     owners: dict[str, FolderOwner] = {}
-    for name in ("faxes", "voicemail", "recordings", "mms", "outbox", "greetings"):
-        writable = name in ("outbox", "greetings")
+    for name in ("faxes", "voicemail", "recordings", "mms", "outbox", "greetings", "exports"):
+        writable = name in ("outbox", "greetings", "exports")
         folder = tree.mkdir(tree.root, name, key=f"dir:{name}", writable=writable)
         if name in MESSAGE_TYPES:
             owners[name] = MessageFolderOwner(tree, folder, ttl=opts.message_ttl, since=opts.since, **media)
@@ -259,6 +277,12 @@ def build_owners(opts: MountOptions, tree: Tree, client: RingCentralClient, read
             owners[name] = RecordingsOwner(tree, folder, ttl=opts.recording_ttl, since=opts.since, **media)
         elif name == "outbox":
             owners[name] = OutboxOwner(tree, folder, spool, default_region=region)
+        elif name == "greetings":
+            owners[name] = GreetingsOwner(tree, folder, Spool(account_dir / "greetings-spool"),
+                                          model=GreetingsModel(client), ttl=opts.message_ttl, **media)
+        elif name == "exports":
+            owners[name] = ExportsOwner(tree, folder, ttl=opts.message_ttl,
+                                        manager=ExportManager(client, account_dir), **media)
         else:
             owners[name] = FolderOwner(tree, folder)
             owners[name].name = name

@@ -22,15 +22,30 @@ sessions) are retried with capped exponential backoff, at most `max_attempts` ti
 permanent ones (a 4xx with an error code, a missing permission) fail the item with the
 API's words. Delivery is then polled (`GET message`, Light, background priority) until
 the status leaves Queued: Sent -> delivered, SendingFailed -> failed with the fax error code.
+
+Greetings (channel "greeting", items of `rcfs.folders.greetings`, their own spool):
+one upload POST each (`upload_greeting` with the answering rule, the type and
+`apply=true`; Heavy), journalled `sending` before it exactly like a fax. After an
+answer that never arrived the sender re-reads the rule: if the rule now plays a
+greeting of that type other than the one it played before the upload (recorded in the
+item), whose audio has the item's sha256 (one download, at most 20 MB), that is our
+upload: marked sent, not uploaded again. Otherwise it is uploaded again, and that is
+harmless: a greeting upload is idempotent in effect. Replacing a rule's greeting twice
+with the same audio leaves the rule playing that audio, exactly as once; the only trace
+is a second, unused custom greeting object on the server. (The window: somebody else
+replacing the same greeting with other audio in between; ours then wins, as the later
+copy.) "Delivered" for a greeting means applied: the rule names the new greeting
+(`GreetingsOwner.uploaded` confirms it through `GreetingsModel.confirm_upload`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import random
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import trio
 
@@ -38,6 +53,9 @@ from . import names
 from .api.client import Priority
 from .api.errors import ApiError, AuthError, BadResponse, NetworkError, NotFound, RateLimited, Rejected, ServerError
 from .folders.outbox import OutboxOwner
+
+if TYPE_CHECKING:
+    from .folders.greetings import GreetingsOwner
 from .spool import Item, Spool
 
 log = logging.getLogger(__name__)
@@ -49,6 +67,7 @@ RECONCILE_SLACK = 120.0  # seconds of clock difference allowed between us and th
 
 class Sender:
     def __init__(self, client, outbox: OutboxOwner, spool: Spool, *,
+                 greetings: "GreetingsOwner | None" = None,
                  on_sent: Callable[[str], None] = lambda channel: None,
                  max_attempts: int = 8, base_delay: float = 2.0, max_delay: float = 300.0,
                  settle: float = 60.0,
@@ -56,6 +75,7 @@ class Sender:
         self.client = client
         self.outbox = outbox
         self.spool = spool
+        self.greetings = greetings
         self.on_sent = on_sent
         self.max_attempts = max_attempts
         self.settle = settle  # seconds after a POST's start before its fate is taken as known
@@ -64,7 +84,7 @@ class Sender:
         self.poll_first = poll_first
         self.poll_max = poll_max
         self.max_polls = max_polls
-        self._wakeup = {ch: trio.Event() for ch in ("fax", "mms", "poll")}
+        self._wakeup = {ch: trio.Event() for ch in ("fax", "mms", "greeting", "poll")}
         self._mms_sender: str | None = None
         self._polls: dict[str, int] = {}
         self._rng = random.Random()
@@ -79,13 +99,16 @@ class Sender:
             nursery.start_soon(self._worker, "fax")
             nursery.start_soon(self._worker, "mms")
             nursery.start_soon(self._poller)
+            if self.greetings is not None:
+                nursery.start_soon(self._worker, "greeting")
             task_status.started()
 
     # sending ---------------------------------------------------------------------------------
     def _next(self, channel: str) -> tuple[Item | None, float]:
         """The next item due on `channel`, or None and how long until one is due."""
         now = time.time()
-        candidates = [i for i in self.outbox.items.values()
+        owner = self.greetings if channel == "greeting" else self.outbox
+        candidates = [i for i in owner.items.values()
                       if i.channel == channel and i.state in ("queued", "sending")]
         due = [i for i in candidates if i.next_attempt <= now]
         if due:
@@ -107,6 +130,10 @@ class Sender:
                 await self._retry_later(item, exc, ambiguous=item.state == "sending")
 
     async def _save(self, item: Item) -> None:
+        if item.channel == "greeting":
+            if self.greetings is not None and item.id in self.greetings.items:
+                await trio.to_thread.run_sync(self.greetings.spool.save, item)
+            return
         if item.id in self.outbox.items:  # not removed by the user meanwhile
             await trio.to_thread.run_sync(self.spool.save, item)
 
@@ -133,9 +160,10 @@ class Sender:
                 return
             log.info("outbox: %s to %s: no trace of the last attempt in the message store; sending it",
                      "/".join(item.path), item.recipient)
-        files = [(p.name, await trio.to_thread.run_sync(self.spool.part_bytes, p), p.mime or None)
+        spool = self.greetings.spool if item.channel == "greeting" and self.greetings else self.spool
+        files = [(p.name, await trio.to_thread.run_sync(spool.part_bytes, p), p.mime or None)
                  for p in item.parts]
-        options = self.outbox.options_for(item)
+        options = self.outbox.options_for(item) if item.channel != "greeting" else {}
         sender = None
         if item.channel == "mms":
             sender = options.get("from") or await self._default_mms_sender()
@@ -150,7 +178,11 @@ class Sender:
         log.info("outbox: sending %s to %s (%s, attempt %d)", "/".join(item.path), item.recipient,
                  item.channel, item.attempts)
         try:
-            if item.channel == "fax":
+            if item.channel == "greeting":
+                body = await self.client.upload_greeting(
+                    item.options["type"], files[0], answering_rule_id=item.recipient, apply=True,
+                    priority=Priority.OUTBOX)
+            elif item.channel == "fax":
                 cover = options.get("cover")
                 body = await self.client.send_fax(
                     [item.recipient], files,
@@ -185,7 +217,8 @@ class Sender:
     async def _mark_sent(self, item: Item, record: dict) -> None:
         item.state = "sent"
         item.message_id = str(record.get("id", "")) or None
-        item.delivery_status = str(record.get("messageStatus") or "Queued")
+        greeting = item.channel == "greeting"
+        item.delivery_status = str(record.get("messageStatus") or ("Uploaded" if greeting else "Queued"))
         item.sent_at = time.time()
         item.error = None
         item.history.append([item.sent_at, "sent", f"message {item.message_id}"])
@@ -193,6 +226,10 @@ class Sender:
         await self._save(item)
         log.info("outbox: %s to %s sent: message %s (%s)", "/".join(item.path), item.recipient,
                  item.message_id, item.delivery_status)
+        if greeting:
+            if self.greetings is not None:
+                await self.greetings.uploaded(item, record)
+            return
         self.on_sent(item.channel)
         self._wakeup["poll"].set()
 
@@ -230,6 +267,8 @@ class Sender:
 
     # reconciliation ------------------------------------------------------------------------------
     async def _reconcile(self, item: Item) -> dict | None:
+        if item.channel == "greeting":
+            return await self._reconcile_greeting(item)
         started = item.post_started or item.created
         since = dt.datetime.fromtimestamp(started - RECONCILE_SLACK, tz=dt.timezone.utc)
         records = await self.client.list_messages(
@@ -253,6 +292,35 @@ class Sender:
         if not candidates:
             return None
         return min(candidates, key=lambda c: c[0])[1]
+
+    async def _reconcile_greeting(self, item: Item) -> dict | None:
+        """The greeting the rule plays now, if it is this item's upload (see the module
+        docstring); None when it is not (then uploading again is harmless)."""
+        gtype = item.options["type"]
+        rules = await self.client.list_answering_rules(priority=Priority.OUTBOX)
+        rule = next((r for r in rules if str(r.get("id")) == item.recipient), None)
+        if rule is None:
+            return None
+        custom = next((g.get("custom") for g in rule.get("greetings") or []
+                       if isinstance(g, dict) and g.get("type") == gtype), None)
+        gid = str(custom.get("id") or "") if isinstance(custom, dict) else ""
+        claimed = {i.message_id for i in self.greetings.items.values() if i is not item} if self.greetings else set()
+        if not gid or gid == item.options.get("previous") or gid in claimed:
+            return None
+        meta = await self.client.get_greeting(gid, priority=Priority.OUTBOX)
+        digest = hashlib.sha256()
+        offset, total = 0, None
+        for _ in range(64):  # ranged pieces of at most 20 MB in all; capped
+            chunk = await self.client.fetch(str(meta["contentUri"]), offset, priority=Priority.OUTBOX)
+            digest.update(chunk.data)
+            offset += len(chunk.data)
+            total = chunk.total if chunk.total is not None else offset
+            if not chunk.data or offset >= total or offset > 25_000_000:
+                break
+        part = item.parts[0]
+        if offset == part.size and digest.hexdigest() == part.sha256:
+            return meta
+        return None
 
     @staticmethod
     def _same_attachments(item: Item, record: dict) -> bool:

@@ -707,13 +707,15 @@ class RingCentralClient:
         *,
         answering_rule_id: str | None = None,
         apply: bool | None = None,
+        priority: Priority = Priority.FOREGROUND,
     ) -> dict:
         """Upload a custom user greeting (`type` e.g. "Voicemail"; audio MP3 or WAV)."""
         envelope: dict[str, Any] = {"type": greeting_type}
         if answering_rule_id is not None:
             envelope["answeringRule"] = {"id": answering_rule_id}
         params = None if apply is None else [("apply", "true" if apply else "false")]
-        return await self._multipart(f"{EXTENSION_PATH}/greeting", envelope, [audio], "binary", params=params)
+        return await self._multipart(f"{EXTENSION_PATH}/greeting", envelope, [audio], "binary", params=params,
+                                     priority=priority)
 
     async def get_extension(self, *, priority: Priority = Priority.FOREGROUND) -> dict:
         """The extension's own record (`GET …/extension/~`): regional settings, numbers."""

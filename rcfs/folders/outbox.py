@@ -24,7 +24,8 @@ only then does `close` succeed. A wrong type is refused by `write()` as soon as 
 bytes show it (else by `close`): EMEDIUMTYPE; too big: EFBIG; empty: EINVAL; spool disk
 full: ENOSPC. Hidden and temporary names (rsync's `.name.XXXXXX`, `name~`, `#name#`,
 swap files) are kept but never sent until renamed to a plain name, so rsync sends once,
-under the final name. The sender (`rcfs.sender`) does the rest.
+under the final name. The sender (`rcfs.sender`) does the rest. The write, check and
+spool steps are shared with /greetings (`rcfs.folders.spooled`).
 
 `rm` of an item still waiting cancels it (nothing is sent); `rm` of a sent or failed
 item clears it from the view; `touch` (or renaming) a failed item sends it again.
@@ -40,7 +41,6 @@ import logging
 import os
 import re
 import secrets
-import shutil
 import time
 from typing import Callable
 
@@ -50,7 +50,8 @@ from .. import mime
 from ..phone import InvalidNumber, to_e164
 from ..spool import FINAL_STATES, Item, Part, Spool, new_item_id
 from ..tree import File, Folder, Node, Tree
-from .base import FolderOwner, Opened, Refused
+from .base import Opened, Refused
+from .spooled import SpooledOwner, SpooledWriter as _Writer
 
 log = logging.getLogger(__name__)
 
@@ -148,24 +149,6 @@ def is_temporary(name: str) -> bool:
 
 
 @dataclasses.dataclass
-class _Writer:
-    """An open file being written into the outbox."""
-
-    node: File
-    item: Item
-    part: Part
-    fd: int
-    channel: str
-    pid: int = 0  # the process that opened it
-    head: bytearray = dataclasses.field(default_factory=bytearray)
-    mime: str | None = None  # settled type, once known
-    checked_early: int = 0  # how far into the head the early check has looked
-    error: Refused | None = None  # sticky: every later write/flush gets it
-    finished: bool = False
-    cancelled: bool = False
-
-
-@dataclasses.dataclass
 class _TextWriter:
     """OPTIONS.txt being written: kept in memory (small), checked at close."""
 
@@ -198,7 +181,7 @@ class Recipient:
             return {}
 
 
-class OutboxOwner(FolderOwner):
+class OutboxOwner(SpooledOwner):
     """Owns /outbox: recipients, items and their files; hands complete items to the sender."""
 
     name = "outbox"
@@ -206,17 +189,10 @@ class OutboxOwner(FolderOwner):
 
     def __init__(self, tree: Tree, folder: Folder, spool: Spool, *, default_region: str = "US",
                  on_queued: Callable[[], None] = lambda: None) -> None:
-        super().__init__(tree, folder)
-        self.spool = spool
+        super().__init__(tree, folder, spool, on_queued=on_queued)
         self.default_region = default_region
-        self.on_queued = on_queued
-        self.mount_target = ""  # the mountpoint's real path, for matching /proc/PID/fd links
-        self.items: dict[str, Item] = {}
         self.recipients: dict[tuple[str, str], Recipient] = {}
         self.channel_folders: dict[str, Folder] = {}
-        self._item_nodes: dict[str, Node] = {}  # item id -> its node (file or bundle folder)
-        self._handles: dict[int, _Writer | _TextWriter | _Reader] = {}
-        self._next_handle = 1
         for channel in CHANNELS:
             self.channel_folders[channel] = tree.mkdir(folder, channel, key=f"outbox:{channel}", writable=True)
         self._status_node(folder, "outbox:status")
@@ -348,12 +324,6 @@ class OutboxOwner(FolderOwner):
                 return item, part
         return None
 
-    def _writer_of(self, node: File) -> _Writer | None:
-        for h in self._handles.values():
-            if isinstance(h, _Writer) and h.node is node and not h.finished:
-                return h
-        return None
-
     # listing and attributes --------------------------------------------------------------------
     def attr_timeout(self, node: Node) -> float | None:
         # Generated files change with every send; items change state and size while written.
@@ -430,12 +400,6 @@ class OutboxOwner(FolderOwner):
         return rcp.options_text if rcp else ""
 
     # reads ---------------------------------------------------------------------------------------
-    def _handle(self, state: _Writer | _TextWriter | _Reader) -> int:
-        handle = self._next_handle
-        self._next_handle += 1
-        self._handles[handle] = state
-        return handle
-
     async def open(self, node: File, flags: int, pid: int) -> Opened:
         writing = bool(flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND))
         if node.key.startswith("outbox:status"):
@@ -560,41 +524,7 @@ class OutboxOwner(FolderOwner):
             return len(data)
         if not isinstance(state, _Writer):
             raise Refused(errno.EBADF)
-        w = state
-        if w.error is not None:
-            raise w.error
-        if w.finished:
-            raise Refused(errno.EBADF, f"{w.node.name!r} was already closed and handed to the sender")
-        limit = mime.channel(w.channel).max_total_bytes
-        if offset + len(data) > limit:
-            w.error = Refused(errno.EFBIG, f"{w.node.name!r}: over the {limit}-byte limit of "
-                                           f"{'a fax' if w.channel == 'fax' else 'an MMS'}; not sent")
-            raise w.error
-        try:
-            written = os.pwrite(w.fd, data, offset)
-        except OSError as exc:
-            code = exc.errno or errno.EIO
-            why = "the spool's disk is full" if code in (errno.ENOSPC, errno.EDQUOT) else exc.strerror
-            w.error = Refused(code, f"{w.node.name!r}: cannot spool: {why}; not sent")
-            raise w.error from None
-        w.node.size = max(w.node.size or 0, offset + written)
-        self._early_check(w, offset, data[:written])
-        return written
-
-    def _early_check(self, w: _Writer, offset: int, data: bytes) -> None:
-        """Refuse at write() as soon as the first bytes prove the type is wrong."""
-        if w.mime is not None or offset > len(w.head) or len(w.head) >= mime.SNIFF_WINDOW:
-            return
-        w.head[offset:] = data[: mime.SNIFF_WINDOW - offset]
-        # Look at the prefix only when it can have changed its verdict (see rcfs.mime).
-        if len(w.head) < mime.EARLY_BYTES or (w.checked_early and len(w.head) < mime.SNIFF_WINDOW):
-            return
-        w.checked_early = len(w.head)
-        try:
-            w.mime = mime.check_prefix(w.channel, bytes(w.head))
-        except mime.MediaRejected as exc:
-            w.error = Refused(exc.errno, f"{w.node.name!r}: {exc.reason}; not sent")
-            raise w.error from None
+        return await self._write_spooled(state, offset, data)
 
     async def truncate(self, node: File, size: int) -> None:
         writer = self._writer_of(node)
@@ -635,63 +565,17 @@ class OutboxOwner(FolderOwner):
             self._requeue(item, "touched")
         await self._save(item)
 
-    async def fsync(self, handle: int) -> None:
-        state = self._handles.get(handle)
-        if isinstance(state, _Writer) and not state.finished:
-            await trio.to_thread.run_sync(os.fsync, state.fd)
-
     async def flush(self, handle: int) -> None:
         state = self._handles.get(handle)
         if isinstance(state, _TextWriter):
             await self._finish_options(state)
         elif isinstance(state, _Writer):
-            if not state.finished and self._open_elsewhere(state):
-                # close() of one of several descriptors: `cat a.pdf > f` opens f, dup2()s it
-                # onto stdout and closes the original before cat writes a byte. The file is
-                # complete only at the last close.
-                return
-            await self._finish(state)
-
-    def path_of(self, node: Node) -> str:
-        parts = []
-        while node.parent is not None:
-            parts.append(node.name)
-            node = node.parent
-        return os.path.join(self.mount_target, *reversed(parts))
-
-    def _open_elsewhere(self, w: _Writer) -> bool:
-        """Whether the writing process still holds another descriptor of this file.
-
-        Only readlink() on /proc: it never calls into this filesystem (a stat would).
-        The descriptor being closed is already gone from the table when FLUSH arrives.
-        """
-        if not w.pid or not self.mount_target:
-            return False
-        path = self.path_of(w.node)
-        try:
-            fds = os.listdir(f"/proc/{w.pid}/fd")
-        except OSError:
-            return False
-        for fd in fds:
-            try:
-                if os.readlink(f"/proc/{w.pid}/fd/{fd}") == path:
-                    return True
-            except OSError:
-                continue
-        return False
+            await self._flush_spooled(state)
 
     async def release(self, handle: int) -> None:
         state = self._handles.pop(handle, None)
         if isinstance(state, _Writer):
-            if not state.finished and not state.cancelled and state.node.size:
-                # Every descriptor is closed now; the last flush was deferred (see flush).
-                try:
-                    await self._finish(state)
-                except Refused as exc:
-                    log.warning("outbox: %s", exc)
-            elif not state.finished:
-                self._drop(state, "closed without content")
-            os.close(state.fd)
+            await self._release_spooled(state)
 
     async def _finish_options(self, w: _TextWriter) -> None:
         if w.finished:
@@ -711,43 +595,8 @@ class OutboxOwner(FolderOwner):
         log.info("outbox: options for %s %s updated", w.channel, w.target.number if isinstance(w.target, Recipient)
                  else "/".join(w.target.path))
 
-    async def _finish(self, w: _Writer) -> None:
-        """close(): check the whole file, make it durable, hand it on. Errors reach the writer."""
-        if w.finished:
-            if w.error is not None:
-                raise w.error
-            return
-        if w.cancelled:
-            w.finished = True
-            return
-        if w.error is not None:
-            w.finished = True
-            self._drop(w, str(w.error))
-            raise w.error
-        try:
-            await trio.to_thread.run_sync(self.spool.seal_part, w.fd, w.part)
-            path = self.spool.data_path(w.part.data)
-            if w.part.size == 0:
-                raise mime.MediaRejected("the file is empty", errno.EINVAL)
-            found = await trio.to_thread.run_sync(mime.sniff, bytes(w.head), path)
-            mime.check(w.channel, found)
-            w.part.mime = mime.canonical(found)
-            item = w.item
-            parts = [p for p in item.parts if p.data != w.part.data] + [w.part]
-            mime.check_sizes(w.channel, [p.size for p in parts])
-            if w.channel == "fax":
-                pages = await trio.to_thread.run_sync(mime.page_count, found, path)
-                mime.check_pages(w.channel, pages)
-        except mime.MediaRejected as exc:
-            w.error = Refused(exc.errno, f"{'/'.join(w.item.path[:-1] + [w.node.name])}: {exc.reason}; not sent")
-        except OSError as exc:
-            code = exc.errno or errno.EIO
-            why = "the spool's disk is full" if code in (errno.ENOSPC, errno.EDQUOT) else exc.strerror
-            w.error = Refused(code, f"{w.node.name!r}: cannot spool: {why}; not sent")
-        w.finished = True
-        if w.error is not None:
-            self._drop(w, str(w.error))
-            raise w.error
+    async def _accept(self, w: _Writer) -> None:
+        """A written file passed every check: place it in its item, journal it, queue it."""
         item = w.item
         w.node.size = w.part.size
         w.node.content_type = w.part.mime
@@ -772,22 +621,6 @@ class OutboxOwner(FolderOwner):
                  ("draft" if item.kind == "bundle" else "temporary name") + ")")
         if item.state == "queued":
             self.on_queued()
-
-    def _drop(self, w: _Writer, why: str) -> None:
-        """Forget a file that will not be sent: its node, its part, its journal if new."""
-        parent = w.node.parent
-        if parent is not None and parent.children.get(w.node.name) is w.node:
-            self.tree.remove(parent, w.node.name)
-        self.spool.remove_part(w.part.data)
-        item = w.item
-        if item.kind == "file":
-            self.items.pop(item.id, None)
-            self._item_nodes.pop(item.id, None)
-            self.spool.delete(item)
-        log.debug("outbox: dropped %s: %s", w.node.name, why)
-
-    async def _save(self, item: Item) -> None:
-        await trio.to_thread.run_sync(self.spool.save, item)
 
     def _requeue(self, item: Item, why: str) -> None:
         item.state = "queued"
@@ -1086,12 +919,6 @@ class OutboxOwner(FolderOwner):
             except ValueError:
                 pass
         return merged
-
-    def statfs_free(self) -> tuple[int, int, int]:
-        """(total, free, available) bytes of the spool's disk, for statfs: file managers
-        check the free space of the target before they copy."""
-        usage = shutil.disk_usage(self.spool.root)
-        return usage.total, usage.free, usage.free
 
     def waiting_items(self) -> list[Item]:
         return [i for i in self.items.values() if i.state in ("queued", "sending")]
