@@ -94,7 +94,9 @@ def _handler(fn: Callable) -> Callable:
         except pyfuse3.FUSEError:
             raise
         except Refused as exc:
-            log.warning("%s refused: %s (%s)", fn.__name__, exc, errno.errorcode.get(exc.errno, exc.errno))
+            # In the words of the program that called: flush is what close() does.
+            call = {"flush": "close", "create": "open"}.get(fn.__name__, fn.__name__)
+            log.warning("%s [%s at %s]", exc, errno.errorcode.get(exc.errno, exc.errno), call)
             raise pyfuse3.FUSEError(exc.errno) from None
         except ApiError as exc:
             code = errno_for(exc)
