@@ -30,6 +30,7 @@ from rcfs.api import (
     TokenStore,
 )
 from rcfs.api.governor import Group
+from conftest import TEST_DEFAULTS
 from rcfs.emulator import seed
 from rcfs.emulator.app import Emulator
 from rcfs.emulator.config import EmulatorConfig
@@ -40,7 +41,7 @@ JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 
 
 def make_emu(*, faults: dict | None = None, **config) -> Emulator:
-    cfg = EmulatorConfig(**config)
+    cfg = EmulatorConfig(**{**TEST_DEFAULTS, **config})
     for key, value in (faults or {}).items():
         setattr(cfg.faults, key, value)
     return Emulator(cfg, seed.build_store(cfg))

@@ -17,6 +17,7 @@ class Faults:
     truncate_rate: float = 0.0  # share of media bodies that end early with a clean close
     chunk_delay_ms: float = 0.0  # pause between 1 MiB pieces of a media body (a slow link)
     force_429: int = 0  # the next N rate-limited requests get 429 regardless of budget
+    cut_at: float = 0.5  # share of a media body sent before a reset/truncate cuts it (0: none)
     seed: int = 1  # faults are drawn from a seeded RNG so runs repeat
 
 
@@ -47,5 +48,14 @@ class EmulatorConfig:
     # sending -----------------------------------------------------------------------
     send_delay: float = 2.0  # seconds a fax/SMS stays Queued before Sent/SendingFailed
     failing_numbers: tuple[str, ...] = ("+15550000666",)  # sends to these end SendingFailed
+    # production behaviours that come and go (issue 9; all off by default) -----------
+    compress_json: bool = False  # gzip/deflate JSON answers the request's Accept-Encoding allows
+    session_cap: int | None = None  # live sessions per user and app; the oldest ends (production: 5)
+    missing_permissions: tuple[str, ...] = ()  # app permissions answered 403 CMN-401
+    chunked_media: bool = False  # media answers without Content-Length (chunked)
+    unknown_media_total: bool = False  # Content-Range `bytes a-b/*`; 416 without a size
+    ignore_range: bool = False  # media answers 200 with the whole body whatever Range says
+    foreign_media_rate: float = 0.0  # share of attachment URIs that point at foreign_media_base
+    foreign_media_base: str = "https://media.rcfs-foreign.invalid"
     # faults --------------------------------------------------------------------------
     faults: Faults = dataclasses.field(default_factory=Faults)
