@@ -243,14 +243,15 @@ async def test_revoked_session_raises_auth_error_without_looping(caplog):
                 auth=(emu.config.client_id, emu.config.client_secret),
             )
             assert resp.status_code == 200
+        emu.config.jwt = "a-new-credential"  # ... and the JWT with it: the re-login fails too
         with trio.fail_after(5):
             with pytest.raises(AuthError) as info:
                 await rc.get_message(mid)
             with pytest.raises(AuthError):
                 await rc.list_messages("Fax")
-    assert "session revoked or credentials rejected" in str(info.value)
-    assert token_grants(emu) == 2  # the login and one refresh attempt, nothing more
-    assert sum(1 for r in caplog.records if "session revoked" in r.getMessage()) == 1
+    assert "session ended, credentials rejected" in str(info.value)
+    assert token_grants(emu) == 3  # the login, one refresh attempt, one JWT grant, nothing more
+    assert sum(1 for r in caplog.records if "session ended" in r.getMessage()) == 1
 
 
 async def test_wrong_jwt_is_auth_error():
