@@ -117,9 +117,10 @@ class SyncResult:
 class Chunk:
     """What one ranged GET returned.
 
-    `start` is the offset of `data[0]` in the file (0 when the server ignored Range
-    and sent the whole body with 200). `total` is the file size when the server said
-    (Content-Range total, or Content-Length of a 200), else None. A server may send
+    `start` is the offset of `data[0]` in the file (`fetch` keeps it at the asked start
+    even when the server ignored Range). `total` is the file size when the server said
+    (Content-Range total, or Content-Length of a 200, or the length of a 200's whole
+    body), else None. A server may send
     fewer bytes than asked (206 short): callers continue from `start + len(data)`.
     """
 
@@ -141,6 +142,7 @@ class Stream:
     start: int
     total: int | None
     content_type: str | None
+    whole_file: bool = False  # a 200: the body is the whole file, its clean end is EOF
 
     def aiter_bytes(self) -> AsyncIterator[bytes]:
         """Body pieces as they arrive (iterate once)."""
@@ -382,6 +384,7 @@ class _ResponseStream(Stream):
         self.start = start
         self.total = total
         self.content_type = content_type
+        self.whole_file = response.status_code == 200
         self.received = 0
         self._response = response
         self._piece_timeout = piece_timeout
@@ -645,15 +648,59 @@ class RingCentralClient:
     ) -> Chunk:
         """One ranged GET of media: bytes [start, end] (inclusive), or [start, EOF) if end is None.
 
-        206 → Chunk at the Content-Range start (may be shorter than asked); 200 → the whole
-        body at start 0; 416 → RangeNotSatisfiable with the size when the server said.
+        206 → Chunk at the Content-Range start (may be shorter than asked); 416 →
+        RangeNotSatisfiable with the size when the server said. The body is read as it
+        arrives and only the asked bytes are kept, so memory stays bounded by the range:
+        a 200 (the whole body: the server ignored Range) costs the bytes before `start`
+        on the wire, never in memory, and its connection is closed once `end` is in; the
+        Chunk then still starts at `start`. A body that drops mid-way is continued from
+        where it stopped (bounded by the retry policy's attempts and total time).
+        `total` is the file size when the server said, or when a 200's whole body arrived.
         """
         if start < 0 or (end is not None and end < start):
             raise ValueError(f"bad range {start}-{end}")
-        headers = {"Range": f"bytes={start}-" if end is None else f"bytes={start}-{end}", "Accept-Encoding": "identity"}
-        resp = await self._request("GET", url, headers=headers, priority=priority)
-        start_at, total = self._media_position(resp)
-        return Chunk(data=resp.content, start=start_at, total=total, content_type=resp.headers.get("content-type"))
+        want = None if end is None else end - start + 1
+        data = bytearray()
+        failures = 0
+        began = trio.current_time()
+        while True:
+            at = start + len(data)
+            dropped: NetworkError | None = None
+            async with self._media(url, at, end, priority) as s:
+                if s.start > at:
+                    return Chunk(bytes(data), s.start if not data else start, s.total, s.content_type)
+                skip = at - s.start  # a 200 starts at 0
+                complete = False
+                try:
+                    async for piece in s.aiter_bytes():
+                        if skip:
+                            if len(piece) <= skip:
+                                skip -= len(piece)
+                                continue
+                            piece = piece[skip:]
+                            skip = 0
+                        if want is not None and len(data) + len(piece) >= want:
+                            data += piece[: want - len(data)]
+                            break
+                        data += piece
+                    else:
+                        complete = True
+                except NetworkError as exc:  # the body dropped (the request itself was retried in _request)
+                    dropped = exc
+                if dropped is None:
+                    total = s.total
+                    if complete and s.whole_file and total is None:
+                        total = s.start + s.received  # a 200 that ended cleanly: the end of the file
+                    return Chunk(bytes(data), start, total, s.content_type)
+            failures += 1
+            self.stats.retries += 1
+            self.stats.transport_errors += 1
+            delay = self.retry.backoff(failures, None, self._rng)
+            if failures >= self.retry.attempts or trio.current_time() + delay - began > self.retry.total:
+                raise dropped
+            log.info("media body from %s dropped at %d; continuing (%d/%d)",
+                     _safe_url(url), start + len(data), failures, self.retry.attempts)
+            await trio.sleep(delay)
 
     @contextlib.asynccontextmanager
     async def stream(
@@ -665,7 +712,14 @@ class RingCentralClient:
         """
         if start < 0:
             raise ValueError(f"bad stream start {start}")
-        headers = {"Range": f"bytes={start}-", "Accept-Encoding": "identity"}
+        async with self._media(url, start, None, priority) as handle:
+            yield handle
+
+    @contextlib.asynccontextmanager
+    async def _media(
+        self, url: str, start: int, end: int | None, priority: Priority
+    ) -> AsyncIterator[_ResponseStream]:
+        headers = {"Range": f"bytes={start}-" if end is None else f"bytes={start}-{end}", "Accept-Encoding": "identity"}
         resp = await self._request("GET", url, headers=headers, priority=priority, stream=True)
         handle: _ResponseStream | None = None
         try:
