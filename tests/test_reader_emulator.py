@@ -141,7 +141,8 @@ async def test_dropped_and_truncated_streams_resume_to_exact_bytes() -> None:
 
 
 async def test_persistent_resets_end_in_an_error_not_a_hang() -> None:
-    emu = make_emu(faults={"reset_rate": 1.0})
+    # Every answer is cut before its first byte: no attempt can make progress.
+    emu = make_emu(faults={"reset_rate": 1.0, "cut_at": 0.0})
     async with stack(emu, max_resumes=2) as (reader, _):
         key, url, data = recordings(emu)[0]
         h = await reader.open(Source(key, url, len(data)))
