@@ -16,6 +16,19 @@ ranges through the returned handle, and closes it. Underneath:
   is dropped when its reader seeks away, closes, or stays idle too long.
 * Size: a known size never costs a request at open; an unknown one is learned from the
   headers of the stream that `open()` starts at offset 0 and then keeps for the reader.
+  When the server says no size at all (a chunked 200, a `Content-Range` total of `*`),
+  that stream runs on to the end of the file while `open()` waits (blocks go to the
+  byte-bounded cache as usual), so the file never looks empty; the end is a 200's clean
+  end, or a 416 at the end.
+* Flaky links: a producer whose body drops continues from the byte it reached. It gives
+  up after `max_resumes` attempts in a row that brought no new byte (the count starts
+  over after any progress), backing off between them; every `read()` is also bounded
+  by `read_timeout`, so a read that cannot progress ends in an error (EIO) within
+  `read_timeout` seconds (90 by default) at the latest.
+* Rate limits: a producer whose request met a rate-limited group (`RateLimited`) waits
+  for the group and tries again instead of failing its readers, for at most
+  `rate_limit_patience` seconds (default `read_timeout`); then its readers get
+  `RateLimitWaitExceeded` (EIO, not EAGAIN: a blocking read must not be told to retry).
 
 Concurrency invariants (all code runs on one trio loop, no threads): claims and block
 state changes happen without an `await` in between, so a block is never claimed twice;
@@ -37,7 +50,14 @@ import cachetools
 import trio
 
 from rcfs.api.client import Chunk, Priority, Stream
-from rcfs.api.errors import ApiError, BadResponse, NetworkError, RangeNotSatisfiable
+from rcfs.api.errors import (
+    ApiError,
+    BadResponse,
+    NetworkError,
+    RangeNotSatisfiable,
+    RateLimited,
+    RateLimitWaitExceeded,
+)
 
 __all__ = ["Bytes", "ContentClient", "Reader", "ReaderStats", "Source"]
 
@@ -181,6 +201,15 @@ class _File:
         self.content_type_told = False
         self.failure: ApiError | None = None  # the last download that gave up ...
         self.failed_at = 0.0  # ... and when (trio clock)
+        self._news = trio.Event()  # set when the size is learned or a stream ends
+
+    def notify(self) -> None:
+        self._news.set()
+        self._news = trio.Event()
+
+    async def news(self) -> None:
+        """Wait until the size is learned or one of its streams ends."""
+        await self._news.wait()
 
 
 class _Handle:
@@ -214,7 +243,8 @@ class _Stream:
         self.demand = start  # furthest offset some reader is waiting for
         self.window = window
         self.priority = priority
-        self.resumes = 0
+        self.resumes = 0  # drops in a row without a new byte
+        self.failed_at_pos = start  # where the previous drop happened
         self.dropped = False
         self.done = False
         self.error: ApiError | None = None
@@ -251,6 +281,7 @@ class Reader:
         stream_idle_timeout: float = 30.0,
         max_resumes: int = 5,
         failure_ttl: float = 5.0,
+        rate_limit_patience: float | None = None,
     ) -> None:
         if block_size <= 0:
             raise ValueError("block_size must be positive")
@@ -274,6 +305,7 @@ class Reader:
         self._idle_timeout = stream_idle_timeout
         self._max_resumes = max_resumes
         self._failure_ttl = failure_ttl
+        self._rate_patience = read_timeout if rate_limit_patience is None else rate_limit_patience
         self._max_replans = 8
         self._files: dict[str, _File] = {}
         self._sizes: dict[str, int] = {}
@@ -657,6 +689,7 @@ class Reader:
             p.length = length
             if p.filled >= length and p.buf is not None:
                 self._complete(f, p)
+        f.notify()
         if self._on_size is not None:
             try:
                 self._on_size(f.key, total)
@@ -689,6 +722,7 @@ class Reader:
         stop = (last + 1) * bs
         error: ApiError | None = None
         resumes = stalls = 0
+        throttled_since: float | None = None
         try:
             while claims:
                 if f.size is not None:
@@ -703,11 +737,16 @@ class Reader:
                     self._learn_size(f, exc.total if exc.total is not None and exc.total <= pos else pos)
                     break
                 except NetworkError:
-                    resumes += 1
+                    resumes += 1  # attempts in a row without a new byte
                     if resumes > self._max_resumes:
                         raise
                     log.info("fetch of %s failed at %d; retrying (%d/%d)", f.key, pos, resumes, self._max_resumes)
+                    await self._no_progress_pause(resumes)
                     continue
+                except RateLimited as exc:
+                    throttled_since = await self._wait_for_rate_limit(f, exc, throttled_since)
+                    continue
+                throttled_since = None
                 self._st.bytes_fetched += len(chunk.data)
                 self._learn_size(f, chunk.total)
                 self._learn_content_type(f, chunk.content_type)
@@ -723,6 +762,7 @@ class Reader:
                         raise BadResponse(f"no data for {f.key} at {pos}")
                     continue
                 pos = got_end
+                resumes = 0  # progress: the budget for drops starts over
         except ApiError as exc:
             error = exc
         except Exception:
@@ -730,6 +770,27 @@ class Reader:
             error = BadResponse(f"internal error fetching {f.key}")
         finally:
             self._release(f, claims, error)
+
+    async def _no_progress_pause(self, attempt: int) -> None:
+        """Back off before attempt `attempt` in a row that brought nothing (not the first)."""
+        if attempt > 1:
+            await trio.sleep(min(2.0, 0.05 * 2 ** (attempt - 1)))
+
+    async def _wait_for_rate_limit(self, f: _File, exc: RateLimited, since: float | None) -> float:
+        """A request met a rate-limited group: wait and let the caller try again, for at
+        most `rate_limit_patience` seconds in a row. The retry's own slot wait in the
+        client's governor keeps it from being sent while the group is blocked."""
+        now = trio.current_time()
+        since = now if since is None else since
+        waited = now - since
+        if waited >= self._rate_patience:
+            raise RateLimitWaitExceeded(
+                f"{f.key}: its rate-limit group stayed blocked for {waited:.0f} s; giving up ({exc})",
+                status=429, code=exc.code,
+            )
+        log.info("download of %s is rate limited; waiting for its group (%.0f s so far)", f.key, waited)
+        await trio.sleep(min(1.0, self._rate_patience - waited))
+        return since
 
     def _keep_whole_body(self, f: _File, data: bytes) -> None:
         """A 200 answered a Range request with the whole body: keep what we paid for.
@@ -812,9 +873,12 @@ class Reader:
             st.file.probe = None
         self._release(st.file, st.claimed, None)
         st.ready.set()
+        st.file.notify()
 
     def _limit(self, st: _Stream) -> int:
         f = st.file
+        if f.size is None and f.probe is st:
+            return 1 << 62  # open() waits for a size the server did not say: on to the end
         if f.size is not None and f.size <= self._small_max:
             return f.size  # a small file is read whole by the request already open
         share = self._budget // max(1, len(self._streams))
@@ -848,10 +912,12 @@ class Reader:
                 st = self._start_stream(h, 0, h.priority, demand=0)
                 f.probe = st
             await st.ready.wait()
+            while f.size is None and st.error is None and not st.done and not st.dropped:
+                await f.news()  # the server did not say: the probe reads on to the end
             if st.error is not None:
                 raise st.error
-            if f.size is not None or (not st.done and not st.dropped):
-                return  # known, or the server did not say: reads will find the end
+            if f.size is not None:
+                return
         if f.size is None:
             raise NetworkError(f"could not learn the size of {f.key}")
 
@@ -878,21 +944,25 @@ class Reader:
                 f.probe = None
             self._release(f, st.claimed, error)
             st.ready.set()
+            f.notify()
 
     async def _pump(self, st: _Stream) -> None:
         """Run streaming GETs from `st.pos` until EOF, idleness, or the retry cap."""
         f = st.file
         stalls = 0
+        throttled_since: float | None = None
         while f.size is None or st.pos < f.size:
             if st.ready.is_set() and not await self._wait_for_room(st):
                 return
             before = st.pos
             self._st.requests += 1
             self._st.streams += 1
+            whole_body = False
             try:
                 async with self._client.stream(
                     f.url, start=st.pos, priority=self._stream_priority(st)
                 ) as s:
+                    throttled_since = None
                     self._learn_size(f, s.total)
                     self._learn_content_type(f, s.content_type)
                     if s.start > st.pos:
@@ -920,20 +990,32 @@ class Reader:
                         # A reader waiting for bytes is woken as soon as they are all in;
                         # read-ahead arrives in big pieces (fewer trips through Python).
                         s.batch(st.demand - st.pos if st.demand > st.pos else self._bs)
+                    whole_body = getattr(s, "whole_file", False) and not skip
             except RangeNotSatisfiable as exc:
                 total = exc.total if exc.total is not None and exc.total <= st.pos else st.pos
                 self._learn_size(f, total)
                 return
+            except RateLimited as exc:
+                throttled_since = await self._wait_for_rate_limit(f, exc, throttled_since)
+                continue
             except NetworkError:
+                if st.pos > st.failed_at_pos:
+                    st.resumes = 0  # it moved forward since the last drop: a fresh budget
+                st.failed_at_pos = st.pos
                 st.resumes += 1
                 self._st.resumes += 1
                 if st.resumes > self._max_resumes:
                     raise
                 log.info(
-                    "stream of %s dropped at %d; resuming (%d/%d)",
+                    "stream of %s dropped at %d; resuming (%d/%d without progress)",
                     f.key, st.pos, st.resumes, self._max_resumes,
                 )
+                await self._no_progress_pause(st.resumes)
                 continue
+            if whole_body and f.size is None:
+                # A 200 ended cleanly: its body was the whole file, so this is the end.
+                self._learn_size(f, st.pos)
+                return
             # The body ended before the file did (a byte cap, or the end when the size
             # is unknown): the next request continues, or answers 416 at the end.
             if st.pos == before:

@@ -61,8 +61,14 @@ JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 
 
 # in-process --------------------------------------------------------------------------
+# Production may compress any JSON answer (rcfs advertises gzip and deflate), so every
+# emulator the fixtures start does, unless a test says compress_json=False.
+TEST_DEFAULTS: dict[str, Any] = {"compress_json": True}
+
+
 def build_config(**options: Any) -> EmulatorConfig:
     """An EmulatorConfig from keyword options; `faults` may be a dict of Faults fields."""
+    options = {**TEST_DEFAULTS, **options}
     faults = options.pop("faults", None)
     config = EmulatorConfig(**options)
     if isinstance(faults, dict):
@@ -234,6 +240,7 @@ class EmulatorProcess:
 
 def spawn_emulator(tmp_dir: Path, **options: Any) -> EmulatorProcess:
     """Start an emulator subprocess and wait (bounded) for its readiness line."""
+    options = {**TEST_DEFAULTS, **options}
     config = build_config(**{k: v for k, v in options.items() if k != "faults"})
     cmd = [sys.executable, "-m", "rcfs.emulator", "--host", "127.0.0.1", "--port", "0",
            "--media-port", "0", *_flags(options)]

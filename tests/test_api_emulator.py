@@ -30,6 +30,7 @@ from rcfs.api import (
     TokenStore,
 )
 from rcfs.api.governor import Group
+from conftest import TEST_DEFAULTS
 from rcfs.emulator import seed
 from rcfs.emulator.app import Emulator
 from rcfs.emulator.config import EmulatorConfig
@@ -40,7 +41,7 @@ JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 
 
 def make_emu(*, faults: dict | None = None, **config) -> Emulator:
-    cfg = EmulatorConfig(**config)
+    cfg = EmulatorConfig(**{**TEST_DEFAULTS, **config})
     for key, value in (faults or {}).items():
         setattr(cfg.faults, key, value)
     return Emulator(cfg, seed.build_store(cfg))
@@ -242,14 +243,15 @@ async def test_revoked_session_raises_auth_error_without_looping(caplog):
                 auth=(emu.config.client_id, emu.config.client_secret),
             )
             assert resp.status_code == 200
+        emu.config.jwt = "a-new-credential"  # ... and the JWT with it: the re-login fails too
         with trio.fail_after(5):
             with pytest.raises(AuthError) as info:
                 await rc.get_message(mid)
             with pytest.raises(AuthError):
                 await rc.list_messages("Fax")
-    assert "session revoked or credentials rejected" in str(info.value)
-    assert token_grants(emu) == 2  # the login and one refresh attempt, nothing more
-    assert sum(1 for r in caplog.records if "session revoked" in r.getMessage()) == 1
+    assert "session ended, credentials rejected" in str(info.value)
+    assert token_grants(emu) == 3  # the login, one refresh attempt, one JWT grant, nothing more
+    assert sum(1 for r in caplog.records if "session ended" in r.getMessage()) == 1
 
 
 async def test_wrong_jwt_is_auth_error():

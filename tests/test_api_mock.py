@@ -223,7 +223,8 @@ async def test_fetch_short_206_open_end_and_200():
         assert tail.data == fake.media[-5:]
         fake.ignore_range = True
         whole = await rc.fetch(f"{MEDIA}/media/blob", start=300, end=400)
-        assert whole.start == 0 and whole.total == len(fake.media) and whole.data == fake.media
+        # A 200 (whole body) to a range: only the asked bytes are kept (memory bound)
+        assert whole.start == 300 and whole.total == len(fake.media) and whole.data == fake.media[300:401]
 
 
 async def test_fetch_416_reports_total():
@@ -481,18 +482,20 @@ async def test_revoked_session_is_auth_error_no_hang_no_loop(tmp_path, caplog):
     async with client(fake, token_store=store) as rc:
         await rc.get_message(7)
         fake.valid_access.clear()
-        fake.valid_refresh.clear()  # the session was revoked elsewhere
+        fake.valid_refresh.clear()  # the session was revoked elsewhere ...
+        fake.reject_jwt = True  # ... and so was the JWT: the one re-login fails too
         with trio.fail_after(5):
             with pytest.raises(AuthError) as info:
                 await rc.get_message(7)
-        assert "session revoked or credentials rejected" in str(info.value)
+        assert "session ended, credentials rejected" in str(info.value) and "RC_JWT" in str(info.value)
         n = len(fake.requests)
         with pytest.raises(AuthError):
             await rc.get_message(7)  # fails fast: no new request, no login loop
         assert len(fake.requests) == n
     assert store.load(TokenStore.key(SERVER, "cid", "JWT-SECRET-ABC")) is None
-    assert [t["grant_type"] for t in fake.token_requests] == ["urn:ietf:params:oauth:grant-type:jwt-bearer", "refresh_token"]
-    errors = [r for r in caplog.records if r.levelno >= logging.ERROR and "session revoked" in r.getMessage()]
+    jwt = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+    assert [t["grant_type"] for t in fake.token_requests] == [jwt, "refresh_token", jwt]
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR and "session ended" in r.getMessage()]
     assert len(errors) == 1
 
 
@@ -546,15 +549,16 @@ async def test_tokens_never_in_logs_or_errors(caplog):
                 errors.append(str(exc))
         fake.valid_refresh.clear()
         fake.valid_access.clear()
+        fake.reject_jwt = True
         try:
-            await rc.get_message(7)  # refresh rejected; the fake echoes the refresh token
+            await rc.get_message(7)  # refresh rejected (the fake echoes the refresh token), then the JWT
         except AuthError as exc:
             errors.append(str(exc))
             errors.append(repr(exc))
         errors.append(repr(rc.auth))
         errors.append(repr(rc.credentials))
     text = "\n".join(errors + [r.getMessage() for r in caplog.records])
-    assert "session revoked" in text
+    assert "session ended" in text
     for secret in ("AT-1-secret", "AT-2-secret", "RT-1-secret", "RT-2-secret", "JWT-SECRET-ABC", "csecret-XYZ"):
         assert secret not in text
 

@@ -316,7 +316,8 @@ async def test_unknown_size_without_total_finds_the_end_with_416() -> None:
     client.omit_total = True
     async with running(reader):
         h = await reader.open(Source("rec:7", URL, None))
-        assert reader.known_size("rec:7") is None
+        # open() waited for the end: a size unknown at open would read as an empty file
+        assert reader.known_size("rec:7") == len(data)
         assert await read_all(reader, h, len(data)) == data
         assert reader.known_size("rec:7") == len(data)
         assert await reader.read(h, len(data), 10) == b""
@@ -403,15 +404,31 @@ async def test_dropped_streams_resume_from_the_last_byte() -> None:
         assert reader.stats.resumes == 2
 
 
-async def test_resumes_are_capped_and_the_read_fails() -> None:
+async def test_drops_that_each_move_forward_never_exhaust_the_resume_budget() -> None:
     client, reader, data = make(30 * MiB, max_resumes=3)
-    client.drop_every = 1 * MiB
+    client.drop_every = 1 * MiB  # thirty drops, each after a new MiB
     async with running(reader):
         h = await reader.open(Source("rec:14", URL, len(data)))
+        assert await read_all(reader, h, len(data)) == data
+        assert reader.stats.resumes >= 29 > 3
+        assert client.count() == 1 + reader.stats.resumes
+
+
+async def test_resumes_without_progress_are_capped_and_the_read_fails(autojump_clock: trio.abc.Clock) -> None:
+    client, reader, data = make(30 * MiB, max_resumes=3)
+    async with running(reader):
+        h = await reader.open(Source("rec:14", URL, len(data)))
+        assert await reader.read(h, 0, 1000) == data[:1000]
+        client.drop_at = [2 * MiB]
+        client.fail_with = NetworkError("connection reset")  # every resume dies before a byte
+        t0 = trio.current_time()
         with pytest.raises(NetworkError):
             await read_all(reader, h, len(data))
-        assert client.count() == 4  # the first request and three resumes
-        assert reader.stats.resumes == 4  # the fourth drop is counted, not retried
+        # the drop (after progress: budget 1 of 3), then resumes that bring nothing: 2, 3, and
+        # the fourth failure in a row is counted, not retried
+        assert reader.stats.resumes == 4
+        assert client.count() == 1 + 3
+        assert trio.current_time() - t0 < 5  # backing off between them, briefly
 
 
 async def test_server_error_is_raised_not_hung(autojump_clock: trio.abc.Clock) -> None:

@@ -17,6 +17,7 @@ import trio
 import trio.testing
 
 from rcfs.api import Credentials, NetworkError, Priority, RetryPolicy, RingCentralClient
+from conftest import TEST_DEFAULTS
 from rcfs.emulator import media, seed
 from rcfs.emulator.app import Emulator
 from rcfs.emulator.config import EmulatorConfig
@@ -31,7 +32,7 @@ RETRY = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05, total=10.0)
 def make_emu(*, faults: dict | None = None, **config: object) -> Emulator:
     # Rate-limit windows scaled down so pacing is real but never slows the suite.
     config.setdefault("window", 2.0)
-    cfg = EmulatorConfig(**config)  # type: ignore[arg-type]
+    cfg = EmulatorConfig(**{**TEST_DEFAULTS, **config})  # type: ignore[arg-type]
     for key, value in (faults or {}).items():
         setattr(cfg.faults, key, value)
     return Emulator(cfg, seed.build_store(cfg))
@@ -140,7 +141,8 @@ async def test_dropped_and_truncated_streams_resume_to_exact_bytes() -> None:
 
 
 async def test_persistent_resets_end_in_an_error_not_a_hang() -> None:
-    emu = make_emu(faults={"reset_rate": 1.0})
+    # Every answer is cut before its first byte: no attempt can make progress.
+    emu = make_emu(faults={"reset_rate": 1.0, "cut_at": 0.0})
     async with stack(emu, max_resumes=2) as (reader, _):
         key, url, data = recordings(emu)[0]
         h = await reader.open(Source(key, url, len(data)))

@@ -13,10 +13,13 @@ from .errors import (
     BadResponse,
     NetworkError,
     NotFound,
+    PermissionDenied,
     RangeNotSatisfiable,
     RateLimited,
+    RateLimitWaitExceeded,
     Rejected,
     ServerError,
+    UntrustedURL,
 )
 from .governor import Budget, Group, Priority, RateGovernor
 from .retry import RetryPolicy
@@ -32,10 +35,12 @@ __all__ = [
     "Group",
     "NetworkError",
     "NotFound",
+    "PermissionDenied",
     "Priority",
     "RangeNotSatisfiable",
     "RateGovernor",
     "RateLimited",
+    "RateLimitWaitExceeded",
     "Rejected",
     "RetryPolicy",
     "RingCentralClient",
@@ -45,5 +50,6 @@ __all__ = [
     "TokenManager",
     "TokenSet",
     "TokenStore",
+    "UntrustedURL",
     "classify",
 ]

@@ -8,12 +8,17 @@ Rules this module enforces (CONTRACT §2):
   creation, written atomically) and a remount reuses them instead of logging in again.
 * Access tokens are renewed proactively, `min(60 s, 10 % of their lifetime)` before they
   expire, and once more when the API answers 401 anyway.
-* A refresh token that ran out by the clock leads to a new JWT grant. A server that
-  *rejects* the refresh token or the JWT (revoked session, bad credentials) ends the
-  session: AuthError with a clear message, logged once, and every later call fails fast
-  with the same error instead of looping on the Auth group. The one exception is a
-  session loaded from disk that was never confirmed in this process: if the server no
-  longer knows it, one JWT grant replaces it (the stored tokens were merely stale).
+* A refresh token that ran out by the clock leads to a new JWT grant. So does a refresh
+  the server *refuses* while the JWT may still be good: production ends sessions on an
+  admin logout, a password change, a revoke elsewhere, or when the user opens more than
+  about five parallel sessions of one app. That re-login happens at most once per
+  `RELOGIN_INTERVAL` (5 minutes; one Auth request, paced like any other): a session
+  ended again within that time (the session cap taking it back) ends the mount's
+  session for good, as does a JWT grant the server rejects. Then: AuthError with a
+  message that says what to do, logged once, and every later call fails fast with the
+  same error instead of looping on the Auth group. A session loaded from disk that was
+  never confirmed in this process is replaced by one JWT grant as well (the stored
+  tokens were merely stale).
 * No token, JWT or secret ever appears in a log line, exception message or repr.
 """
 
@@ -39,6 +44,21 @@ __all__ = ["TokenManager", "TokenSet", "TokenStore", "JWT_GRANT", "refresh_margi
 
 JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 _FILE_VERSION = 1
+RELOGIN_INTERVAL = 300.0  # seconds: at most one JWT re-login after an ended session per this
+SESSION_ENDED_AGAIN = (
+    "the server ended the session again within {minutes:g} minutes of a new login: RingCentral "
+    "allows about 5 parallel sessions per user and app and ends the oldest, so close other "
+    "sessions of this app (other rcfs mounts, scripts with the same client id), then mount again"
+)
+CLIENT_REJECTED = (
+    "the app's client id or secret is rejected: check RC_CLIENT_ID and RC_CLIENT_SECRET "
+    "against the app in the RingCentral developer console, then mount again"
+)
+_CLIENT_CODES = frozenset({"invalid_client", "OAU-123", "OAU-146", "OAU-153"})
+JWT_REJECTED = (
+    "the JWT credential is no longer accepted (expired, revoked, or its user disabled): create "
+    "a new JWT in the RingCentral developer console, set RC_JWT to it, and mount again"
+)
 
 
 def refresh_margin(ttl: float) -> float:
@@ -248,6 +268,7 @@ class TokenManager:
         self._old_secrets: list[str] = []
         self.logins = 0
         self.refreshes = 0
+        self._relogin_at: float | None = None  # when a refused refresh last led to a JWT grant
 
     def __repr__(self) -> str:
         state = "failed" if self._failed else ("active" if self._tokens else "empty")
@@ -365,7 +386,17 @@ class TokenManager:
                 await self._forget_stored()
                 await self._login()
                 return
-            await self._fail("refresh token rejected", exc)
+            now = self._clock()
+            if self._relogin_at is not None and now - self._relogin_at < RELOGIN_INTERVAL:
+                await self._fail(SESSION_ENDED_AGAIN.format(minutes=RELOGIN_INTERVAL / 60), exc)
+            self._relogin_at = now
+            log.warning("the server ended the session (refresh refused: %s); logging in again with the JWT",
+                        exc.code or f"HTTP {exc.status}")
+            self._retire(tokens)
+            self._tokens = None
+            await self._forget_stored()
+            await self._login()
+            return
         self.refreshes += 1
         self._retire(tokens)
         await self._adopt(TokenSet.from_response(body, self._clock()))
@@ -376,7 +407,7 @@ class TokenManager:
         try:
             body = await self._request_token(form)
         except (AuthError, Rejected) as exc:
-            await self._fail("JWT grant rejected", exc)
+            await self._fail(CLIENT_REJECTED if exc.code in _CLIENT_CODES else JWT_REJECTED, exc)
         self.logins += 1
         await self._adopt(TokenSet.from_response(body, self._clock()))
         log.info("logged in to %s (JWT grant)", self._creds.server_url)
@@ -406,7 +437,7 @@ class TokenManager:
         del self._old_secrets[:-16]
 
     async def _fail(self, what: str, exc: ApiError) -> None:
-        self._failed = f"session revoked or credentials rejected: {what} ({exc}); fix the credentials or log in again"
+        self._failed = f"session ended, credentials rejected: {what} (last answer: {exc})"
         log.error("%s", self._failed)
         self._retire(self._tokens)
         self._tokens = None

@@ -35,6 +35,7 @@ import base64
 import contextlib
 import dataclasses
 import datetime as dt
+import ipaddress
 import json as jsonlib
 import logging
 import random
@@ -55,10 +56,12 @@ from .errors import (
     BadResponse,
     NetworkError,
     NotFound,
+    PermissionDenied,
     RangeNotSatisfiable,
     RateLimited,
     Rejected,
     ServerError,
+    UntrustedURL,
 )
 from .governor import Budget, Group, Priority, RateGovernor
 from .retry import RetryPolicy, is_retryable_transport_error, never_reached_server
@@ -114,9 +117,10 @@ class SyncResult:
 class Chunk:
     """What one ranged GET returned.
 
-    `start` is the offset of `data[0]` in the file (0 when the server ignored Range
-    and sent the whole body with 200). `total` is the file size when the server said
-    (Content-Range total, or Content-Length of a 200), else None. A server may send
+    `start` is the offset of `data[0]` in the file (`fetch` keeps it at the asked start
+    even when the server ignored Range). `total` is the file size when the server said
+    (Content-Range total, or Content-Length of a 200, or the length of a 200's whole
+    body), else None. A server may send
     fewer bytes than asked (206 short): callers continue from `start + len(data)`.
     """
 
@@ -138,6 +142,7 @@ class Stream:
     start: int
     total: int | None
     content_type: str | None
+    whole_file: bool = False  # a 200: the body is the whole file, its clean end is EOF
 
     def aiter_bytes(self) -> AsyncIterator[bytes]:
         """Body pieces as they arrive (iterate once)."""
@@ -224,6 +229,24 @@ def format_time(value: dt.datetime | str) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
+def _sanitise_token(text: str) -> str:
+    """A name from the API fit for a log line: word characters only, bounded."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", text)[:64]
+
+
+def _stays_local(host: str) -> bool:
+    """True for hosts plain http cannot leak to the network from: loopback addresses,
+    `localhost`, and the RFC 6761 names that never resolve to a remote host (`*.localhost`,
+    `*.invalid`: the in-process emulator's hosts)."""
+    host = host.lower().rstrip(".")
+    if host == "localhost" or host.endswith((".localhost", ".invalid")):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def _safe_url(url: str | httpx.URL) -> str:
     """Scheme, host and path only: query strings may carry anything."""
     parts = urlsplit(str(url))
@@ -263,6 +286,18 @@ async def _raw_pieces(resp: httpx.Response) -> AsyncIterator[bytes]:
             yield content
         return
     async with contextlib.aclosing(resp.aiter_raw()) as pieces:
+        async for piece in pieces:
+            yield piece
+
+
+async def _decoded_pieces(resp: httpx.Response) -> AsyncIterator[bytes]:
+    """The body as it arrives, Content-Encoding undone."""
+    if resp.is_stream_consumed:
+        async with contextlib.aclosing(_raw_pieces(resp)) as pieces:  # already decoded
+            async for piece in pieces:
+                yield piece
+        return
+    async with contextlib.aclosing(resp.aiter_bytes()) as pieces:
         async for piece in pieces:
             yield piece
 
@@ -351,6 +386,7 @@ class _ResponseStream(Stream):
         self.start = start
         self.total = total
         self.content_type = content_type
+        self.whole_file = response.status_code == 200
         self.received = 0
         self._response = response
         self._piece_timeout = piece_timeout
@@ -428,6 +464,15 @@ class RingCentralClient:
     * `governor`: a `RateGovernor` (one is created when omitted).
     * `max_connections`: HTTP keep-alive pool size.
     * `wall_clock`: epoch seconds for token expiry (tests inject one).
+    * `media_hosts`: host names besides the derived ones that may receive the token.
+
+    Where the token goes (`check_url`): every request goes to a host of `trusted_hosts`
+    = the platform host of `server_url`, its media twin (`platform.X` -> `media.X`, so
+    `media.ringcentral.com` for production) and `media_hosts`; and over https, or over
+    plain http only to a host that stays on this machine (loopback, `localhost`,
+    `*.localhost`, `*.invalid`: the emulator and tests). Anything else an API
+    answer names (an attachment or nextPage URI) is refused with UntrustedURL before a
+    connection is made. The token only ever travels in the Authorization header.
     """
 
     def __init__(
@@ -443,6 +488,7 @@ class RingCentralClient:
         max_connections: int = 32,
         user_agent: str = "rcfs/0.1",
         wall_clock: Callable[[], float] = time.time,
+        media_hosts: Iterable[str] = (),
     ) -> None:
         self.credentials = dataclasses.replace(credentials, server_url=credentials.server_url.rstrip("/"))
         self.timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
@@ -460,6 +506,8 @@ class RingCentralClient:
             trust_env=False,  # never pick up proxies or .netrc credentials from the environment
             follow_redirects=False,
         )
+        self._denied_permissions: set[str] = set()
+        self.trusted_hosts = self._trusted_hosts(self.credentials.server_url, media_hosts)
         self.auth = TokenManager(
             self.credentials,
             request_token=self._token_request,
@@ -602,15 +650,59 @@ class RingCentralClient:
     ) -> Chunk:
         """One ranged GET of media: bytes [start, end] (inclusive), or [start, EOF) if end is None.
 
-        206 → Chunk at the Content-Range start (may be shorter than asked); 200 → the whole
-        body at start 0; 416 → RangeNotSatisfiable with the size when the server said.
+        206 → Chunk at the Content-Range start (may be shorter than asked); 416 →
+        RangeNotSatisfiable with the size when the server said. The body is read as it
+        arrives and only the asked bytes are kept, so memory stays bounded by the range:
+        a 200 (the whole body: the server ignored Range) costs the bytes before `start`
+        on the wire, never in memory, and its connection is closed once `end` is in; the
+        Chunk then still starts at `start`. A body that drops mid-way is continued from
+        where it stopped (bounded by the retry policy's attempts and total time).
+        `total` is the file size when the server said, or when a 200's whole body arrived.
         """
         if start < 0 or (end is not None and end < start):
             raise ValueError(f"bad range {start}-{end}")
-        headers = {"Range": f"bytes={start}-" if end is None else f"bytes={start}-{end}", "Accept-Encoding": "identity"}
-        resp = await self._request("GET", url, headers=headers, priority=priority)
-        start_at, total = self._media_position(resp)
-        return Chunk(data=resp.content, start=start_at, total=total, content_type=resp.headers.get("content-type"))
+        want = None if end is None else end - start + 1
+        data = bytearray()
+        failures = 0
+        began = trio.current_time()
+        while True:
+            at = start + len(data)
+            dropped: NetworkError | None = None
+            async with self._media(url, at, end, priority) as s:
+                if s.start > at:
+                    return Chunk(bytes(data), s.start if not data else start, s.total, s.content_type)
+                skip = at - s.start  # a 200 starts at 0
+                complete = False
+                try:
+                    async for piece in s.aiter_bytes():
+                        if skip:
+                            if len(piece) <= skip:
+                                skip -= len(piece)
+                                continue
+                            piece = piece[skip:]
+                            skip = 0
+                        if want is not None and len(data) + len(piece) >= want:
+                            data += piece[: want - len(data)]
+                            break
+                        data += piece
+                    else:
+                        complete = True
+                except NetworkError as exc:  # the body dropped (the request itself was retried in _request)
+                    dropped = exc
+                if dropped is None:
+                    total = s.total
+                    if complete and s.whole_file and total is None:
+                        total = s.start + s.received  # a 200 that ended cleanly: the end of the file
+                    return Chunk(bytes(data), start, total, s.content_type)
+            failures += 1
+            self.stats.retries += 1
+            self.stats.transport_errors += 1
+            delay = self.retry.backoff(failures, None, self._rng)
+            if failures >= self.retry.attempts or trio.current_time() + delay - began > self.retry.total:
+                raise dropped
+            log.info("media body from %s dropped at %d; continuing (%d/%d)",
+                     _safe_url(url), start + len(data), failures, self.retry.attempts)
+            await trio.sleep(delay)
 
     @contextlib.asynccontextmanager
     async def stream(
@@ -622,7 +714,14 @@ class RingCentralClient:
         """
         if start < 0:
             raise ValueError(f"bad stream start {start}")
-        headers = {"Range": f"bytes={start}-", "Accept-Encoding": "identity"}
+        async with self._media(url, start, None, priority) as handle:
+            yield handle
+
+    @contextlib.asynccontextmanager
+    async def _media(
+        self, url: str, start: int, end: int | None, priority: Priority
+    ) -> AsyncIterator[_ResponseStream]:
+        headers = {"Range": f"bytes={start}-" if end is None else f"bytes={start}-{end}", "Accept-Encoding": "identity"}
         resp = await self._request("GET", url, headers=headers, priority=priority, stream=True)
         handle: _ResponseStream | None = None
         try:
@@ -804,6 +903,27 @@ class RingCentralClient:
             return [(name, value)]
         return [(name, v) for v in value]
 
+    @staticmethod
+    def _trusted_hosts(server_url: str, extra: Iterable[str]) -> frozenset[str]:
+        host = (urlsplit(server_url).hostname or "").lower()
+        hosts = {host, *(h.lower() for h in extra if h)}
+        if host.startswith("platform."):
+            hosts.add("media." + host[len("platform."):])
+        return frozenset(h for h in hosts if h)
+
+    def check_url(self, url: str) -> None:
+        """Raise UntrustedURL unless `url` may receive the access token (see the class doc)."""
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        scheme = parts.scheme.lower()
+        secure = scheme == "https" or (scheme == "http" and _stays_local(host))
+        if host in self.trusted_hosts and secure:
+            return
+        why = "not https" if host in self.trusted_hosts else "not the platform or a media host of this account"
+        shown = _safe_url(url)
+        log.error("refusing to send the access token to %s (%s)", shown, why)
+        raise UntrustedURL(self._scrub(f"refusing {shown}: {why} (trusted: {', '.join(sorted(self.trusted_hosts))})"))
+
     def _url(self, url: str) -> str:
         if url.startswith(("http://", "https://")):
             return url
@@ -927,6 +1047,7 @@ class RingCentralClient:
         """
         policy = policy or self.retry
         full_url = self._url(url)
+        self.check_url(full_url)
         where = f"{method} {_safe_url(full_url)}"
         kind, group = classify(method, full_url)
         if idempotent is None:
@@ -1060,16 +1181,17 @@ class RingCentralClient:
             self._learned_groups[kind] = told
 
     async def _error_body(self, resp: httpx.Response) -> bytes:
-        """Read at most 64 KiB of an error answer, then close it."""
+        """Read at most 64 KiB of an error answer (decoded: our JSON requests accept gzip
+        and deflate, so any server or proxy may compress error bodies), then close it."""
         data = b""
         try:
-            async with contextlib.aclosing(_raw_pieces(resp)) as pieces:
+            async with contextlib.aclosing(_decoded_pieces(resp)) as pieces:
                 async for piece in pieces:
                     data += piece
                     if len(data) >= _ERROR_BODY_LIMIT:
                         break
         except httpx.HTTPError:
-            pass
+            pass  # (an undecodable body: keep what decoded, the status still tells a lot)
         finally:
             await self._close_response(resp)
         self.stats.bytes_received += len(data)
@@ -1080,6 +1202,10 @@ class RingCentralClient:
             return self._error(AuthError, where, status, body, headers)
         if status == 404:
             return self._error(NotFound, where, status, body, headers)
+        if status == 403:
+            permission = self._missing_permission(body)
+            if permission is not None:
+                return self._permission_denied(where, body, headers, permission)
         if status == 416:
             err = self._error(RangeNotSatisfiable, where, status, body, headers)
             assert isinstance(err, RangeNotSatisfiable)
@@ -1092,6 +1218,37 @@ class RingCentralClient:
         if 400 <= status < 500:
             return self._error(Rejected, where, status, body, headers)
         return self._error(BadResponse, where, status, body, headers)  # 1xx/3xx: not expected
+
+    @staticmethod
+    def _missing_permission(body: bytes) -> str | None:
+        """The permission a 403 names (`permissionName`, CMN-401/402/408), None if it is
+        some other refusal. "(unnamed)" when the code says permission but not which."""
+        try:
+            doc = jsonlib.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return None
+        if not isinstance(doc, dict):
+            return None
+        items = [doc] + [e for e in doc.get("errors") or [] if isinstance(e, dict)]
+        for item in items:
+            name = item.get("permissionName")
+            if isinstance(name, str) and name:
+                return _sanitise_token(name)
+        codes = {str(item.get("errorCode")) for item in items}
+        if codes & {"CMN-401", "CMN-402", "CMN-408", "InsufficientPermissions"}:
+            return "(unnamed)"
+        return None
+
+    def _permission_denied(self, where: str, body: bytes, headers: httpx.Headers, permission: str) -> ApiError:
+        plain = self._error(Rejected, where, 403, body, headers)
+        text = (f"{plain}; the RingCentral app lacks the [{permission}] permission: add it to the app "
+                f"in the RingCentral developer console (or ask the account admin), then mount again")
+        if permission not in self._denied_permissions:
+            self._denied_permissions.add(permission)
+            log.error("permission missing: the app may not use [%s] (%s)", permission, _safe_url(where.split(" ", 1)[-1]))
+        else:
+            log.warning("permission [%s] missing: %s", permission, where)
+        return PermissionDenied(self._scrub(text), permission=permission, status=403, code=plain.code)
 
     @staticmethod
     def _oauth_error(body: bytes) -> str | None:

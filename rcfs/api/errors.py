@@ -28,6 +28,20 @@ class AuthError(ApiError):
     """Credentials rejected, session revoked, or a refresh failed: the user must act."""
 
 
+class PermissionDenied(AuthError):
+    """403: the app (or the user) lacks a RingCentral permission, e.g. `ReadCallRecording`.
+
+    A subclass of AuthError because the user must act (add the permission to the app in
+    the developer console, or ask the account admin); retrying cannot help. `permission`
+    is the server's `permissionName` when it said, else None.
+    """
+
+    def __init__(self, message: str, *, permission: str | None = None, **kw) -> None:
+        kw.setdefault("status", 403)
+        super().__init__(message, **kw)
+        self.permission = permission
+
+
 class RateLimited(ApiError):
     """A 429 that could not be waited out within the caller's patience."""
 
@@ -39,6 +53,20 @@ class RangeNotSatisfiable(ApiError):
     def __init__(self, message: str, *, total: int | None = None, **kw) -> None:
         super().__init__(message, status=416, **kw)
         self.total = total
+
+
+class RateLimitWaitExceeded(ApiError):
+    """A blocking read waited its documented limit for a rate-limited group and gave up.
+
+    Deliberately not a RateLimited: that one tells the caller to come back later
+    (EAGAIN), which `cp` and friends treat as a failure of a blocking read anyway; this
+    one is a plain I/O failure (EIO) after an honest wait.
+    """
+
+
+class UntrustedURL(ApiError):
+    """The API named a URL rcfs will not send the access token to (not https, or not the
+    platform host or a media host of the account). Nothing was sent."""
 
 
 class Rejected(ApiError):

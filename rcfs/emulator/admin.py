@@ -14,9 +14,17 @@
                                    report_failures, report_archive_max_bytes, faults {latency_ms,
                                    error_rate, reset_rate, truncate_rate, chunk_delay_ms, force_429,
                                    seed, send_force_503, send_force_429, send_drop_answer,
-                                   send_answer_delay_ms}.
+                                   send_answer_delay_ms, cut_at}; and (issue 9) compress_json, session_cap,
+                                   missing_permissions [names], chunked_media,
+                                   unknown_media_total, ignore_range, foreign_media_rate,
+                                   foreign_media_base, jwt (the credential the JWT grant
+                                   accepts: change it to "revoke" the user's JWT).
                                    Unknown keys are 400. Answers the new settings.
     POST /_emulator/ratelimit/reset  forget all rate-limit counts and penalties (204)
+    POST /_emulator/sessions/end   end OAuth sessions as an admin logout or a password
+                                   change does: JSON {"which": "all"|"oldest"|"newest"}
+                                   (default all) → {"ended": n}; their access tokens answer
+                                   401 and their refresh tokens 400 invalid_grant from now on
     POST /_emulator/messages       inject an inbound message (for sync tests): JSON
                                    {"type": "SMS"|"Fax"|"VoiceMail", "from": "+1…",
                                     "text": "…" (SMS), "pages": n (Fax), "seconds": n
@@ -60,10 +68,13 @@ log = logging.getLogger(__name__)
 _NUMBERS = {"window": float, "limit_light": int, "limit_medium": int, "limit_heavy": int,
             "limit_auth": int, "send_delay": float,
             "report_delay": float, "report_failures": int, "report_archive_max_bytes": int}
-_OPTIONAL_INTS = ("max_bytes_per_response", "access_token_ttl", "refresh_token_ttl")
-_BOOLS = ("rate_limits", "password_grant")
+_OPTIONAL_INTS = ("max_bytes_per_response", "access_token_ttl", "refresh_token_ttl", "session_cap")
+_BOOLS = ("rate_limits", "password_grant", "compress_json", "chunked_media", "unknown_media_total",
+          "ignore_range")
+_SHARES = ("foreign_media_rate",)  # numbers within [0, 1]
+_STRINGS = ("foreign_media_base", "jwt")
 _FAULTS = {"latency_ms": float, "error_rate": float, "reset_rate": float, "truncate_rate": float,
-           "chunk_delay_ms": float, "force_429": int, "seed": int,
+           "chunk_delay_ms": float, "force_429": int, "cut_at": float, "seed": int,
            "send_force_503": int, "send_force_429": int, "send_drop_answer": int,
            "send_answer_delay_ms": float}
 
@@ -71,8 +82,10 @@ _FAULTS = {"latency_ms": float, "error_rate": float, "reset_rate": float, "trunc
 def config_view(emu: Emulator) -> dict[str, Any]:
     """The run-time settings as JSON."""
     c = emu.config
-    out: dict[str, Any] = {k: getattr(c, k) for k in (*_NUMBERS, *_OPTIONAL_INTS, *_BOOLS)}
+    out: dict[str, Any] = {k: getattr(c, k) for k in (*_NUMBERS, *_OPTIONAL_INTS, *_BOOLS, *_SHARES)}
     out["failing_numbers"] = list(c.failing_numbers)
+    out["missing_permissions"] = list(c.missing_permissions)
+    out["foreign_media_base"] = c.foreign_media_base
     out["refresh_grace"] = emu.tokens.refresh_grace
     out["faults"] = dataclasses.asdict(c.faults)
     return out
@@ -112,6 +125,18 @@ def apply_config(emu: Emulator, body: dict[str, Any]) -> None:
             if not isinstance(value, bool):
                 raise _bad(emu, f"[{key}] must be true or false")
             updates[key] = value
+        elif key in _SHARES:
+            updates[key] = _number(emu, key, value, float)
+            if updates[key] > 1:
+                raise _bad(emu, f"[{key}] must be within [0, 1]")
+        elif key in _STRINGS:
+            if not isinstance(value, str) or not value:
+                raise _bad(emu, f"[{key}] must be a non-empty string")
+            updates[key] = value
+        elif key == "missing_permissions":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise _bad(emu, "[missing_permissions] must be a list of strings")
+            updates[key] = tuple(value)
         elif key == "refresh_grace":
             extra[key] = _number(emu, key, value, float)
         elif key == "failing_numbers":
@@ -125,7 +150,7 @@ def apply_config(emu: Emulator, body: dict[str, Any]) -> None:
                 if name not in _FAULTS:
                     raise _bad(emu, f"unknown fault [{name}]")
                 fault_updates[name] = _number(emu, name, v, _FAULTS[name])
-                if name.endswith("_rate") and fault_updates[name] > 1:
+                if (name.endswith("_rate") or name == "cut_at") and fault_updates[name] > 1:
                     raise _bad(emu, f"[{name}] must be within [0, 1]")
         else:
             raise _bad(emu, f"unknown setting [{key}]")
@@ -213,6 +238,12 @@ def routes(emu: Emulator) -> list[BaseRoute]:
         emu.limiter.reset()
         return Response(status_code=204)
 
+    async def sessions_end(request: Request, session: Session | None) -> Response:
+        which = (await _json(emu, request)).get("which", "all")
+        if which not in ("all", "oldest", "newest"):
+            raise _bad(emu, "[which] must be all, oldest or newest")
+        return JSONResponse({"ended": emu.tokens.end_sessions(which)})
+
     async def messages(request: Request, session: Session | None) -> Response:
         msg = inject_message(emu, await _json(emu, request))
         return JSONResponse(emu.render_message(msg), status_code=201)
@@ -243,6 +274,7 @@ def routes(emu: Emulator) -> list[BaseRoute]:
         r("/_emulator/config", "admin-config", get_config, "GET"),
         r("/_emulator/config", "admin-config-set", set_config, "POST"),
         r("/_emulator/ratelimit/reset", "admin-ratelimit-reset", ratelimit_reset, "POST"),
+        r("/_emulator/sessions/end", "admin-sessions-end", sessions_end, "POST"),
         r("/_emulator/messages", "admin-messages", messages, "POST"),
         r("/_emulator/info", "admin-info", info, "GET"),
         r("/_emulator/sent", "admin-sent", sent, "GET"),

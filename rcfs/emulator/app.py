@@ -34,9 +34,11 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import gzip
 import logging
 import random
 import time
+import zlib
 from typing import Any, Awaitable, Callable, Literal
 
 import anyio
@@ -52,6 +54,21 @@ from .ratelimit import RateLimiter
 from .store import Attachment, CallRecord, Greeting, Message, Party, Recording, Store, iso
 
 log = logging.getLogger(__name__)
+
+# The app permission each route needs (CONTRACT §5, §8, §9, §10); `config.missing_permissions`
+# answers 403 CMN-401 for the routes that need one of them. Unlisted routes need none.
+PERMISSIONS: dict[str, str] = {
+    "account-get": "ReadAccounts", "extension-get": "ReadAccounts",
+    "message-list": "ReadMessages", "message-get": "ReadMessages", "message-sync": "ReadMessages",
+    "message-content": "ReadMessages",
+    "message-update": "EditMessages", "message-patch": "EditMessages", "message-delete": "EditMessages",
+    "call-log": "ReadCallLog", "call-log-account": "ReadCallLog",
+    "call-record": "ReadCallLog", "call-record-account": "ReadCallLog",
+    "recording-get": "ReadCallRecording", "recording-content": "ReadCallRecording",
+    "fax-send": "Faxes", "sms-send": "SMS", "mms-send": "SMS",
+    "greeting-get": "ReadAccounts", "greeting-content": "ReadAccounts",
+    "greeting-content-account": "ReadAccounts", "greeting-create": "EditExtensions",
+}
 
 AuthMode = Literal["bearer", "media", "client", "none"]
 Handler = Callable[[Request, "Session | None"], Awaitable[Response]]
@@ -139,6 +156,39 @@ class Emulator:
         return JSONResponse({"errorCode": code, "message": message, "errors": [item], **extra},
                             status_code=status)
 
+    def permission_error(self, permission: str) -> Response:
+        """The 403 of an app without `permission` (the wire shape of CONTRACT §5's example)."""
+        message = f"In order to call this API endpoint, application needs to have [{permission}] permission"
+        return JSONResponse({"errorCode": "InsufficientPermissions", "message": message,
+                             "errors": [{"errorCode": "CMN-401", "message": message,
+                                         "permissionName": permission}],
+                             "permissionName": permission}, status_code=403)
+
+    def compress(self, request: Request, response: Response) -> Response:
+        """gzip (or deflate) a JSON answer when `config.compress_json` is on and the
+        request's Accept-Encoding allows it, as any compliant server or proxy may."""
+        if not self.config.compress_json or "content-encoding" in response.headers:
+            return response
+        body = getattr(response, "body", None)
+        if not body or not response.headers.get("content-type", "").startswith("application/json"):
+            return response
+        accepted = set()
+        for item in request.headers.get("accept-encoding", "").split(","):
+            name, _, params = item.strip().partition(";")
+            if params.strip().replace(" ", "") not in ("q=0", "q=0.0", "q=0.00", "q=0.000"):
+                accepted.add(name.strip().lower())
+        if "gzip" in accepted:
+            data, encoding = gzip.compress(body, mtime=0), "gzip"
+        elif "deflate" in accepted:
+            data, encoding = zlib.compress(body), "deflate"
+        else:
+            return response
+        response.body = data
+        response.headers["content-encoding"] = encoding
+        response.headers["content-length"] = str(len(data))
+        response.headers["vary"] = "Accept-Encoding"
+        return response
+
     async def _not_found(self, request: Request, exc: Exception) -> Response:
         return self.api_error(404, "AGW-404", "Resource not found")
 
@@ -192,10 +242,18 @@ class Emulator:
         return _present(phoneNumber=p.phone_number, extensionNumber=p.extension_number, name=p.name)
 
     def render_attachment(self, msg: Message, att: Attachment) -> dict[str, Any]:
-        """`MessageAttachmentInfo` JSON: size/fileName only when the store says so."""
+        """`MessageAttachmentInfo` JSON: size/fileName only when the store says so.
+
+        With `config.foreign_media_rate`, that share of attachments (a fixed choice per
+        attachment) names a URI on `config.foreign_media_base` instead of the media host.
+        """
+        uri = self.attachment_uri(msg.id, att.id)
+        rate = self.config.foreign_media_rate
+        if rate > 0 and zlib.crc32(f"{msg.id}:{att.id}".encode()) % 10_000 < rate * 10_000:
+            uri = self.config.foreign_media_base.rstrip("/") + uri[len(self.media_base):]
         out: dict[str, Any] = {
             "id": att.id,
-            "uri": self.attachment_uri(msg.id, att.id),
+            "uri": uri,
             "type": att.type,
             "contentType": att.media.content_type if att.media is not None else "text/plain",
         }
@@ -367,12 +425,15 @@ class Emulator:
                 self.stats.faults["error"] += 1
                 response = self.api_error(503, "CMN-201", "Service Temporarily Unavailable")
                 self.stats.statuses[response.status_code] += 1
-                return response
+                return self.compress(request, response)
             decision = None
             try:
                 session = None
                 if auth in ("bearer", "media"):
                     session = self.authenticate(request, allow_query=auth == "media")
+                    permission = PERMISSIONS.get(name)
+                    if permission is not None and permission in self.config.missing_permissions:
+                        raise ApiProblem(self.permission_error(permission))
                 if group is not None:
                     self.stats.groups[group] += 1
                     decision = self.limiter.check(self.rate_key(request, session), group)
@@ -381,7 +442,7 @@ class Emulator:
                         response = self.api_error(429, "CMN-301", "Request rate exceeded")
                         response.headers.update(decision.headers())
                         self.stats.statuses[429] += 1
-                        return response
+                        return self.compress(request, response)
                 self.check_path_ids(request)
                 if group is not None:
                     self.settle_sends()
@@ -398,7 +459,7 @@ class Emulator:
                 for key, value in decision.headers().items():
                     response.headers.setdefault(key, value)
             self.stats.statuses[response.status_code] += 1
-            return response
+            return self.compress(request, response)
 
         run.__name__ = name.replace("-", "_")
         return run

@@ -19,6 +19,11 @@ Behaviour (CONTRACT §2):
   *same* new pair until `refresh_grace` seconds after the new access token was first
   used, or for at most an hour if it never is. Outside the grace it is refused.
 * `POST /restapi/oauth/revoke` (form `token`, access or refresh) ends the whole session.
+* Sessions also end without a revoke (production: admin logout, password change, the
+  parallel-session cap): `TokenTable.end_sessions` (admin endpoint) and
+  `config.session_cap` (a new session beyond the cap for one user and app ends the
+  oldest). An ended session's tokens are refused like revoked ones, while the JWT stays
+  good.
 * Errors of the token endpoints carry `error` (RFC 6749) plus `errors[]` with a
   RingCentral code: bad client 401 `invalid_client`/OAU-146, missing or malformed Basic
   header 401 OAU-123, bad user credential 400 `invalid_grant`/OAU-140, unknown, used or
@@ -136,7 +141,21 @@ class TokenTable:
         self.sessions[session.id] = session
         self._by_access[session.access_token] = session
         self._by_refresh[session.refresh_token] = session
+        cap = self.config.session_cap
+        if cap is not None and cap > 0:
+            mine = [s for s in self.sessions.values() if (s.client_id, s.owner_id) == (client_id, session.owner_id)]
+            for old in mine[: max(0, len(mine) - cap)]:  # insertion order: oldest first
+                log.info("session cap %d reached: ending the oldest session", cap)
+                self._end(old)
         return session
+
+    def end_sessions(self, which: str = "all") -> int:
+        """End sessions as an admin would ("all", "oldest" or "newest"); returns how many."""
+        live = list(self.sessions.values())
+        chosen = live if which == "all" else live[:1] if which == "oldest" else live[-1:]
+        for session in chosen:
+            self._end(session)
+        return len(chosen)
 
     def refresh(self, refresh_token: str, client_id: str, *, access_ttl: int | None = None,
                 refresh_ttl: int | None = None) -> Session:
@@ -185,13 +204,16 @@ class TokenTable:
                    or self._by_previous_refresh.get(token))
         if session is None:
             return False
+        self._end(session)
+        return True
+
+    def _end(self, session: Session) -> None:
         session.revoked = True
         self._by_access.pop(session.access_token, None)
         self._by_refresh.pop(session.refresh_token, None)
         if session.previous_refresh is not None:
             self._by_previous_refresh.pop(session.previous_refresh, None)
         self.sessions.pop(session.id, None)
-        return True
 
     def validate(self, token: str) -> Session:
         """The live session of an access token. Raises `TokenProblem`."""

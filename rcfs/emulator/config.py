@@ -22,6 +22,8 @@ class Faults:
     send_force_429: int = 0  # the next N are answered 429 CMN-301 + Retry-After, nothing stored
     send_drop_answer: int = 0  # the next N are stored, then the connection drops unanswered
     send_answer_delay_ms: float = 0.0  # pause after storing a sent message, before answering
+
+    cut_at: float = 0.5  # share of a media body sent before a reset/truncate cuts it (0: none)
     seed: int = 1  # faults are drawn from a seeded RNG so runs repeat
 
 
@@ -56,5 +58,15 @@ class EmulatorConfig:
     report_delay: float = 3.0  # seconds from a report task's creation to Completed/Failed
     report_failures: int = 0  # the next N report tasks end Failed
     report_archive_max_bytes: int = 1_000_000_000  # attachment zips are split at this size
+
+    # production behaviours that come and go (issue 9; all off by default) -----------
+    compress_json: bool = False  # gzip/deflate JSON answers the request's Accept-Encoding allows
+    session_cap: int | None = None  # live sessions per user and app; the oldest ends (production: 5)
+    missing_permissions: tuple[str, ...] = ()  # app permissions answered 403 CMN-401
+    chunked_media: bool = False  # media answers without Content-Length (chunked)
+    unknown_media_total: bool = False  # Content-Range `bytes a-b/*`; 416 without a size
+    ignore_range: bool = False  # media answers 200 with the whole body whatever Range says
+    foreign_media_rate: float = 0.0  # share of attachment URIs that point at foreign_media_base
+    foreign_media_base: str = "https://media.rcfs-foreign.invalid"
     # faults --------------------------------------------------------------------------
     faults: Faults = dataclasses.field(default_factory=Faults)

@@ -20,7 +20,14 @@ Faults (`config.faults`, drawn per media response): `reset_rate` aborts the resp
 after half the body (the ASGI app raises `ConnectionAbort`; hypercorn drops the
 connection, the in-process transport re-raises it); `truncate_rate` ends the response
 cleanly after half the body, fewer bytes than `Content-Length` (hypercorn then closes
-the connection; the in-process transport just returns the short body).
+the connection; the in-process transport just returns the short body). `faults.cut_at`
+moves the cut (0: not a byte of the body arrives).
+
+Answers without a size (production does each sometimes; switches in the config):
+`chunked_media` sends no Content-Length (chunked transfer encoding; a truncated body
+then ends without its last chunk, as a dropped connection does), `unknown_media_total`
+sends `Content-Range: bytes a-b/*` and 416 answers without a size, and `ignore_range`
+answers 200 with the whole body whatever Range asked (the byte cap does not apply).
 """
 
 from __future__ import annotations
@@ -125,8 +132,9 @@ class MediaBody(Response):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
         limit = self.length
+        chunked = "content-length" not in self.headers
         if self.fault is not None:
-            limit = self.length // 2
+            limit = int(self.length * min(1.0, max(0.0, self.emu.config.faults.cut_at)))
         disconnected = False
 
         async def watch(scope_to_cancel: anyio.CancelScope) -> None:
@@ -156,7 +164,8 @@ class MediaBody(Response):
             tg.cancel_scope.cancel()
         if disconnected:
             return
-        if self.fault == "reset":
+        if self.fault == "reset" or (self.fault == "truncate" and chunked):
+            # (A clean end of a chunked body would be a complete answer: cut it instead.)
             raise ConnectionAbort("fault: connection reset mid-body")
         try:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -169,23 +178,27 @@ class MediaBody(Response):
 def media_response(emu: Emulator, request: Request, media: MediaObject, default_name: str) -> Response:
     """The 200/206/416 answer for `media`, honouring Range, the byte cap and faults."""
     size = media.size
-    rng = parse_range(request.headers.get("range"), size)
+    config = emu.config
+    rng = None if config.ignore_range else parse_range(request.headers.get("range"), size)
     headers: dict[str, str] = {"Accept-Ranges": "bytes"}
     if rng is False:
         response = emu.api_error(416, "CMN-107", "Requested Range Not Satisfiable")
-        response.headers.update({**headers, "Content-Range": f"bytes */{size}"})
+        response.headers.update(headers)
+        if not config.unknown_media_total:
+            response.headers["Content-Range"] = f"bytes */{size}"
         return response
     partial = rng is not None
     start, end = rng if rng else (0, size - 1)
-    cap = emu.config.max_bytes_per_response
+    cap = None if config.ignore_range else config.max_bytes_per_response
     if cap is not None and cap > 0 and end - start + 1 > cap:
         end = start + cap - 1
         partial = True
     length = max(0, end - start + 1)
     headers["Content-Type"] = media.content_type
-    headers["Content-Length"] = str(length)
+    if not config.chunked_media:
+        headers["Content-Length"] = str(length)
     if partial:
-        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+        headers["Content-Range"] = f"bytes {start}-{end}/{'*' if config.unknown_media_total else size}"
     disposition = _disposition(request, default_name)
     if disposition is not None:
         headers["Content-Disposition"] = disposition

@@ -79,6 +79,16 @@ _HELP = {
     "send_force_429": "fault: the next N send POSTs get 429 (nothing stored)",
     "send_drop_answer": "fault: the next N send POSTs are stored, then their connection drops unanswered",
     "send_answer_delay_ms": "fault: milliseconds a send POST waits after storing, before answering",
+
+    "cut_at": "fault: share of a media body sent before a reset/truncate cuts it (0..1)",
+    "compress_json": "gzip/deflate JSON answers when the request's Accept-Encoding allows",
+    "session_cap": "live sessions per user and app; a new one ends the oldest (production: 5)",
+    "missing_permissions": "comma-separated app permissions answered 403 CMN-401 (e.g. ReadCallRecording)",
+    "chunked_media": "media answers without Content-Length (chunked transfer encoding)",
+    "unknown_media_total": "media Content-Range total `*`, and 416 answers without a size",
+    "ignore_range": "media answers 200 with the whole body whatever Range asks",
+    "foreign_media_rate": "share of attachment URIs pointing at --foreign-media-base (0..1)",
+    "foreign_media_base": "base URL of the foreign attachment URIs",
 }
 
 
