@@ -128,6 +128,14 @@ class Sender:
                 await self._send(item)
             except ApiError as exc:  # reconciliation itself failed: try again later
                 await self._retry_later(item, exc, ambiguous=item.state == "sending")
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                # A bug or a spool file gone missing must cost this item, never the mount.
+                log.exception("outbox: %s to %s: internal error", "/".join(item.path), item.recipient)
+                await self._fail(item, f"internal error: {exc!r}")
+
+    def _still_there(self, item: Item) -> bool:
+        owner = self.greetings if item.channel == "greeting" else self.outbox
+        return owner is not None and owner.items.get(item.id) is item
 
     async def _save(self, item: Item) -> None:
         if item.channel == "greeting":
@@ -170,6 +178,8 @@ class Sender:
             if sender is None:
                 await self._fail(item, "the account has no phone number with the MMS feature (MmsSender)")
                 return
+        if item.state not in ("queued", "sending") or not self._still_there(item):
+            return  # cancelled (rm) while its files were being read: nothing goes out
         item.state = "sending"
         item.attempts += 1
         item.post_started = time.time()
