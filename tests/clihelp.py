@@ -26,9 +26,26 @@ DEMO_URL_RE = re.compile(r"demo emulator at http://127\.0\.0\.1:(\d+) \(media ht
 
 def run_rcfs(args: list[str], *, env: dict[str, str] | None = None, timeout: float = 60.0,
              cmd: list[str] | None = None, **kwargs) -> subprocess.CompletedProcess:
-    """`rcfs ARGS` to completion (stdin closed), output captured as text."""
-    return subprocess.run([*(cmd or RCFS), *args], env=env, capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=timeout, **kwargs)
+    """`rcfs ARGS` to completion (stdin closed), output captured as text.
+
+    A command that does not end in `timeout` (say, a mount that should have been
+    refused) gets SIGTERM first, so it unmounts and stops what it started, and then
+    TimeoutExpired is raised.
+    """
+    argv = [*(cmd or RCFS), *args]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL, **kwargs)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+        raise
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 def wait_mounted(mountpoint: Path, proc: subprocess.Popen, log_path: Path, timeout: float = 60.0) -> None:

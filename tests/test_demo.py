@@ -128,15 +128,53 @@ def test_an_interrupted_demo_start_leaves_nothing_behind(tmp_path):
     with open(log, "w") as fh:
         proc = subprocess.Popen([*RCFS, "mount", "--demo", str(mp), "--demo-scale", "listing"], env=env,
                                 stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    children: list[int] = []
     try:
+        # The state dir appears first, then the emulator; the big "listing" account takes
+        # a while to seed, so the signal lands while rcfs waits for it.
         deadline = time.monotonic() + 30
-        while not any((tmp_path / "tmp").iterdir()) and time.monotonic() < deadline:
+        while not (any((tmp_path / "tmp").iterdir()) and child_pids(proc.pid)) and time.monotonic() < deadline:
             time.sleep(0.01)
         assert not _is_mounted(mp)
+        children = child_pids(proc.pid)
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
         assert leftovers(tmp_path) == [], log.read_text()
         assert "Traceback" not in log.read_text()
+        for pid in children:
+            assert wait_gone(pid), f"the demo emulator (pid {pid}) outlived rcfs"
     finally:
         force_unmount(mp)
         stop_process(proc)
+        for pid in children:
+            if not wait_gone(pid, timeout=0):
+                os.kill(pid, signal.SIGKILL)
+
+
+def child_pids(pid: int) -> list[int]:
+    """The emulator rcfs started (its children that run rcfs.emulator)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"rcfs.emulator" in cmdline:
+                found.append(int(child))
+    return found
+
+
+def wait_gone(pid: int, timeout: float = 20.0) -> bool:
+    """True once `pid` no longer runs (gone or a zombie)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state in ("Z", "X"):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
