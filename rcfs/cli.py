@@ -88,7 +88,7 @@ def _require_emulator(what: str) -> None:
     missing = missing_emulator_packages()
     if missing:
         raise SettingsError(
-            f"{what} needs the RingCentral emulator, which is not installed (missing: "
+            f"{what} needs rcfs's RingCentral API emulator, which is not installed (missing: "
             f"{', '.join(missing)}). Install it with:  pip install 'rcfs[emulator]'")
 
 
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "emulator":
         try:
-            _require_emulator("rcfs emulator")
+            _require_emulator("the emulator command")
         except SettingsError as exc:
             print(f"rcfs: {exc}", file=sys.stderr)
             return 2
@@ -217,7 +217,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
         raise SettingsError(f"unsupported -o option(s): {', '.join(unknown)} (supported: allow_other, ro)")
     opts_o = set(",".join(args.fuse_opts).split(","))
     if args.demo:
-        _require_emulator("rcfs mount --demo")
+        _require_emulator("the demo (--demo)")
     _setup_logging(args.verbose, args.debug, args.log_file)
     mountpoint = args.mountpoint.expanduser().absolute()
     try:
