@@ -1,41 +1,55 @@
-"""One way to replace a small file so that a crash leaves the old or the new content, never
-a mix: write a temp file beside it, fsync it, rename it over the target, fsync the folder.
+"""Write a small file so that a crash or power cut leaves either the old or the new content.
 
-Used for everything rcfs keeps in its state dir (tokens, learned metadata, the outbox
-journal), so the crash discipline lives in one place.
+Used for everything rcfs persists (the token store, the learned-state store, the outbox
+journal). The steps,
+in order, and why each is there:
+
+1. the bytes go to a new temp file in the same directory (a rename is only atomic
+   within one filesystem), created with its final mode by open(2) itself, so a secret
+   is never readable by others, not even for an instant;
+2. fsync(file): the data is on disk before any name points to it (otherwise ext4 and
+   others can leave a zero-length file after a crash);
+3. rename over the target: readers see the old or the new file, never a mix;
+4. fsync(directory): the rename itself is durable.
+
+On any failure the temp file is removed and the error is raised; the target is untouched.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 
-def fsync_dir(folder: Path) -> None:
-    """Make a rename or unlink in `folder` durable."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+def write_atomic(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o600) -> None:
+    """Replace `path` with `data` atomically and durably (the directory must exist)."""
+    target = Path(path)
+    directory = target.parent
+    tmp = directory / f".{target.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes, *, mode: int = 0o600) -> None:
-    """Replace `path` with `data` durably; the file is created with `mode` (default 0600)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
     except BaseException:
         try:
             os.unlink(tmp)
-        except FileNotFoundError:
+        except OSError:
             pass
         raise
-    fsync_dir(path.parent)
+    fsync_dir(directory)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename, create or unlink in `directory` durable."""
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -35,9 +35,10 @@ examples:
 """
 
 
-def _setup_logging(verbose: int, debug: bool, log_file: str | None) -> None:
+def _setup_logging(verbose: int, debug: bool, log_file: str | os.PathLike[str] | None) -> None:
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
-    handler: logging.Handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler()
+    handler: logging.Handler = logging.StreamHandler(_open_log_file(log_file)) if log_file \
+        else logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -48,8 +49,51 @@ def _setup_logging(verbose: int, debug: bool, log_file: str | None) -> None:
         logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 
+def _open_log_file(path: str | os.PathLike[str]):
+    """Append to `path`, creating it 0600: a log names the account's numbers and files."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise SettingsError(f"--log-file: cannot open {path}: {exc.strerror}") from None
+    return os.fdopen(fd, "a", buffering=1, encoding="utf-8", errors="backslashreplace")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rcfs")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
+
+
+# What `pip install rcfs[emulator]` adds (distribution names, as in pyproject.toml).
+EMULATOR_DISTRIBUTIONS = ("hypercorn", "starlette", "python-multipart", "Pillow")
+
+
+def missing_emulator_packages() -> list[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    missing = []
+    for name in EMULATOR_DISTRIBUTIONS:
+        try:
+            version(name)
+        except PackageNotFoundError:
+            missing.append(name)
+    return missing
+
+
+def _require_emulator(what: str) -> None:
+    missing = missing_emulator_packages()
+    if missing:
+        raise SettingsError(
+            f"{what} needs rcfs's RingCentral API emulator, which is not installed (missing: "
+            f"{', '.join(missing)}). Install it with:  pip install 'rcfs[emulator]'")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rcfs", description="Mount a RingCentral account as a filesystem.")
+    parser.add_argument("--version", action="version", version=f"rcfs {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     m = sub.add_parser("mount", help="mount an account (or the demo account)",
@@ -58,8 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=EPILOG_MOUNT, formatter_class=argparse.RawDescriptionHelpFormatter)
     m.add_argument("mountpoint", type=Path, help="an empty directory")
     m.add_argument("--demo", action="store_true",
-                   help="start the built-in emulator with a seeded demo account and mount that; "
-                        "Ctrl-C unmounts and stops the emulator")
+                   help="start the built-in emulator with a seeded demo account and mount that "
+                        "(needs rcfs[emulator]); Ctrl-C unmounts, stops the emulator and removes "
+                        "the demo's temporary state")
     m.add_argument("--demo-scale", default="demo", choices=["demo", "listing", "bench"],
                    help="size of the demo account (default: demo)")
     m.add_argument("--demo-window", type=float, default=10.0,
@@ -77,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the same for /recordings, re-listed from the call log (Heavy group) (default: 300)")
     m.add_argument("--cache-size", default="256M", help="memory for the block cache (default: 256M)")
     m.add_argument("--block-size", default="1M", help="cache block size (default: 1M)")
-    m.add_argument("--read-ahead", type=int, default=1024, metavar="KB",
+    m.add_argument("--read-ahead", default="1024", metavar="KB",
                    help="kernel read-ahead for this mount in KiB when running as root "
                         "(bigger FUSE reads, faster sequential reads; 0 keeps the kernel default; "
                         "default: 1024)")
@@ -88,7 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "mmap() of such files fails with ENODEV (private mmap works). 'off' "
                         "keeps every file in the page cache (default: 256M)")
     m.add_argument("--state-dir", type=Path,
-                   help="token store and learned sizes (default: %s)" % settings.default_state_dir())
+                   help="token store and learned sizes: a private directory (refused if other users "
+                        "can write to it); default: %s, or a temporary one removed at exit for "
+                        "--demo" % settings.default_state_dir())
     m.add_argument("--read-only", action="store_true", help="mount read-only (ro)")
     m.add_argument("-o", dest="fuse_opts", action="append", default=[], metavar="OPT",
                    help="FUSE option; supported: allow_other, ro")
@@ -99,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--daemon", action="store_true", help="go to the background once mounted")
     m.add_argument("-v", "--verbose", action="count", default=0, help="log what happens (INFO)")
     m.add_argument("--debug", action="store_true", help="log everything (DEBUG)")
-    m.add_argument("--log-file", help="log to this file instead of stderr")
+    m.add_argument("--log-file", help="log to this file instead of stderr (created mode 0600)")
 
     u = sub.add_parser("umount", help="unmount and wait until the filesystem process has gone",
                        description="Unmount MOUNTPOINT and wait until the rcfs process has exited. "
@@ -115,6 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "emulator":
+        try:
+            _require_emulator("the emulator command")
+        except SettingsError as exc:
+            print(f"rcfs: {exc}", file=sys.stderr)
+            return 2
         from .emulator.server import main as emulator_main
         return emulator_main(argv[1:]) or 0
     parser = build_parser()
@@ -133,16 +185,39 @@ def main(argv: list[str] | None = None) -> int:
 
 # mount ------------------------------------------------------------------------------------
 
+def _stop_like_ctrl_c(signum: int, frame: object) -> None:
+    """SIGTERM/SIGHUP outside the mount loop (which watches them itself) unwind like Ctrl-C,
+    so the cleanup in `cmd_mount` runs. Inside `trio.run` the SIGINT handler is trio's,
+    which delivers the KeyboardInterrupt at a safe point."""
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+    else:
+        raise KeyboardInterrupt
+
+
 def cmd_mount(args: argparse.Namespace) -> int:
+    """Exit status: 0 after a clean unmount, 1 when mounting failed, 2 for bad options."""
+    import tempfile
+
     import trio
 
     from .mount import MountError, MountOptions, check_mountpoint, run_mount, start_demo_emulator
 
-    _setup_logging(args.verbose, args.debug, args.log_file)
+    # Every option is checked before anything starts (SettingsError: exit 2).
+    cache_bytes = settings.parse_size(args.cache_size, "--cache-size")
+    block_size = settings.parse_size(args.block_size, "--block-size")
+    read_ahead_kb = settings.parse_read_ahead(args.read_ahead)
+    settings.check_sizes(cache_bytes=cache_bytes, block_size=block_size, read_ahead_kb=read_ahead_kb)
+    direct_io_above = settings.parse_size_or_off(args.direct_io_above, "--direct-io-above")
+    since = settings.parse_since(args.since)
     unknown = [o for o in ",".join(args.fuse_opts).split(",") if o and o not in ("allow_other", "ro")]
     if unknown:
         raise SettingsError(f"unsupported -o option(s): {', '.join(unknown)} (supported: allow_other, ro)")
     opts_o = set(",".join(args.fuse_opts).split(","))
+    if args.demo:
+        _require_emulator("the demo (--demo)")
+    _setup_logging(args.verbose, args.debug, args.log_file)
     mountpoint = args.mountpoint.expanduser().absolute()
     try:
         check_mountpoint(mountpoint, nonempty=args.nonempty)
@@ -150,71 +225,94 @@ def cmd_mount(args: argparse.Namespace) -> int:
         print(f"rcfs: {exc}", file=sys.stderr)
         return 1
 
+    if args.state_dir is not None:
+        state_dir = settings.prepare_state_dir(args.state_dir, explicit=True)
+    elif not args.demo:
+        state_dir = settings.default_state_dir()
+        settings.migrate_state_dir(state_dir, settings.legacy_state_dir())
+        state_dir = settings.prepare_state_dir(state_dir, explicit=False)
+    creds = None
+    if not args.demo:
+        creds = settings.resolve_credentials(server_url=args.server_url, client_id=args.client_id,
+                                             config_path=args.config)
+
+    # From here on every exit path (an error, Ctrl-C, SIGTERM, an unmount) goes through
+    # the `finally` below, which stops the demo emulator and removes the demo's state.
+    previous_handlers = {sig: signal.signal(sig, _stop_like_ctrl_c) for sig in (signal.SIGTERM, signal.SIGHUP)}
     demo = None
-    state_dir = args.state_dir
+    demo_state: Path | None = None
+    ready_fd: int | None = None
     try:
+        if args.demo and args.state_dir is None:
+            # A fresh emulator has fresh tokens: never reuse a previous demo's.
+            demo_state = state_dir = Path(tempfile.mkdtemp(prefix="rcfs-demo-state-"))
+        log_file = args.log_file
+        if args.daemon and not log_file:
+            # A daemon has no terminal: keep its log next to its state.
+            log_file = state_dir / "rcfs.log"
+            _setup_logging(args.verbose, args.debug, log_file)
+            print(f"rcfs: logging to {log_file}", file=sys.stderr)
+        if args.daemon:
+            # Fork before starting the demo emulator: the process that serves the mount
+            # must be the emulator's parent, or it can neither wait for it nor stop it.
+            ready_fd = _daemonize()
         if args.demo:
             from .api.client import Credentials
             from .emulator.config import EmulatorConfig
 
-            demo = start_demo_emulator(["--scale", args.demo_scale, "--window", str(args.demo_window)])
+            emulator_stderr = open(log_file, "a") if args.daemon else None
+            try:
+                demo = start_demo_emulator(["--scale", args.demo_scale, "--window", str(args.demo_window)],
+                                           stderr=emulator_stderr)
+            finally:
+                if emulator_stderr is not None:
+                    emulator_stderr.close()
             cfg = EmulatorConfig()
             creds = Credentials(server_url=demo.platform_url, client_id=cfg.client_id,
                                 client_secret=cfg.client_secret, jwt=cfg.jwt)
-            if state_dir is None:
-                # A fresh emulator has fresh tokens: never reuse a previous demo's.
-                import tempfile
-                state_dir = Path(tempfile.mkdtemp(prefix="rcfs-demo-state-"))
             print(f"rcfs: demo emulator at {demo.platform_url} (media {demo.media_url})", file=sys.stderr)
-        else:
-            creds = settings.resolve_credentials(server_url=args.server_url, client_id=args.client_id,
-                                                 config_path=args.config)
+        assert creds is not None
         options = MountOptions(
-            mountpoint=mountpoint, credentials=creds,
-            state_dir=(state_dir or settings.default_state_dir()).expanduser(),
-            since=settings.parse_since(args.since),
-            cache_bytes=settings.parse_size(args.cache_size),
-            block_size=settings.parse_size(args.block_size),
+            mountpoint=mountpoint, credentials=creds, state_dir=state_dir, since=since,
+            cache_bytes=cache_bytes, block_size=block_size,
             allow_other=args.allow_other or "allow_other" in opts_o,
             read_only=args.read_only or "ro" in opts_o,
-            nonempty=args.nonempty,
-            read_ahead_kb=args.read_ahead,
-            direct_io_above=settings.parse_size_or_off(args.direct_io_above, "--direct-io-above"),
-            message_ttl=args.listing_ttl,
-            recording_ttl=args.recordings_ttl,
+            nonempty=args.nonempty, read_ahead_kb=read_ahead_kb, direct_io_above=direct_io_above,
+            message_ttl=args.listing_ttl, recording_ttl=args.recordings_ttl,
         )
-        if args.daemon and not args.log_file:
-            # A daemon has no terminal: keep its log next to its state.
-            log_path = options.state_dir / "rcfs.log"
-            options.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            _setup_logging(args.verbose, args.debug, str(log_path))
-            print(f"rcfs: logging to {log_path}", file=sys.stderr)
-        ready_fd = _daemonize() if args.daemon else None
 
         def ready() -> None:
+            nonlocal ready_fd
             print(f"rcfs: mounted on {mountpoint} (Ctrl-C or `rcfs umount {mountpoint}` to stop)",
                   file=sys.stderr, flush=True)
             if ready_fd is not None:
                 os.write(ready_fd, b"ok\n")
                 os.close(ready_fd)
+                ready_fd = None
                 _detach_stdio()
 
         try:
             trio.run(run_mount, options, ready)
-        except MountError as exc:
-            print(f"rcfs: {exc}", file=sys.stderr)
-            if ready_fd is not None:
-                os.write(ready_fd, f"{exc}\n".encode())
-            return 1
         except KeyboardInterrupt:
             pass
         return 0
     except (MountError, SettingsError) as exc:
-        print(f"rcfs: {exc}", file=sys.stderr)
+        if ready_fd is not None:
+            os.write(ready_fd, f"{exc}\n".encode())  # the waiting parent prints it
+        else:
+            print(f"rcfs: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM before the mount loop ran
+        return 0 if ready_fd is None else 1
     finally:
-        if demo is not None:
-            demo.stop()
+        try:
+            if demo is not None:
+                demo.stop()
+            if demo_state is not None:
+                shutil.rmtree(demo_state, ignore_errors=True)
+        finally:
+            for sig, handler in previous_handlers.items():
+                signal.signal(sig, handler)
 
 
 def _daemonize() -> int:

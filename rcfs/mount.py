@@ -163,8 +163,8 @@ async def _watch_signals(cancel: Callable[[], None]) -> None:
 
 async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None) -> None:
     """Mount and serve until unmounted or signalled. Raises MountError on setup failure."""
+    # The CLI checked the state dir (rcfs.settings.prepare_state_dir); its mode is the user's.
     opts.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(opts.state_dir, 0o700)
     acct_dir = opts.state_dir / account_key(opts.credentials)
     acct_dir.mkdir(exist_ok=True, mode=0o700)
     token_store = TokenStore(acct_dir / "tokens.json")
@@ -335,14 +335,20 @@ class DemoServer:
                 self.process.wait(timeout=5)
 
 
-def start_demo_emulator(extra_args: list[str] | None = None, timeout: float = 60.0) -> DemoServer:
-    """Start `python -m rcfs.emulator` on loopback and wait for its readiness line."""
+def start_demo_emulator(extra_args: list[str] | None = None, timeout: float = 60.0,
+                        stderr=None) -> DemoServer:
+    """Start `python -m rcfs.emulator` on loopback and wait for its readiness line.
+
+    The caller becomes the emulator's parent and must be the process that stops it
+    (`DemoServer.stop`): only a parent can wait for its child. `stderr` (a file) is where
+    the emulator's own messages go; None: this process's stderr.
+    """
     import selectors
     import time
 
     cmd = [sys.executable, "-m", "rcfs.emulator", "--host", "127.0.0.1", "--port", "0",
            "--media-port", "0", *(extra_args or [])]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, stderr=stderr, text=True)
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout
     sel = selectors.DefaultSelector()

@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import re
+import shutil
 import stat
 import tomllib
 from pathlib import Path
@@ -38,8 +40,90 @@ def default_config_file() -> Path:
 
 
 def default_state_dir() -> Path:
-    """Token store and learned metadata (small, private)."""
+    """Token store and learned metadata (small, private): `~/.local/state/rcfs`.
+
+    Not the cache dir: cache cleaners (and users) wipe that, and the tokens and learned
+    sizes would go with it.
+    """
+    return Path(platformdirs.user_state_dir(APP))
+
+
+def legacy_state_dir() -> Path:
+    """Where rcfs 0.1 kept its state (the cache dir), migrated by `migrate_state_dir`."""
     return Path(platformdirs.user_cache_dir(APP))
+
+
+def migrate_state_dir(new: Path, old: Path) -> bool:
+    """Move an existing store from `old` to `new` when `new` has none yet; True if moved.
+
+    Only rcfs's own account directories move (the ones holding tokens.json or
+    state.json); anything else in the old directory stays where it is.
+    """
+    if not old.is_dir() or old.resolve() == new.resolve():
+        return False
+    accounts = [d for d in old.iterdir()
+                if d.is_dir() and not d.is_symlink()
+                and ((d / "tokens.json").is_file() or (d / "state.json").is_file())]
+    if not accounts:
+        return False
+    new.mkdir(parents=True, exist_ok=True, mode=0o700)
+    moved = False
+    for acct in accounts:
+        dest = new / acct.name
+        if dest.exists():
+            continue  # the new place already has this account: it wins
+        try:
+            os.replace(acct, dest)  # same filesystem: one rename
+        except OSError:
+            try:
+                shutil.copytree(acct, dest, copy_function=shutil.copy2)
+                shutil.rmtree(acct)
+            except OSError as exc:
+                log.warning("could not move %s to %s: %s", acct, dest, exc)
+                continue
+        moved = True
+    if moved:
+        log.info("moved rcfs state from %s to %s", old, new)
+    return moved
+
+
+def prepare_state_dir(path: Path, *, explicit: bool) -> Path:
+    """The state dir to use, created 0700 if missing.
+
+    rcfs's default directory is its own and is kept at 0700. A directory the user named
+    (`--state-dir`) is theirs: rcfs does not change its mode, it refuses one that
+    someone else could write to (they could plant or swap the token store) or that
+    belongs to another user.
+    """
+    path = path.expanduser().absolute()
+    if not path.exists():
+        try:
+            path.mkdir(parents=True, mode=0o700)
+        except OSError as exc:
+            raise SettingsError(f"cannot create state dir {path}: {exc.strerror}") from None
+        os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
+        return path
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise SettingsError(f"cannot use state dir {path}: {exc.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise SettingsError(f"state dir {path} is not a directory")
+    if not explicit:
+        if st.st_uid == os.getuid() and st.st_mode & 0o077:
+            os.chmod(path, 0o700)
+        return path
+    problems = []
+    if st.st_uid != os.getuid():
+        problems.append(f"it belongs to uid {st.st_uid}, not to you (uid {os.getuid()})")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        problems.append(f"other users can write to it (mode {stat.S_IMODE(st.st_mode):04o})")
+    if problems:
+        raise SettingsError(
+            f"refusing --state-dir {path}: " + " and ".join(problems)
+            + "; it holds your login tokens. Use a private directory (mkdir -m 700 DIR), "
+              "or fix this one with: chmod go-w " + str(path))
+    return path
 
 
 def load_config_file(path: Path | None) -> dict:
@@ -114,23 +198,60 @@ def parse_since(text: str | None) -> dt.datetime:
     return value
 
 
-def parse_size(text: str) -> int:
-    """`256M`, `1G`, `65536` -> bytes."""
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    t = text.strip().lower().removesuffix("ib").removesuffix("b")
-    try:
-        if t and t[-1] in units:
-            return int(float(t[:-1]) * units[t[-1]])
-        return int(t)
-    except ValueError:
-        raise SettingsError(f"expected a size like 256M or 1G, got {text!r}") from None
+_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?$")
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str, flag: str = "size") -> int:
+    """`256M`, `1G`, `1.5GiB`, `65536` -> bytes (binary units)."""
+    match = _SIZE_RE.match(str(text).strip().lower())
+    if not match:
+        raise SettingsError(f"{flag}: expected a size like 256M or 1G, got {text!r}")
+    number, unit = match.groups()
+    return int(float(number) * _UNITS[unit]) if "." in number else int(number) * _UNITS[unit]
 
 
 def parse_size_or_off(text: str, flag: str) -> int | None:
     """Like `parse_size`, and `off` (or `none`, `never`) -> None."""
-    if text.strip().lower() in ("off", "none", "never"):
+    if str(text).strip().lower() in ("off", "none", "never"):
         return None
     try:
-        return parse_size(text)
+        return parse_size(text, flag)
     except SettingsError:
         raise SettingsError(f"{flag}: expected a size like 256M or 1G, or 'off', got {text!r}") from None
+
+
+def format_size(n: int) -> str:
+    for unit, factor in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if n >= factor and n % factor == 0:
+            return f"{n // factor}{unit}"
+    return str(n)
+
+
+# Limits of the size options, with the reason for each.
+MIN_BLOCK = 4 << 10  # one page: a smaller block costs a request per page
+MAX_BLOCK = 64 << 20  # one block is one HTTP request held in memory
+MIN_CACHE_BLOCKS = 2  # the reader keeps the block being read and the next one
+MAX_READ_AHEAD_KB = 1 << 20  # 1 GiB; the kernel clamps far below this anyway
+
+
+def check_sizes(*, cache_bytes: int, block_size: int, read_ahead_kb: int) -> None:
+    """Raise SettingsError (naming the flag) for sizes rcfs cannot run with."""
+    if not MIN_BLOCK <= block_size <= MAX_BLOCK:
+        raise SettingsError(f"--block-size: must be between {format_size(MIN_BLOCK)} and "
+                            f"{format_size(MAX_BLOCK)}, got {format_size(block_size)}")
+    if cache_bytes < MIN_CACHE_BLOCKS * block_size:
+        raise SettingsError(f"--cache-size: must hold at least {MIN_CACHE_BLOCKS} blocks of --block-size "
+                            f"{format_size(block_size)}, i.e. at least "
+                            f"{format_size(MIN_CACHE_BLOCKS * block_size)}; got {format_size(cache_bytes)}")
+    if not 0 <= read_ahead_kb <= MAX_READ_AHEAD_KB:
+        raise SettingsError(f"--read-ahead: must be between 0 and {MAX_READ_AHEAD_KB} KiB, got {read_ahead_kb}")
+
+
+def parse_read_ahead(text: str) -> int:
+    """`--read-ahead`: a whole number of KiB."""
+    t = str(text).strip()
+    if not t.isdigit():
+        raise SettingsError(f"--read-ahead: expected a whole number of KiB (e.g. 1024; 0 keeps the "
+                            f"kernel default), got {text!r}")
+    return int(t)

@@ -4,7 +4,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 
-APT_PACKAGES=(fuse3 libfuse3-dev pkg-config gcc attr file libmagic1 libglib2.0-bin rsync curl psmisc tar)
+APT_PACKAGES=(fuse3 libfuse3-dev pkg-config gcc attr file libmagic1 libglib2.0-bin rsync curl psmisc tar strace)
 
 need_apt=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -34,11 +34,15 @@ if [ ! -x "$VENV/bin/python" ]; then
     echo "== creating $VENV"
     "$PY" -m venv "$VENV"
 fi
-# Reinstall only when the dependency list changed.
-if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
-    echo "== installing rcfs and its test tools into .venv"
+# Exact versions from the lock (constraints.txt): a new release of httpx, httpcore or h11
+# cannot change what a fresh install does (rcfs/api/tuning.py depends on their internals).
+LOCK="$ROOT/constraints.txt"
+# Reinstall only when the dependency list or the lock changed.
+if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ] || [ "$LOCK" -nt "$stamp" ]; then
+    echo "== installing rcfs, its emulator and its test tools into .venv (versions from constraints.txt)"
     piplog="$VENV/pip-install.log"
-    if ! { "$VENV/bin/pip" install -q --upgrade pip && "$VENV/bin/pip" install -q -e "$ROOT[test]"; } >"$piplog" 2>&1; then
+    if ! { "$VENV/bin/pip" install -q -c "$LOCK" --upgrade pip \
+           && "$VENV/bin/pip" install -q -c "$LOCK" -e "$ROOT[emulator,test]"; } >"$piplog" 2>&1; then
         cat "$piplog" >&2
         echo "pip install failed (log: $piplog)" >&2
         exit 1

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import re
+from importlib import metadata
+from pathlib import Path
+
 import h11
+import pytest
+from packaging.requirements import Requirement
 from h11 import _connection, _receivebuffer
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -10,18 +17,93 @@ from hypothesis import strategies as st
 import rcfs.api.client  # noqa: F401 - installs the tuning, as every rcfs process does
 from rcfs.api import tuning
 
+LOCK = Path(__file__).resolve().parent.parent / "constraints.txt"
+TUNED = ("httpx", "httpcore", "h11")  # whose internals rcfs/api/tuning.py changes
 ORIGINAL = _receivebuffer.ReceiveBuffer
 PATCHED = _connection.ReceiveBuffer
 
 
-def test_both_changes_are_active_with_the_pinned_libraries():
-    # If a library upgrade makes a change inapplicable, rcfs still works but slower:
-    # this test is what notices.
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _locked() -> dict[str, str]:
+    """{distribution: version} from constraints.txt (`name==version` lines)."""
+    pins = {}
+    for line in LOCK.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, sep, ver = line.partition("==")
+            assert sep and ver and ";" not in ver, f"not an exact pin: {line!r}"
+            pins[_canonical(name)] = ver.strip()
+    return pins
+
+
+def _closure(requirement: str, extras: set[str], seen: dict[str, str]) -> None:
+    """Walk the installed requirements of `requirement` (with `extras`) into `seen`."""
+    name = _canonical(requirement)
+    if name in seen and not extras:
+        return
+    try:
+        dist = metadata.distribution(name)
+    except metadata.PackageNotFoundError:
+        return  # an optional dependency that is not installed
+    seen[name] = dist.version
+    for text in dist.requires or []:
+        req = Requirement(text)
+        env_ok = [req.marker is None or req.marker.evaluate({"extra": e}) for e in (extras or {""})]
+        if any(env_ok) and _canonical(req.name) != name:
+            _closure(req.name, set(req.extras), seen)
+
+
+def _installed_from_the_lock() -> None:
+    """Skip (fail in CI) when this venv was not installed with constraints.txt."""
+    pins = _locked()
+    drift = {n: (metadata.version(n), pins.get(n)) for n in TUNED if metadata.version(n) != pins.get(n)}
+    if drift:
+        msg = f"installed versions differ from constraints.txt (installed, locked): {drift}; scripts/test installs the lock"
+        if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+def test_the_lock_pins_exact_versions_of_the_tuned_libraries():
+    pins = _locked()
+    for name in TUNED:
+        assert name in pins, f"constraints.txt does not pin {name}"
+
+
+def test_the_lock_covers_everything_rcfs_and_its_extras_install():
+    # A dependency added to pyproject.toml without regenerating the lock would install
+    # whatever is newest: that is what the lock exists to prevent.
+    _installed_from_the_lock()
+    pins = _locked()
+    installed: dict[str, str] = {}
+    _closure("rcfs", {"emulator", "test"}, installed)
+    installed.pop("rcfs")
+    unpinned = sorted(set(installed) - set(pins))
+    assert not unpinned, f"not in constraints.txt: {unpinned} (regenerate it, see its header)"
+    wrong = {n: (v, pins[n]) for n, v in installed.items() if pins[n] != v}
+    assert not wrong, f"installed differs from constraints.txt (installed, locked): {wrong}"
+
+
+def test_both_changes_are_active_with_the_locked_libraries():
+    # The versions in constraints.txt are the ones the tuning was written and measured
+    # against. If a library upgrade makes a change inapplicable, rcfs still works but
+    # slower: this test is what notices (run it when changing the lock).
+    _installed_from_the_lock()
     assert tuning.install() == {"socket_reads": True, "pass_through_buffer": True}
     assert PATCHED is not ORIGINAL and issubclass(PATCHED, ORIGINAL)
     import httpcore._async.http11 as h11conn
 
     assert h11conn.AsyncHTTP11Connection.READ_NUM_BYTES >= 1 << 20
+
+
+def test_rcfs_itself_pins_nothing():
+    # `pip install rcfs` without the lock must still resolve: ranges only, no == pins.
+    requires = metadata.distribution("rcfs").requires or []
+    core = [r for r in requires if "extra ==" not in r]
+    assert core and not any("==" in r for r in core), core
 
 
 _chunks = st.binary(min_size=0, max_size=40).map(lambda b: b.replace(b"x", b"\r\n"))

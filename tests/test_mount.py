@@ -141,12 +141,33 @@ def test_copy_tools_get_every_byte(mnt, tmp_path, store):
     subprocess.run(["rsync", "-a", f"{mnt}/", str(tmp_path / "rsync")], check=True)
     with open(tmp_path / "all.tar", "wb") as fh:
         subprocess.run(["tar", "c", "-C", str(mnt), "."], stdout=fh, check=True)
-    with tarfile.open(tmp_path / "all.tar") as tar:
-        tar.extractall(tmp_path / "tar", filter="data")
-    for copy in ("cp", "rsync", "tar"):
+    for copy in ("cp", "rsync"):
         root = tmp_path / copy
         got = {p.relative_to(root): sha(p.read_bytes()) for p in root.rglob("*") if p.is_file()}
         assert got == expected, copy
+    assert tar_file_hashes(tmp_path / "all.tar") == expected, "tar"
+
+
+def tar_file_hashes(archive: Path) -> dict[Path, str]:
+    """{relative path: sha256} of the regular files in `archive`, read without extracting.
+
+    Nothing is written to disk, so a hostile member cannot escape the target directory;
+    and every member must be a plain relative file or directory anyway (what the "data"
+    extraction filter of Python 3.11.4+ would insist on), so the archive rcfs produced
+    is checked to be one. Works on every Python from 3.11.0 (Debian 12 has 3.11.2).
+    """
+    hashes = {}
+    with tarfile.open(archive) as tar:
+        for member in tar:
+            path = Path(member.name)
+            assert not path.is_absolute() and ".." not in path.parts, member.name
+            assert member.isfile() or member.isdir(), (member.name, member.type)
+            if member.isfile():
+                fh = tar.extractfile(member)
+                assert fh is not None
+                with fh:
+                    hashes[Path(os.path.normpath(path))] = sha(fh.read())
+    return hashes
 
 
 def test_find_stat_du_and_statfs(mnt):

@@ -29,13 +29,13 @@ import hashlib
 import json
 import logging
 import os
-import secrets
 import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 import trio
 
+from ..atomic import write_atomic
 from .errors import ApiError, AuthError, BadResponse, Rejected
 
 log = logging.getLogger(__name__)
@@ -209,21 +209,8 @@ class TokenStore:
             # makedirs' mode is filtered by the umask; the directory must really be 0700.
             os.chmod(directory, 0o700)
         payload = json.dumps({"version": _FILE_VERSION, "tokens": tokens}, indent=1).encode()
-        tmp = directory / f".{self.path.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
         # Created 0600 by open(2) itself: the secrets are never readable by others.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(payload)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        write_atomic(self.path, payload, mode=0o600)
 
 
 # (form fields) -> token response JSON; raises ApiError subclasses.
