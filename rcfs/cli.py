@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "asks for changes (one message-sync request) (default: 30)")
     m.add_argument("--recordings-ttl", type=float, default=300.0, metavar="SECONDS",
                    help="the same for /recordings, re-listed from the call log (Heavy group) (default: 300)")
+    m.add_argument("--listing-wait", type=float, default=15.0, metavar="SECONDS",
+                   help="how long an ls waits for a listing (a rate-limited API can take minutes) "
+                        "before showing the previous one; a first listing fails with EAGAIN (default: 15)")
     m.add_argument("--cache-size", default="256M", help="memory for the block cache (default: 256M)")
     m.add_argument("--block-size", default="1M", help="cache block size (default: 1M)")
     m.add_argument("--read-ahead", type=int, default=1024, metavar="KB",
@@ -182,6 +185,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
             direct_io_above=settings.parse_size_or_off(args.direct_io_above, "--direct-io-above"),
             message_ttl=args.listing_ttl,
             recording_ttl=args.recordings_ttl,
+            listing_wait=args.listing_wait,
         )
         if args.daemon and not args.log_file:
             # A daemon has no terminal: keep its log next to its state.

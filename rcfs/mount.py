@@ -61,6 +61,7 @@ class MountOptions:
     read_only: bool = False
     message_ttl: float = 30.0
     recording_ttl: float = 300.0
+    listing_wait: float = 15.0  # seconds an ls waits for a listing (rcfs.folders.media)
     nonempty: bool = False
     read_ahead_kb: int = 1024
     direct_io_above: int | None = 256 << 20  # None: always through the page cache
@@ -248,7 +249,7 @@ def build_owners(opts: MountOptions, tree: Tree, client: RingCentralClient, read
                  state: StateStore, *, spool: Spool, region: str = "US") -> dict[str, FolderOwner]:
     """The top-level folders, in the order `ls` shows them, each with its owner."""
     media = dict(client=client, reader=reader, state=state, direct_io_above=opts.direct_io_above,
-                 priority_of=reader_priority)
+                 priority_of=reader_priority, listing_wait=opts.listing_wait)
     owners: dict[str, FolderOwner] = {}
     for name in ("faxes", "voicemail", "recordings", "mms", "outbox", "greetings"):
         writable = name in ("outbox", "greetings")

@@ -112,7 +112,7 @@ def safe_component(raw: object, *, fallback: str = "unnamed", max_bytes: int = M
 
 def party_label(number: str | None, name: str | None = None) -> str:
     """A short, safe label for the other party: the phone number, else the name."""
-    if number:
+    if isinstance(number, str) and number:
         cleaned = re.sub(r"[^0-9+*#]", "", number)
         if cleaned:
             return cleaned[:32]

@@ -7,10 +7,19 @@ attribute timeout of 0 until its size is learned. `ls -l` therefore costs no req
 download, so nothing is wasted), and the kernel re-asks getattr before reading, so
 `cat`, `cp`, `rsync`, `tar` and `sha256sum` see the exact size. Once learned, a size is
 exact for good and persisted across remounts.
+
+Listings have a deadline (`listing_wait`, 15 s by default; `rcfs mount --listing-wait`).
+A refresh holds the folder's lock across network calls, and a rate-limited group can
+make those calls wait a whole penalty (60 s and more). So a refresh, lock wait included,
+gives up at the deadline: a folder listed before shows its previous listing (logged), and
+a first listing that could not be had fails with EAGAIN ("Resource temporarily
+unavailable"): nothing is wrong with the folder, asking again later works. EAGAIN rather
+than EIO so that a script can tell "try again" from "broken".
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from typing import Callable
@@ -22,7 +31,10 @@ from ..api.errors import ApiError
 from ..reader import Reader, Source
 from ..state import StateStore
 from ..tree import File, Folder, Node, Tree
-from .base import FolderOwner, Opened
+from .base import FolderOwner, Opened, Refused
+
+# Seconds a listing may take, lock wait included, before the previous one is served.
+LISTING_WAIT = 15.0
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +46,7 @@ class RemoteMediaOwner(FolderOwner):
 
     def __init__(self, tree: Tree, folder: Folder, *, client, reader: Reader, state: StateStore,
                  ttl: float, direct_io_above: int | None,
-                 priority_of: Callable[[int], Priority]) -> None:
+                 priority_of: Callable[[int], Priority], listing_wait: float = LISTING_WAIT) -> None:
         super().__init__(tree, folder)
         self.name = folder.name
         self.client = client
@@ -43,6 +55,7 @@ class RemoteMediaOwner(FolderOwner):
         self.ttl = ttl
         self.direct_io_above = direct_io_above
         self.priority_of = priority_of
+        self.listing_wait = listing_wait
         self.loaded_at: float | None = None  # trio clock of the last successful refresh
         # message/call id -> names of the entries it produced in the folder
         self.entries: dict[str, list[str]] = {}
@@ -59,24 +72,36 @@ class RemoteMediaOwner(FolderOwner):
     async def refresh(self, folder: Folder) -> None:
         """Make sure the top-level listing is no older than the TTL.
 
-        A failed refresh of a folder that was loaded before keeps the old listing (with
-        a warning) rather than failing the `ls`; a first load that fails raises.
+        A refresh that fails, or that cannot finish within `listing_wait` seconds (lock
+        wait included), keeps the old listing of a folder that was loaded before (with a
+        warning) rather than failing the `ls`; a first load that fails raises, and one
+        that runs out of time is refused with EAGAIN.
         """
         if folder is not self.folder or self.is_fresh():
             return
-        async with self._lock:  # single flight: concurrent `ls` share one refresh
-            if self.is_fresh():
-                return
-            try:
-                await self.load()
-            except ApiError as exc:
-                if self.loaded_at is None:
-                    raise
-                log.warning("refreshing /%s failed, showing the previous listing: %s", self.name, exc)
-                self.loaded_at = trio.current_time()  # do not hammer a failing API
-                return
-            self.loaded_at = trio.current_time()
-            self.state.maybe_flush()
+        with trio.move_on_after(self.listing_wait) as deadline:
+            async with self._lock:  # single flight: concurrent `ls` share one refresh
+                if self.is_fresh():
+                    return
+                try:
+                    await self.load()
+                except ApiError as exc:
+                    if self.loaded_at is None:
+                        raise
+                    log.warning("refreshing /%s failed, showing the previous listing: %s", self.name, exc)
+                    self.loaded_at = trio.current_time()  # do not hammer a failing API
+                    return
+                self.loaded_at = trio.current_time()
+                self.state.maybe_flush()
+        if not deadline.cancelled_caught:
+            return
+        if self.loaded_at is not None:
+            log.warning("refreshing /%s took more than %g s (rate limit or slow network), showing "
+                        "the previous listing", self.name, self.listing_wait)
+            self.loaded_at = trio.current_time()  # the next `ls` within the TTL does not wait again
+            return
+        raise Refused(errno.EAGAIN, f"/{self.name}: the first listing took more than {self.listing_wait:g} s "
+                                    "(rate limit or slow network); try again shortly")
 
     async def load(self) -> None:
         """Bring the folder in step with the account (subclasses)."""

@@ -53,7 +53,7 @@ class RecordingsOwner(RemoteMediaOwner):
         stem = names.base_name(created, record.get("direction"), other_party(record), rid)
         name = names.with_extension(stem, content_type)
         frm, to = parties(record)
-        node = File(key=key, name=name, mtime=created.timestamp(), url=str(rec["contentUri"]),
+        node = File(key=key, name=name, mtime=names.clamp_timestamp(created), url=str(rec["contentUri"]),
                     size=self.state.sizes.get(key), content_type=content_type)
         node.xattrs = {
             "user.rc.id": rid,
