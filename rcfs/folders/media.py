@@ -9,16 +9,18 @@ download, so nothing is wasted), and the kernel re-asks getattr before reading, 
 exact for good and persisted across remounts.
 
 Listings have a deadline (`listing_wait`, 15 s by default; `rcfs mount --listing-wait`).
-A refresh holds the folder's lock across network calls, and a rate-limited group can
-make those calls wait a whole penalty (60 s and more). So a refresh, lock wait included,
-gives up at the deadline: a folder listed before shows its previous listing (logged), and
-a first listing that could not be had fails with EAGAIN ("Resource temporarily
-unavailable"): nothing is wrong with the folder, asking again later works. EAGAIN rather
-than EIO so that a script can tell "try again" from "broken".
+A refresh is a chain of network calls, and a rate-limited group can make them wait a
+whole penalty (60 s and more); a first listing of a large account needs more pages than
+the Light group allows a minute. So the refresh runs as a task of its own and an `ls`
+waits for it at most until the deadline: a folder listed before then shows its previous
+listing (logged), and a first listing that is not done fails with EAGAIN ("Resource
+temporarily unavailable") while the task goes on, so asking again later shows it.
+EAGAIN rather than EIO so that a script can tell "try again" from "broken".
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import os
@@ -39,6 +41,16 @@ LISTING_WAIT = 15.0
 log = logging.getLogger(__name__)
 
 
+@dataclasses.dataclass(eq=False)
+class _Load:
+    """One refresh under way: its waiters wait on `done`, then look at `error`."""
+
+    started: float
+    done: trio.Event = dataclasses.field(default_factory=trio.Event)
+    error: Exception | None = None
+    reported: bool = False  # the "showing the previous listing" warning was logged
+
+
 class RemoteMediaOwner(FolderOwner):
     """A top-level folder filled from an API listing; its files are read-only media."""
 
@@ -57,9 +69,10 @@ class RemoteMediaOwner(FolderOwner):
         self.priority_of = priority_of
         self.listing_wait = listing_wait
         self.loaded_at: float | None = None  # trio clock of the last successful refresh
+        self.listed = False  # a listing was made once: from then on a failed refresh serves it
         # message/call id -> names of the entries it produced in the folder
         self.entries: dict[str, list[str]] = {}
-        self._lock = trio.Lock()
+        self._load: _Load | None = None  # the refresh under way, if any
 
     # listing ------------------------------------------------------------------------
     def is_fresh(self) -> bool:
@@ -70,38 +83,69 @@ class RemoteMediaOwner(FolderOwner):
         self.loaded_at = None
 
     async def refresh(self, folder: Folder) -> None:
-        """Make sure the top-level listing is no older than the TTL.
+        """Make sure the top-level listing is no older than the TTL, waiting at most
+        `listing_wait` seconds for it.
 
-        A refresh that fails, or that cannot finish within `listing_wait` seconds (lock
-        wait included), keeps the old listing of a folder that was loaded before (with a
-        warning) rather than failing the `ls`; a first load that fails raises, and one
-        that runs out of time is refused with EAGAIN.
+        The load itself runs as a task of its own (single flight: concurrent `ls` share
+        it), so a caller that stops waiting does not cancel it: a first listing that
+        needs minutes of rate-limited pages finishes in the background, and the next
+        `ls` shows it. A folder listed before shows its previous listing when the
+        refresh fails or is not done by the deadline; a first listing raises the
+        failure, or EAGAIN when it is not done by the deadline.
         """
         if folder is not self.folder or self.is_fresh():
             return
-        with trio.move_on_after(self.listing_wait) as deadline:
-            async with self._lock:  # single flight: concurrent `ls` share one refresh
-                if self.is_fresh():
-                    return
-                try:
-                    await self.load()
-                except ApiError as exc:
-                    if self.loaded_at is None:
-                        raise
-                    log.warning("refreshing /%s failed, showing the previous listing: %s", self.name, exc)
-                    self.loaded_at = trio.current_time()  # do not hammer a failing API
-                    return
-                self.loaded_at = trio.current_time()
-                self.state.maybe_flush()
-        if not deadline.cancelled_caught:
+        load = self._load or self._start_load()
+        if self.listed:
+            # Only the first callers wait, up to the load's own deadline: once it has
+            # passed, every look (each lookup of `ls -l`, `cp -r`) gets the previous
+            # listing at once instead of one more wait each.
+            wait = load.started + self.listing_wait - trio.current_time()
+        else:
+            wait = self.listing_wait  # nothing else to show: each caller may wait
+        with trio.move_on_after(max(0.0, wait)):
+            await load.done.wait()
+        if load.done.is_set():
+            if load.error is not None and not self.listed:
+                raise load.error
             return
-        if self.loaded_at is not None:
-            log.warning("refreshing /%s took more than %g s (rate limit or slow network), showing "
-                        "the previous listing", self.name, self.listing_wait)
-            self.loaded_at = trio.current_time()  # the next `ls` within the TTL does not wait again
+        if self.listed:
+            if not load.reported:
+                load.reported = True
+                log.warning("refreshing /%s takes more than %g s (rate limit or slow network); showing "
+                            "the previous listing until it is done", self.name, self.listing_wait)
             return
         raise Refused(errno.EAGAIN, f"/{self.name}: the first listing took more than {self.listing_wait:g} s "
-                                    "(rate limit or slow network); try again shortly")
+                                    "(rate limit or slow network); it goes on in the background, "
+                                    "try again shortly")
+
+    def _start_load(self) -> "_Load":
+        load = self._load = _Load(started=trio.current_time())
+        # A system task: it outlives the FUSE request that started it, and ends with the
+        # mount's trio run. `_run_load` lets no exception escape.
+        trio.lowlevel.spawn_system_task(self._run_load, load, name=f"rcfs refresh /{self.name}")
+        return load
+
+    async def _run_load(self, load: "_Load") -> None:
+        try:
+            await self.load()
+        except Exception as exc:  # noqa: BLE001 - handed to the waiters, never lost
+            load.error = exc
+            if self.listed:
+                if isinstance(exc, ApiError):
+                    log.warning("refreshing /%s failed, showing the previous listing: %s", self.name, exc)
+                else:
+                    log.exception("unexpected error refreshing /%s; showing the previous listing", self.name)
+                self.loaded_at = trio.current_time()  # do not hammer a failing API
+            else:
+                log.info("listing /%s failed: %s", self.name, exc)
+        else:
+            self.loaded_at = trio.current_time()
+            self.listed = True
+            self.state.maybe_flush()
+        finally:
+            self._load = None
+            load.done.set()
 
     async def load(self) -> None:
         """Bring the folder in step with the account (subclasses)."""

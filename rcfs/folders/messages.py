@@ -93,8 +93,8 @@ class MessageFolderOwner(RemoteMediaOwner):
             log.info("no sync token for %s (%s); later refreshes will re-list", self.message_type, exc)
         records = await self.client.list_messages(message_type=self.message_type, date_from=self.since)
         self.apply(records, full=True)
-        # Kept only once the listing is in: a load cut short between the two (the
-        # listing deadline, an error) must not leave a token for a listing never made.
+        # Kept only once the listing is in: a load cut short between the two (an error,
+        # the mount ending) must not leave a token for a listing never made.
         self.sync_token = token
 
     def apply(self, records: list, *, full: bool) -> None:
