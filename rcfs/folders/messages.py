@@ -196,7 +196,7 @@ class MessageFolderOwner(RemoteMediaOwner):
                 if att.get("size") is not None:
                     log.warning("message %s: unusable attachment size %.40r; size unknown until read",
                                 mid, att.get("size"))
-                size = self.state.sizes.get(key)
+                size = names.valid_size(self.state.sizes.get(key))
             if parent is folder:
                 name = unique(name)
             node = File(key=key, name=name, mtime=mtime, url=att["uri"], size=size,
