@@ -73,6 +73,7 @@ class RemoteMediaOwner(FolderOwner):
         # message/call id -> names of the entries it produced in the folder
         self.entries: dict[str, list[str]] = {}
         self._load: _Load | None = None  # the refresh under way, if any
+        self._generation = 0  # bumped by invalidate()
 
     # listing ------------------------------------------------------------------------
     def is_fresh(self) -> bool:
@@ -81,6 +82,8 @@ class RemoteMediaOwner(FolderOwner):
     def invalidate(self) -> None:
         """The next look at this folder asks the API again (e.g. after a send)."""
         self.loaded_at = None
+        # A refresh under way may have asked before the change: it must not count as fresh.
+        self._generation += 1
 
     async def refresh(self, folder: Folder) -> None:
         """Make sure the top-level listing is no older than the TTL, waiting at most
@@ -127,6 +130,7 @@ class RemoteMediaOwner(FolderOwner):
         return load
 
     async def _run_load(self, load: "_Load") -> None:
+        generation = self._generation
         try:
             await self.load()
         except Exception as exc:  # noqa: BLE001 - handed to the waiters, never lost
@@ -140,7 +144,8 @@ class RemoteMediaOwner(FolderOwner):
             else:
                 log.info("listing /%s failed: %s", self.name, exc)
         else:
-            self.loaded_at = trio.current_time()
+            # Invalidated meanwhile: shown now, but the next look asks again.
+            self.loaded_at = trio.current_time() if generation == self._generation else None
             self.listed = True
             self.state.maybe_flush()
         finally:
