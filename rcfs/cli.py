@@ -120,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "asks for changes (one message-sync request) (default: 30)")
     m.add_argument("--recordings-ttl", type=float, default=300.0, metavar="SECONDS",
                    help="the same for /recordings, re-listed from the call log (Heavy group) (default: 300)")
+    m.add_argument("--listing-wait", type=float, default=60.0, metavar="SECONDS",
+                   help="how long an ls waits for a listing (a rate-limited API can take minutes) "
+                        "before showing the previous one; a first listing that is not in by then "
+                        "fails with EAGAIN and goes on in the background (default: 60)")
     m.add_argument("--cache-size", default="256M", help="memory for the block cache (default: 256M)")
     m.add_argument("--block-size", default="1M", help="cache block size (default: 1M)")
     m.add_argument("--read-ahead", default="1024", metavar="KB",
@@ -279,6 +283,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
             read_only=args.read_only or "ro" in opts_o,
             nonempty=args.nonempty, read_ahead_kb=read_ahead_kb, direct_io_above=direct_io_above,
             message_ttl=args.listing_ttl, recording_ttl=args.recordings_ttl,
+            listing_wait=_positive(args.listing_wait, "--listing-wait"),
         )
 
         def ready() -> None:
@@ -313,6 +318,12 @@ def cmd_mount(args: argparse.Namespace) -> int:
         finally:
             for sig, handler in previous_handlers.items():
                 signal.signal(sig, handler)
+
+
+def _positive(value: float, flag: str) -> float:
+    if not value > 0:
+        raise SettingsError(f"{flag}: expected a number of seconds above 0, got {value}")
+    return value
 
 
 def _daemonize() -> int:

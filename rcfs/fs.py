@@ -24,6 +24,7 @@ from typing import Any, Callable
 import pyfuse3
 import trio
 
+from . import names
 from .api.client import Priority
 from .api.errors import ApiError, AuthError, NotFound, RateLimited, Rejected
 from .folders.base import FolderOwner, Opened, Refused
@@ -155,6 +156,9 @@ class Operations(pyfuse3.Operations):
     # facts learned by the reader ---------------------------------------------------------
     def size_learned(self, key: str, size: int) -> None:
         """Reader callback: the exact size of an object is now known."""
+        if names.valid_size(size) is None:
+            log.warning("ignoring an impossible size %r for %s", size, key)
+            return
         self.state.learn_size(key, size)
         node = self.tree.find_key(key)
         if isinstance(node, File):

@@ -65,6 +65,7 @@ class MountOptions:
     read_only: bool = False
     message_ttl: float = 30.0
     recording_ttl: float = 300.0
+    listing_wait: float = 60.0  # seconds an ls waits for a listing (rcfs.folders.media)
     nonempty: bool = False
     read_ahead_kb: int = 1024
     direct_io_above: int | None = 256 << 20  # None: always through the page cache
@@ -266,7 +267,7 @@ def build_owners(opts: MountOptions, tree: Tree, client: RingCentralClient, read
     (default: the folder holding the outbox spool, i.e. the account's state dir)."""
     account_dir = account_dir or spool.root.parent
     media = dict(client=client, reader=reader, state=state, direct_io_above=opts.direct_io_above,
-                 priority_of=reader_priority)
+                 priority_of=reader_priority, listing_wait=opts.listing_wait)
     owners: dict[str, FolderOwner] = {}
     for name in ("faxes", "voicemail", "recordings", "mms", "outbox", "greetings", "exports"):
         writable = name in ("outbox", "greetings", "exports")

@@ -2,7 +2,15 @@
 
 Everything that comes from the API (`fileName`, phone numbers, names) passes through
 `safe_component` before it becomes part of a path, so nothing can escape its folder,
-hide itself (leading dot), smuggle a NUL/control character, or exceed NAME_MAX.
+hide itself (leading dot), smuggle a control or format character, or exceed NAME_MAX.
+
+"Control or format" means Unicode categories Cc and Cf: C0 and C1 controls (a C1 CSI,
+`\x9b`, starts a terminal escape just like `\x1b[`), bidi overrides and isolates
+(U+202E makes `gpj.exe` display as `exe.jpg`), zero-width characters and the BOM. A
+name is shown by terminals, file managers and shells, so none of these may reach it.
+
+Times from the API pass through `parse_time` (always timezone-aware UTC, None when
+unusable) and `clamp_timestamp` (within what a 64-bit nanosecond st_mtime can hold).
 """
 
 from __future__ import annotations
@@ -52,7 +60,8 @@ EXTENSIONS: dict[str, str] = {
     "video/webm": ".webm",
 }
 
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]")
+_SEPARATORS = frozenset("/\\")
+_HIDDEN_CATEGORIES = frozenset(("Cc", "Cf"))
 _SPACES = re.compile(r"\s+")
 
 
@@ -62,6 +71,14 @@ def extension_for(content_type: str | None) -> str:
         return ".bin"
     base = content_type.split(";", 1)[0].strip().lower()
     return EXTENSIONS.get(base, ".bin")
+
+
+def _replace_unsafe(text: str) -> str:
+    """`/`, `\\` and every Cc/Cf character become `_`."""
+    if text.isprintable() and not any(ch in _SEPARATORS for ch in text):
+        return text  # the common case (Cc/Cf are never printable): no per-character work
+    return "".join("_" if ch in _SEPARATORS or unicodedata.category(ch) in _HIDDEN_CATEGORIES else ch
+                   for ch in text)
 
 
 def _truncate_utf8(text: str, max_bytes: int) -> str:
@@ -76,7 +93,7 @@ def safe_component(raw: object, *, fallback: str = "unnamed", max_bytes: int = M
     """Turn any API-supplied value into one safe path component.
 
     - non-strings and invalid UTF-8 (lone surrogates) become replacement-free text;
-    - `/`, `\\`, NUL and control characters become `_`;
+    - `/`, `\\` and control/format characters (categories Cc, Cf) become `_`;
     - leading dots are stripped, so `.`, `..` and hidden names cannot occur;
     - the result is at most `max_bytes` UTF-8 bytes and never empty.
     """
@@ -86,7 +103,7 @@ def safe_component(raw: object, *, fallback: str = "unnamed", max_bytes: int = M
     # Lone surrogates (from non-UTF-8 input decoded with surrogateescape) cannot be encoded.
     text = text.encode("utf-8", errors="replace").decode("utf-8")
     text = unicodedata.normalize("NFC", text)
-    text = _UNSAFE.sub("_", text)
+    text = _replace_unsafe(text)
     text = _SPACES.sub(" ", text).strip()
     text = text.lstrip(".").strip()
     text = _truncate_utf8(text, max_bytes).strip()
@@ -95,7 +112,7 @@ def safe_component(raw: object, *, fallback: str = "unnamed", max_bytes: int = M
 
 def party_label(number: str | None, name: str | None = None) -> str:
     """A short, safe label for the other party: the phone number, else the name."""
-    if number:
+    if isinstance(number, str) and number:
         cleaned = re.sub(r"[^0-9+*#]", "", number)
         if cleaned:
             return cleaned[:32]
@@ -140,11 +157,43 @@ def attachment_name(file_name: object, index: int, content_type: str | None) -> 
     return f"{index:02d}_{stem}{ext}" if stem else f"{index:02d}_part{ext}"
 
 
-def parse_time(value: str | None) -> dt.datetime | None:
-    """Parse the API's ISO-8601 timestamps (with or without milliseconds)."""
-    if not value:
+def parse_time(value: object) -> dt.datetime | None:
+    """Parse the API's ISO-8601 timestamps (with or without milliseconds) as UTC.
+
+    None for anything unusable: not a string, not ISO-8601, or a date so close to year 1
+    or 9999 that converting it to UTC leaves the calendar. A time without an offset is UTC
+    (the API's convention), never the machine's local time.
+    """
+    if not isinstance(value, str) or not value:
         return None
     try:
-        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.timezone.utc)
+        return parsed.astimezone(dt.timezone.utc)
+    except (ValueError, OverflowError):
         return None
+
+
+# st_mtime_ns is a signed 64-bit count of nanoseconds: about 1677-09-21 .. 2262-04-11.
+# Times outside (a record dated 9999 or 0001) are clamped to these bounds, so the kernel
+# is never handed a value pyfuse3 cannot convert (an OverflowError there fails the
+# whole READDIR of the folder, not just the odd entry).
+EARLIEST_TIMESTAMP = dt.datetime(1678, 1, 1, tzinfo=dt.timezone.utc).timestamp()
+LATEST_TIMESTAMP = dt.datetime(2262, 1, 1, tzinfo=dt.timezone.utc).timestamp()
+
+
+def clamp_timestamp(t: dt.datetime) -> float:
+    """`t` as a POSIX timestamp that st_mtime_ns can hold."""
+    return min(max(t.timestamp(), EARLIEST_TIMESTAMP), LATEST_TIMESTAMP)
+
+
+# A size must fit st_size (signed 64-bit); anything else from the API means "unknown".
+MAX_SIZE = 2**63 - 1
+
+
+def valid_size(value: object) -> int | None:
+    """`value` when it is a usable byte count (an int in [0, 2**63)), else None."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value if 0 <= value <= MAX_SIZE else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import unicodedata
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -11,7 +12,14 @@ from rcfs import names
 from rcfs.tree import ROOT_INODE, File, Folder, Tree, stable_inode
 
 HOSTILE = ["../../etc/passwd", "a/b/c.jpg", "..", ".", "", "x\x00y\x01z.png", "n" * 1000,
-           "\udcff\udcfe.png", "/absolute.png", ".hidden", "back\\slash", " spaced  out ", "é" * 300]
+           "\udcff\udcfe.png", "/absolute.png", ".hidden", "back\\slash", " spaced  out ", "é" * 300,
+           # C1 CSI (a terminal escape), bidi override (shows "gpj.exe" as "exe.jpg"),
+           # zero-width space/joiner, BOM, soft hyphen, bidi isolates, NEL:
+           "\x9b[31mred.jpg", "\u202egpj.exe", "a\u200bb\u200dc.png", "\ufeffbom.gif",
+           "soft\u00adhyphen.png", "\u2066isolated\u2069.png", "next\x85line.png"]
+
+# Characters no name may hold: Unicode "Other, control" and "Other, format".
+HIDDEN_CATEGORIES = ("Cc", "Cf")
 
 
 def _is_safe(component: str) -> bool:
@@ -22,7 +30,7 @@ def _is_safe(component: str) -> bool:
         and "\x00" not in component
         and not component.startswith(".")
         and len(raw) <= 255
-        and all(ord(ch) >= 32 and ord(ch) != 127 for ch in component)
+        and all(unicodedata.category(ch) not in HIDDEN_CATEGORIES for ch in component)
     )
 
 
@@ -36,6 +44,45 @@ def test_hostile_file_names_become_safe_components():
 def test_any_text_is_made_safe(raw):
     assert _is_safe(names.safe_component(raw))
     assert _is_safe(names.attachment_name(raw, 1, "image/jpeg"))
+
+
+# Text drawn mostly from the characters that matter here, so the property test meets
+# C1 controls and format characters on nearly every example, not by luck.
+_TRICKY = st.sampled_from(["\x9b", "\x85", "\x1b", "\x00", "\u202e", "\u202d", "\u2066", "\u200b",
+                           "\u200d", "\u200e", "\ufeff", "\u00ad", "\u061c", "\U000e0001", ".", "/", " "])
+_TRICKY_TEXT = st.lists(st.one_of(_TRICKY, st.characters()), max_size=40).map("".join)
+
+
+@given(_TRICKY_TEXT)
+def test_control_and_format_characters_never_reach_a_name(raw):
+    assert _is_safe(names.safe_component(raw))
+    assert _is_safe(names.attachment_name(raw, 1, "image/jpeg"))
+    assert _is_safe(names.party_label(None, raw))
+
+
+def test_c1_and_bidi_characters_are_replaced_not_dropped():
+    # Replaced with "_" (not removed), so "a\u200bb" and "ab" stay different names.
+    assert names.safe_component("\x9b[31mred.jpg") == "_[31mred.jpg"
+    assert names.safe_component("\u202egpj.exe") == "_gpj.exe"
+    assert names.safe_component("a\u200bb") == "a_b"
+    assert names.attachment_name("\u202egpj.exe", 2, "image/jpeg") == "02__gpj.exe.jpg"
+
+
+def test_times_from_the_api_are_utc_and_fit_st_mtime_ns():
+    assert names.parse_time("9999-12-31T23:59:59.000-12:00") is None  # beyond year 9999 in UTC
+    assert names.parse_time(12345) is None and names.parse_time("yesterday") is None
+    naive = names.parse_time("2026-01-02T03:04:05")
+    assert naive == dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)  # UTC, not local time
+    for text in ("9999-12-31T23:59:59Z", "0001-01-01T00:00:00Z", "2026-01-02T03:04:05.678Z"):
+        ns = int(names.clamp_timestamp(names.parse_time(text)) * 1e9)
+        assert -(2**63) <= ns < 2**63, text
+    assert names.clamp_timestamp(naive) == naive.timestamp()  # ordinary times are untouched
+
+
+def test_sizes_from_the_api_must_fit_st_size():
+    assert names.valid_size(0) == 0 and names.valid_size(2**63 - 1) == 2**63 - 1
+    for bad in (2**63, 2**64 + 5, -1, True, 1.5, "12", None):
+        assert names.valid_size(bad) is None, bad
 
 
 def test_attachment_names_keep_order_and_real_extension():

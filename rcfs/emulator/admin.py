@@ -28,8 +28,13 @@
     POST /_emulator/messages       inject an inbound message (for sync tests): JSON
                                    {"type": "SMS"|"Fax"|"VoiceMail", "from": "+1…",
                                     "text": "…" (SMS), "pages": n (Fax), "seconds": n
-                                    (VoiceMail), "minutesAgo": n (default 0)} → 201 with
-                                   the message JSON
+                                    (VoiceMail), "audioParts": n (VoiceMail: that many
+                                    AudioRecording attachments, default 1), "minutesAgo": n
+                                    (default 0), "deliverBefore": "<route name>" (hold the
+                                    message, and store it just before the next request of
+                                    that route, e.g. "message-list", is answered: a message
+                                    arriving at an exact point of a client's sequence)}
+                                   → 201 with the message JSON
     GET  /_emulator/info           ids, base URLs and counts of the seeded data
     GET  /_emulator/sent           every outbound message as stored, oldest first:
                                    {"messages": [{id, type, messageStatus, from, to
@@ -205,15 +210,25 @@ def inject_message(emu: Emulator, body: dict[str, Any]) -> Message:
                           subject=sender, fax_page_count=pages, fax_resolution="High")
         elif kind == "VoiceMail":
             seconds = int(body.get("seconds", 5))
-            att = Attachment(id=msg_id, type="AudioRecording", media=media.audio_mp3(msg_id, seconds),
-                             vm_duration=seconds)
+            parts = body.get("audioParts", 1)
+            if isinstance(parts, bool) or not isinstance(parts, int) or not 1 <= parts <= 10:
+                raise _bad(emu, "[audioParts] must be an integer in 1..10")
+            atts = [Attachment(id=msg_id if i == 0 else store.new_id(), type="AudioRecording",
+                               media=media.audio_mp3(msg_id + i, seconds + i), vm_duration=seconds + i)
+                    for i in range(parts)]
             msg = Message(id=msg_id, type="VoiceMail", direction="Inbound", creation_time=created,
-                          from_=Party(phone_number=sender), to=[me], attachments=[att],
+                          from_=Party(phone_number=sender), to=[me], attachments=atts,
                           subject=f"Voice message from {sender}", vm_transcription_status="NotAvailable")
         else:
             raise _bad(emu, f"[type] must be SMS, Fax or VoiceMail, not {kind!r}")
     except AttributeError as exc:  # media factories not available in this build
         raise ApiProblem(emu.api_error(501, "CMN-202", f"cannot build {kind} media: {exc}")) from None
+    route = body.get("deliverBefore")
+    if route is not None:
+        if not isinstance(route, str) or not route:
+            raise _bad(emu, "[deliverBefore] must be a route name")
+        emu.held_messages.append((route, msg))
+        return msg
     return store.add_message(msg)
 
 

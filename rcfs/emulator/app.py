@@ -51,7 +51,7 @@ from . import auth as auth_mod
 from .auth import AuthFailure, Session, TokenTable
 from .config import EmulatorConfig
 from .ratelimit import RateLimiter
-from .store import Attachment, CallRecord, Greeting, Message, Party, Recording, Store, iso
+from .store import DROP, Attachment, CallRecord, Greeting, Message, Party, Recording, Store, iso
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +139,9 @@ class Emulator:
         from . import admin, greetings, media_routes, platform, reports  # they import this one
 
         self.sync_tokens = platform.SyncTokens()
+        # (route name, message): injected messages that arrive just before the next
+        # request of that route is answered (admin `deliverBefore`: races made exact).
+        self.held_messages: list[tuple[str, Message]] = []
         errors = {404: self._not_found, 405: self._not_allowed}
         self.platform_app = Starlette(routes=platform.routes(self) + reports.routes(self)
                                       + greetings.routes(self) + admin.routes(self),
@@ -263,7 +266,18 @@ class Emulator:
             out["fileName"] = att.file_name
         if att.expose_size and att.media is not None:
             out["size"] = att.media.size
-        return out
+        return _odd(out, att.odd_json)
+
+    def deliver_held(self, route: str) -> None:
+        """Store the held messages waiting for a request of `route` (see admin.py)."""
+        keep = []
+        for wanted, msg in self.held_messages:
+            if wanted == route:
+                msg.last_modified = self.store.now()
+                self.store.add_message(msg)
+            else:
+                keep.append((wanted, msg))
+        self.held_messages = keep
 
     def render_message(self, msg: Message, *, single: bool = False) -> dict[str, Any]:
         """`GetMessageInfoResponse` JSON of a message (`single=True`: the single-GET form).
@@ -312,7 +326,7 @@ class Emulator:
                 "id": str(msg.conversation_id),
                 "uri": f"{self.platform_base}/restapi/v1.0/conversation/{msg.conversation_id}",
             }
-        return out
+        return _odd(out, msg.odd_json)
 
     def recording_uri(self, rec_id: str) -> str:
         """Absolute platform URI of a recording's metadata."""
@@ -446,6 +460,8 @@ class Emulator:
                 self.check_path_ids(request)
                 if group is not None:
                     self.settle_sends()
+                if self.held_messages:
+                    self.deliver_held(name)
                 response = await handler(request, session)
             except (ApiProblem, AuthFailure) as exc:
                 response = exc.response
@@ -463,6 +479,16 @@ class Emulator:
 
         run.__name__ = name.replace("-", "_")
         return run
+
+
+def _odd(out: dict[str, Any], overrides: dict | None) -> dict[str, Any]:
+    """`out` with the odd-record overrides applied (DROP removes a key)."""
+    for key, value in (overrides or {}).items():
+        if value is DROP:
+            out.pop(key, None)
+        else:
+            out[key] = value
+    return out
 
 
 def _present(**fields: Any) -> dict[str, Any]:

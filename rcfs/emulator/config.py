@@ -42,6 +42,7 @@ class EmulatorConfig:
     faxes: int | None = None  # override the number of faxes (listing tests: 10000)
     hide_sizes: float = 0.3  # share of attachments whose JSON omits `size`
     hostile_names: bool = False  # attachments with fileName values that try to escape
+    odd_records: bool = False  # a few messages whose JSON is odd (seed.ODD_RECORDS)
     # rate limits -------------------------------------------------------------------
     window: float = 60.0  # seconds per window and penalty; tests scale it down
     limit_light: int = 50

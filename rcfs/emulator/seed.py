@@ -15,6 +15,11 @@ months before ``now``; roughly one record in eight falls within the last 24 hour
 the API's default one-day window shows some but not all. Message ids grow with
 creation time, and every creation time is distinct.
 
+``config.odd_records`` adds the messages of ``ODD_RECORDS``: valid media, odd JSON (a
+size beyond 64 bits, dates in year 1 and 9999, missing fields, names with C1 controls
+and bidi overrides), as production sends now and then. Each carries its kind in
+``subject`` (``odd:<kind>``) so a test can find it.
+
 Every kind of data draws from its own seeded generator, so changing the fax count
 leaves voicemails, SMS and calls as they were (ids shift; a time moves by a second only
 if it would have collided).
@@ -34,7 +39,7 @@ from typing import Callable
 
 from . import media
 from .config import EmulatorConfig
-from .store import Attachment, CallRecord, Greeting, Message, Party, Recording, Store
+from .store import DROP, Attachment, CallRecord, Greeting, Message, Party, Recording, Store
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +68,25 @@ HOSTILE_NAMES: tuple[tuple[str, ...], ...] = (
     ("photo.jpg", "photo.jpg", "a/b.png", "a\\b.png", "x\x01.png", "x\x02.png",
      "Caf\u00e9.jpg", "Cafe\u0301.jpg", "same.gif"),
 )
+
+# kind: (message type, what is odd). A client must show each (with a safe size, time and
+# name) except the two marked "unusable", which it must skip without failing the listing.
+ODD_RECORDS: dict[str, tuple[str, str]] = {
+    "size-overflow": ("Fax", "the document's size is 2**64 + 5"),
+    "size-negative": ("Fax", "the document's size is -1"),
+    "size-string": ("VoiceMail", "the audio's size is the string \"123\""),
+    "far-future": ("Fax", "creationTime 9999-12-31T23:59:59.000Z"),
+    "far-past": ("Fax", "creationTime 0001-01-01T00:00:00.000Z"),
+    "beyond-utc": ("Fax", "creationTime 9999-12-31T23:59:59.000-12:00 (after year 9999 in UTC)"),
+    "no-creation-time": ("Fax", "no creationTime; the document has no contentType"),
+    "attachment-no-id": ("Fax", "two documents, the second without an id"),
+    "from-not-object": ("Fax", "from is a string, to a list of strings"),
+    "attachments-not-list": ("Fax", "unusable: attachments is an object"),
+    "no-id": ("Fax", "unusable: the record has no id"),
+    "long-fields": ("Fax", "faxResolution is 100,000 characters (an xattr value must be capped)"),
+    "control-names": ("SMS", "MMS parts named with a C1 CSI, a bidi override, zero-width and "
+                             "format characters; the sender's name holds a C1 control"),
+}
 
 _FIRST = ("Alex Maria James Priya Chen Fatima Lucas Sofia Omar Hannah Diego Aisha Tom Yuki "
           "Noah Elena Kwame Ingrid Raj Leila Mateo Grace Ivan Zoe").split()
@@ -320,6 +344,64 @@ class _Builder:
                                conversation_id=self._conversation(person.phone))
             self._add(when, make)
 
+    def odd_records(self) -> None:
+        """The messages of ODD_RECORDS, inbound and recent."""
+        rng = _rng(self.seed, "odd")
+        times = self._times(rng, len(ODD_RECORDS), self.used_times, recent=len(ODD_RECORDS))
+        for n, ((kind, (mtype, _)), when) in enumerate(zip(ODD_RECORDS.items(), times)):
+            self._add(when, self._odd_factory(n, kind, mtype))
+
+    def _odd_factory(self, n: int, kind: str, mtype: str) -> Callable[[dt.datetime], Message]:
+        def make(when: dt.datetime) -> Message:
+            seed = _sub_seed(self.seed, "odd", n)
+            person = self.people[n % len(self.people)]
+            msg_odd: dict = {}
+            if mtype == "Fax":
+                atts = [self._att("RenderedDocument", media.fax_pdf(seed, 1))]
+            elif mtype == "VoiceMail":
+                atts = [self._att("AudioRecording", media.audio_mp3(seed, 3), vm_duration=3)]
+            else:
+                text = "Parts with control characters in their names"
+                atts = [self._att("Text", media.text_plain(text), text=text)]
+                for j, name in enumerate(("\x9b[31mred.jpg", "\u202egpj.exe", "zero\u200bwidth\u200d.png",
+                                          "\ufeffbom\u00ad\u2066isolate\u2069.gif")):
+                    kind_j = "png" if name.endswith(".png") else "gif" if name.endswith(".gif") else "jpeg"
+                    atts.append(self._att("MmsAttachment", self._mms_media(kind_j, ("odd", n, j), person),
+                                          file_name=name))
+            sender = Party(phone_number=person.phone)
+            if kind == "size-overflow":
+                atts[0].odd_json = {"size": 2**64 + 5}
+            elif kind == "size-negative":
+                atts[0].odd_json = {"size": -1}
+            elif kind == "size-string":
+                atts[0].odd_json = {"size": "123"}
+            elif kind == "far-future":
+                msg_odd["creationTime"] = "9999-12-31T23:59:59.000Z"
+            elif kind == "far-past":
+                msg_odd["creationTime"] = "0001-01-01T00:00:00.000Z"
+            elif kind == "beyond-utc":
+                msg_odd["creationTime"] = "9999-12-31T23:59:59.000-12:00"
+            elif kind == "no-creation-time":
+                msg_odd["creationTime"] = DROP
+                atts[0].odd_json = {"contentType": DROP}
+            elif kind == "attachment-no-id":
+                atts.append(self._att("RenderedDocument", media.fax_pdf(seed + 1, 2), odd_json={"id": DROP}))
+            elif kind == "from-not-object":
+                msg_odd.update({"from": person.phone, "to": [self.store.main_number]})
+            elif kind == "attachments-not-list":
+                msg_odd["attachments"] = {"0": {"id": 1, "uri": "about:blank"}}
+            elif kind == "no-id":
+                msg_odd["id"] = DROP
+            elif kind == "long-fields":
+                msg_odd["faxResolution"] = "High" * 25_000
+            elif kind == "control-names":
+                sender = Party(name="\x9b[1mEve\u202e")  # no number: the name labels the file
+            return Message(id=self.store.new_id(), type=mtype, direction="Inbound", creation_time=when,
+                           from_=sender, to=[Party(phone_number=self.store.main_number)],
+                           attachments=atts, subject=f"odd:{kind}", odd_json=msg_odd or None,
+                           fax_page_count=1 if mtype == "Fax" else None)
+        return make
+
     # call log ------------------------------------------------------------------
     def _call_id(self, rng: random.Random) -> str:
         alphabet = string.ascii_letters + string.digits
@@ -452,6 +534,8 @@ def build_store(config: EmulatorConfig, now: dt.datetime | None = None) -> Store
     b.sms(SMS_TOTAL, MMS_COUNT)
     if config.hostile_names:
         b.hostile()
+    if config.odd_records:
+        b.odd_records()
     b.flush()
     b.hide_sizes()
     b.calls(CALLS_TOTAL, RECORDED_CALLS)

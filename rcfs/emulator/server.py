@@ -60,6 +60,8 @@ _HELP = {
     "faxes": "number of faxes to generate (overrides the scale's count)",
     "hide_sizes": "share of attachments whose JSON omits `size` (0..1)",
     "hostile_names": "add MMS attachments whose fileName values try to escape",
+    "odd_records": "add messages with odd JSON: 64-bit-overflowing sizes, dates in year 1 or 9999, "
+                   "missing fields, C1 controls and bidi overrides in names",
     "window": "rate-limit window and penalty in seconds",
     "limit_light": "Light group requests per window",
     "limit_medium": "Medium group requests per window",

@@ -18,6 +18,9 @@ from .media import MediaObject
 
 UTC = dt.timezone.utc
 
+# In `odd_json` overrides: drop this key from the rendered JSON (a "missing field").
+DROP = object()
+
 
 def iso(t: dt.datetime) -> str:
     """RingCentral's timestamp form: ISO-8601 UTC with milliseconds and `Z`."""
@@ -39,6 +42,9 @@ class Attachment:
     file_name: str | None = None
     vm_duration: int | None = None  # voicemail audio only
     text: str | None = None  # Text attachments: the body (inline, no content request needed)
+    # Keys that replace (or, with DROP, remove) fields of the rendered JSON: the odd
+    # records production sometimes sends (EmulatorConfig.odd_records, seed.py).
+    odd_json: dict | None = None
 
 
 @dataclasses.dataclass
@@ -73,6 +79,7 @@ class Message:
     fax_error_code: str | None = None
     cover_index: int | None = None
     cover_page_text: str | None = None
+    odd_json: dict | None = None  # as Attachment.odd_json, for the message's own fields
 
     def __post_init__(self) -> None:
         if self.last_modified is None:

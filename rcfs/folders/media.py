@@ -7,10 +7,21 @@ attribute timeout of 0 until its size is learned. `ls -l` therefore costs no req
 download, so nothing is wasted), and the kernel re-asks getattr before reading, so
 `cat`, `cp`, `rsync`, `tar` and `sha256sum` see the exact size. Once learned, a size is
 exact for good and persisted across remounts.
+
+Listings have a deadline (`listing_wait`, 15 s by default; `rcfs mount --listing-wait`).
+A refresh is a chain of network calls, and a rate-limited group can make them wait a
+whole penalty (60 s and more); a first listing of a large account needs more pages than
+the Light group allows a minute. So the refresh runs as a task of its own and an `ls`
+waits for it at most until the deadline: a folder listed before then shows its previous
+listing (logged), and a first listing that is not done fails with EAGAIN ("Resource
+temporarily unavailable") while the task goes on, so asking again later shows it.
+EAGAIN rather than EIO so that a script can tell "try again" from "broken".
 """
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import logging
 import os
 from typing import Callable
@@ -22,9 +33,22 @@ from ..api.errors import ApiError
 from ..reader import Reader, Source
 from ..state import StateStore
 from ..tree import File, Folder, Node, Tree
-from .base import FolderOwner, Opened
+from .base import FolderOwner, Opened, Refused
+
+# Seconds a listing may take, lock wait included, before the previous one is served.
+LISTING_WAIT = 15.0
 
 log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(eq=False)
+class _Load:
+    """One refresh under way: its waiters wait on `done`, then look at `error`."""
+
+    started: float
+    done: trio.Event = dataclasses.field(default_factory=trio.Event)
+    error: Exception | None = None
+    reported: bool = False  # the "showing the previous listing" warning was logged
 
 
 class RemoteMediaOwner(FolderOwner):
@@ -34,7 +58,7 @@ class RemoteMediaOwner(FolderOwner):
 
     def __init__(self, tree: Tree, folder: Folder, *, client, reader: Reader, state: StateStore,
                  ttl: float, direct_io_above: int | None,
-                 priority_of: Callable[[int], Priority]) -> None:
+                 priority_of: Callable[[int], Priority], listing_wait: float = LISTING_WAIT) -> None:
         super().__init__(tree, folder)
         self.name = folder.name
         self.client = client
@@ -43,10 +67,13 @@ class RemoteMediaOwner(FolderOwner):
         self.ttl = ttl
         self.direct_io_above = direct_io_above
         self.priority_of = priority_of
+        self.listing_wait = listing_wait
         self.loaded_at: float | None = None  # trio clock of the last successful refresh
+        self.listed = False  # a listing was made once: from then on a failed refresh serves it
         # message/call id -> names of the entries it produced in the folder
         self.entries: dict[str, list[str]] = {}
-        self._lock = trio.Lock()
+        self._load: _Load | None = None  # the refresh under way, if any
+        self._generation = 0  # bumped by invalidate()
 
     # listing ------------------------------------------------------------------------
     def is_fresh(self) -> bool:
@@ -55,28 +82,75 @@ class RemoteMediaOwner(FolderOwner):
     def invalidate(self) -> None:
         """The next look at this folder asks the API again (e.g. after a send)."""
         self.loaded_at = None
+        # A refresh under way may have asked before the change: it must not count as fresh.
+        self._generation += 1
 
     async def refresh(self, folder: Folder) -> None:
-        """Make sure the top-level listing is no older than the TTL.
+        """Make sure the top-level listing is no older than the TTL, waiting at most
+        `listing_wait` seconds for it.
 
-        A failed refresh of a folder that was loaded before keeps the old listing (with
-        a warning) rather than failing the `ls`; a first load that fails raises.
+        The load itself runs as a task of its own (single flight: concurrent `ls` share
+        it), so a caller that stops waiting does not cancel it: a first listing that
+        needs minutes of rate-limited pages finishes in the background, and the next
+        `ls` shows it. A folder listed before shows its previous listing when the
+        refresh fails or is not done by the deadline; a first listing raises the
+        failure, or EAGAIN when it is not done by the deadline.
         """
         if folder is not self.folder or self.is_fresh():
             return
-        async with self._lock:  # single flight: concurrent `ls` share one refresh
-            if self.is_fresh():
-                return
-            try:
-                await self.load()
-            except ApiError as exc:
-                if self.loaded_at is None:
-                    raise
-                log.warning("refreshing /%s failed, showing the previous listing: %s", self.name, exc)
+        load = self._load or self._start_load()
+        if self.listed:
+            # Only the first callers wait, up to the load's own deadline: once it has
+            # passed, every look (each lookup of `ls -l`, `cp -r`) gets the previous
+            # listing at once instead of one more wait each.
+            wait = load.started + self.listing_wait - trio.current_time()
+        else:
+            wait = self.listing_wait  # nothing else to show: each caller may wait
+        with trio.move_on_after(max(0.0, wait)):
+            await load.done.wait()
+        if load.done.is_set():
+            if load.error is not None and not self.listed:
+                raise load.error
+            return
+        if self.listed:
+            if not load.reported:
+                load.reported = True
+                log.warning("refreshing /%s takes more than %g s (rate limit or slow network); showing "
+                            "the previous listing until it is done", self.name, self.listing_wait)
+            return
+        raise Refused(errno.EAGAIN, f"/{self.name}: the first listing took more than {self.listing_wait:g} s "
+                                    "(rate limit or slow network); it goes on in the background, "
+                                    "try again shortly")
+
+    def _start_load(self) -> "_Load":
+        load = self._load = _Load(started=trio.current_time())
+        # A system task: it outlives the FUSE request that started it, and ends with the
+        # mount's trio run. `_run_load` lets no exception escape.
+        trio.lowlevel.spawn_system_task(self._run_load, load, name=f"rcfs refresh /{self.name}")
+        return load
+
+    async def _run_load(self, load: "_Load") -> None:
+        generation = self._generation
+        try:
+            await self.load()
+        except Exception as exc:  # noqa: BLE001 - handed to the waiters, never lost
+            load.error = exc
+            if self.listed:
+                if isinstance(exc, ApiError):
+                    log.warning("refreshing /%s failed, showing the previous listing: %s", self.name, exc)
+                else:
+                    log.exception("unexpected error refreshing /%s; showing the previous listing", self.name)
                 self.loaded_at = trio.current_time()  # do not hammer a failing API
-                return
-            self.loaded_at = trio.current_time()
+            else:
+                log.info("listing /%s failed: %s", self.name, exc)
+        else:
+            # Invalidated meanwhile: shown now, but the next look asks again.
+            self.loaded_at = trio.current_time() if generation == self._generation else None
+            self.listed = True
             self.state.maybe_flush()
+        finally:
+            self._load = None
+            load.done.set()
 
     async def load(self) -> None:
         """Bring the folder in step with the account (subclasses)."""

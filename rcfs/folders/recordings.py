@@ -30,6 +30,9 @@ class RecordingsOwner(RemoteMediaOwner):
         records = await self.client.list_call_log(date_from=self.since)
         seen: set[str] = set()
         for record in records:
+            if not isinstance(record, dict):
+                log.warning("skipping a call-log record that is not an object")
+                continue
             rec = record.get("recording")
             if not isinstance(rec, dict) or not rec.get("contentUri") or not rec.get("id"):
                 continue
@@ -40,7 +43,7 @@ class RecordingsOwner(RemoteMediaOwner):
             try:
                 created = names.parse_time(record.get("startTime")) or dt.datetime.now(dt.timezone.utc)
                 self.entries[rid] = [self._recording_node(record, rec, created)]
-            except (TypeError, ValueError, AttributeError, KeyError) as exc:
+            except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as exc:
                 log.warning("skipping malformed call record %s: %s", record.get("id"), exc)
         for rid in list(self.entries):
             if rid not in seen:
@@ -53,8 +56,8 @@ class RecordingsOwner(RemoteMediaOwner):
         stem = names.base_name(created, record.get("direction"), other_party(record), rid)
         name = names.with_extension(stem, content_type)
         frm, to = parties(record)
-        node = File(key=key, name=name, mtime=created.timestamp(), url=str(rec["contentUri"]),
-                    size=self.state.sizes.get(key), content_type=content_type)
+        node = File(key=key, name=name, mtime=names.clamp_timestamp(created), url=str(rec["contentUri"]),
+                    size=names.valid_size(self.state.sizes.get(key)), content_type=content_type)
         node.xattrs = {
             "user.rc.id": rid,
             "user.rc.type": "Recording",
