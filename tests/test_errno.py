@@ -13,14 +13,18 @@ import inspect
 import pytest
 
 from rcfs.api import errors
-from rcfs.api.errors import (ApiError, AuthError, BadResponse, NetworkError, NotFound, RangeNotSatisfiable,
-                             RateLimited, Rejected, ServerError)
+from rcfs.api.errors import (ApiError, AuthError, BadResponse, NetworkError, NotFound, PermissionDenied,
+                             RangeNotSatisfiable, RateLimited, RateLimitWaitExceeded, Rejected, ServerError,
+                             UntrustedURL)
 from rcfs.fs import errno_for
 
 TABLE = [
     (NotFound("gone", status=404, code="CMN-102"), errno.ENOENT),
     (AuthError("session revoked", status=401, code="OAU-213"), errno.EACCES),
+    (PermissionDenied("the app lacks ReadCallRecording", permission="ReadCallRecording"), errno.EACCES),
     (RateLimited("Heavy group exhausted", status=429, code="CMN-301"), errno.EAGAIN),
+    (RateLimitWaitExceeded("waited 300 s for the Heavy group"), errno.EIO),
+    (UntrustedURL("attachment URI on a foreign host"), errno.EIO),
     (Rejected("bad request", status=400, code="CMN-101"), errno.EINVAL),
     (ServerError("503 after retries", status=503), errno.EIO),
     (NetworkError("connection reset"), errno.EIO),

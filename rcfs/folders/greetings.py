@@ -103,9 +103,11 @@ class GreetingsOwner(SpooledOwner, RemoteMediaOwner):
 
     def __init__(self, tree: Tree, folder: Folder, spool: Spool, *, model: GreetingsModel, client,
                  reader: Reader, state: StateStore, ttl: float, direct_io_above: int | None,
-                 priority_of: Callable[[int], Priority], on_queued: Callable[[], None] = lambda: None) -> None:
+                 priority_of: Callable[[int], Priority], on_queued: Callable[[], None] = lambda: None,
+                 listing_wait: float | None = None) -> None:
+        extra = {} if listing_wait is None else {"listing_wait": listing_wait}
         super().__init__(tree, folder, spool, on_queued=on_queued, client=client, reader=reader, state=state,
-                         ttl=ttl, direct_io_above=direct_io_above, priority_of=priority_of)
+                         ttl=ttl, direct_io_above=direct_io_above, priority_of=priority_of, **extra)
         self.model = model
         self._slots: dict[tuple[str, str], _Slot] = {}  # (rule id, greeting type) -> slot
         self._slot_by_inode: dict[int, _Slot] = {}
