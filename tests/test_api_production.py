@@ -182,3 +182,33 @@ async def test_token_goes_only_to_the_platform_and_media_hosts(caplog):
             if not url.startswith("http://localhost:"):
                 assert (await rc.fetch(url, 0, 99)).data == data[:100]  # the media host still works
         nursery.cancel_scope.cancel()
+
+
+async def test_a_relogin_that_could_not_be_sent_does_not_count_as_the_one_relogin(autojump_clock):
+    # (the Auth group paces these grants at 5 a minute: the mock clock skips the waits)
+    from test_api_mock import FakeRC, client
+
+    class FlakyTokens(FakeRC):
+        jwt_503 = 0
+
+        async def _token(self, request):
+            if self.jwt_503 and b"jwt-bearer" in request.content:
+                self.jwt_503 -= 1
+                return self._err(503, "CMN-201", "Service Temporarily Unavailable")
+            return await super()._token(request)
+
+    fake = FlakyTokens()
+    async with client(fake) as rc:
+        await rc.get_message(7)
+        fake.valid_access.clear()
+        fake.valid_refresh.clear()  # the server ended the session ...
+        fake.jwt_503 = 100  # ... and its token endpoint is down for a moment
+        with pytest.raises(ApiError) as info:
+            await rc.get_message(7)
+        assert not isinstance(info.value, AuthError) and info.value.status == 503
+        fake.jwt_503 = 0
+        assert await rc.get_message(7) == {"id": 7}  # the login went through now
+        fake.valid_access.clear()
+        fake.valid_refresh.clear()  # ended again: the first re-login is still to be had
+        assert await rc.get_message(7) == {"id": 7}
+        assert rc.auth.logins == 3 and not rc.auth.failed
