@@ -19,7 +19,7 @@ ranges through the returned handle, and closes it. Underneath:
   When the server says no size at all (a chunked 200, a `Content-Range` total of `*`),
   that stream runs on to the end of the file while `open()` waits (blocks go to the
   byte-bounded cache as usual), so the file never looks empty; the end is a 200's clean
-  end, or a 416 at the end.
+  end, or a 416 at the end. Like every read, that wait is bounded by `read_timeout`.
 * Flaky links: a producer whose body drops continues from the byte it reached. It gives
   up after `max_resumes` attempts in a row that brought no new byte (the count starts
   over after any progress), backing off between them; every `read()` is also bounded

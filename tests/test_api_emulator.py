@@ -377,7 +377,10 @@ async def test_fetch_retries_reset_and_truncated_bodies():
                 chunk = await rc.fetch(url, start, None)
                 assert chunk.data == data[start:] and chunk.total == len(data)
             assert rc.stats.transport_errors > 0
-            emu.config.faults.reset_rate = 1.0
+            emu.config.faults.reset_rate = 1.0  # every body cut at half: continued, then short
+            chunk = await rc.fetch(url, 0, None)
+            assert 0 < len(chunk.data) < len(data) and chunk.data == data[: len(chunk.data)]
+            emu.config.faults.cut_at = 0.0  # not a byte: nothing to return
             with pytest.raises(NetworkError):
                 await rc.fetch(url, 0, None)
 

@@ -192,3 +192,20 @@ def test_attachment_uris_on_a_foreign_host_are_eio_and_get_no_token(start_emulat
         stop.set()
         thread.join(timeout=2)
         listener.close()
+
+
+def test_a_read_that_cannot_progress_is_eio_within_the_documented_bound(start_emulator, tmp_path):
+    srv = start_emulator(window=1.0, limit_medium=1000, limit_heavy=1000)
+    mnt = tmp_path / "m"
+    with mounted(mnt, state_dir=tmp_path / "s", **_args(srv)):
+        rec = sorted((mnt / "recordings").iterdir())[0]
+        fax = sorted((mnt / "faxes").iterdir())[0]
+        srv.configure(faults={"reset_rate": 1.0, "cut_at": 0.0})  # not a byte gets through
+        for path in (rec, fax):  # a stream and a ranged fetch
+            t0 = time.monotonic()
+            with pytest.raises(OSError) as info:
+                path.read_bytes()
+            # rcfs.reader: max_resumes drops in a row without progress, and never later
+            # than read_timeout (90 s) after the read began
+            assert info.value.errno == errno.EIO
+            assert time.monotonic() - t0 < 90, path

@@ -376,13 +376,13 @@ class TokenManager:
             now = self._clock()
             if self._relogin_at is not None and now - self._relogin_at < RELOGIN_INTERVAL:
                 await self._fail(SESSION_ENDED_AGAIN.format(minutes=RELOGIN_INTERVAL / 60), exc)
-            self._relogin_at = now
             log.warning("the server ended the session (refresh refused: %s); logging in again with the JWT",
                         exc.code or f"HTTP {exc.status}")
             self._retire(tokens)
             self._tokens = None
             await self._forget_stored()
-            await self._login()
+            await self._login()  # (a 429 or a network error here is not a re-login: try again later)
+            self._relogin_at = now
             return
         self.refreshes += 1
         self._retire(tokens)

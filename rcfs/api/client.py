@@ -656,7 +656,9 @@ class RingCentralClient:
         a 200 (the whole body: the server ignored Range) costs the bytes before `start`
         on the wire, never in memory, and its connection is closed once `end` is in; the
         Chunk then still starts at `start`. A body that drops mid-way is continued from
-        where it stopped (bounded by the retry policy's attempts and total time).
+        where it stopped (bounded by the retry policy's attempts and total time); when
+        those run out, what arrived is returned (a short Chunk), and NetworkError is
+        raised only if nothing did.
         `total` is the file size when the server said, or when a 200's whole body arrived.
         """
         if start < 0 or (end is not None and end < start):
@@ -699,6 +701,8 @@ class RingCentralClient:
             self.stats.transport_errors += 1
             delay = self.retry.backoff(failures, None, self._rng)
             if failures >= self.retry.attempts or trio.current_time() + delay - began > self.retry.total:
+                if data:  # keep what arrived: a short chunk, the caller continues after it
+                    return Chunk(bytes(data), start, s.total, s.content_type)
                 raise dropped
             log.info("media body from %s dropped at %d; continuing (%d/%d)",
                      _safe_url(url), start + len(data), failures, self.retry.attempts)

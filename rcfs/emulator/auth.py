@@ -134,7 +134,8 @@ class TokenTable:
         a_ttl, r_ttl = self.access_ttl(access_ttl), self.refresh_ttl(refresh_ttl)
         session = Session(
             id=secrets.token_hex(8), client_id=client_id, owner_id=self.owner_id,
-            endpoint_id=endpoint_id or secrets.token_urlsafe(12), scope=SCOPE,
+            endpoint_id=endpoint_id or secrets.token_urlsafe(12),
+            scope=" ".join(p for p in SCOPE.split() if p not in self.config.missing_permissions),
             access_token=_new_token(), access_expires=now + a_ttl, access_ttl=a_ttl,
             refresh_token=_new_token(), refresh_expires=now + r_ttl, refresh_ttl=r_ttl,
         )
