@@ -1,12 +1,19 @@
 """Shared by every folder of remote media (faxes, voicemail, recordings, MMS): listings
 that refresh after a TTL with single flight, and reads through the block-cache reader.
 
-Unknown sizes (recordings, attachments without `size`): such a file shows size 0 with an
-attribute timeout of 0 until its size is learned. `ls -l` therefore costs no request.
-`open()` resolves the size with the first content request (which also starts the
-download, so nothing is wasted), and the kernel re-asks getattr before reading, so
-`cat`, `cp`, `rsync`, `tar` and `sha256sum` see the exact size. Once learned, a size is
-exact for good and persisted across remounts.
+Unknown sizes (recordings, attachments without `size`): such a file shows a provisional
+size (PROVISIONAL_SIZE) with an attribute timeout of 0 until its size is learned. `ls -l`
+therefore costs no request. `open()` resolves the size with the first content request
+(which also starts the download, so nothing is wasted) before any byte is read, and the
+kernel re-asks getattr after it (timeout 0, and the adapter invalidates the cached
+attributes when a size is learned), so `cat`, `cp`, `rsync`, `tar` and `sha256sum` see
+the exact size. Once learned, a size is exact for good and persisted across remounts;
+`rcfs.background` learns the rest while the API is idle.
+
+Why not size 0: GLib types every empty regular file `application/x-zerosize` without
+looking at its name, so a desktop offered a text editor for every recording. With any
+non-zero size it goes by the name (and sniffs the content only where the name is
+ambiguous, which opens the file and so learns the size).
 """
 
 from __future__ import annotations
@@ -25,6 +32,11 @@ from ..tree import File, Folder, Node, Tree
 from .base import FolderOwner, Opened
 
 log = logging.getLogger(__name__)
+
+
+# Non-zero so that desktops type the file by its name (see above); one page, so `du` of
+# a folder whose sizes are not learned yet stays small and nothing looks like a real size.
+PROVISIONAL_SIZE = 4096
 
 
 class RemoteMediaOwner(FolderOwner):
@@ -85,6 +97,9 @@ class RemoteMediaOwner(FolderOwner):
     def remove_entries(self, object_id: str) -> None:
         for name in self.entries.pop(object_id, []):
             self.tree.remove(self.folder, name)
+
+    def presented_size(self, node: File) -> int:
+        return node.size if node.size is not None else PROVISIONAL_SIZE
 
     # reads ----------------------------------------------------------------------------
     async def open(self, node: File, flags: int, pid: int) -> Opened:
