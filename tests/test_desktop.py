@@ -192,3 +192,39 @@ def test_status_reports_a_download_in_flight_cache_use_and_the_outbox(start_emul
     result = subprocess.run([sys.executable, "-m", "rcfs", "status", str(mp)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "not a running rcfs mount" in result.stderr
+
+
+def test_tools_that_trust_st_size_get_every_byte_of_files_shown_with_a_provisional_size(start_emulator, tmp_path):
+    """tar, cp, rsync and sha256sum over files whose size nobody has learned yet (no
+    attachment carries `size`, no background work): each opens the file, which learns
+    the exact size before the first byte is read, so every byte arrives and tar sees no
+    file change."""
+    options = dict(window=1.0, hide_sizes=1.0)
+    srv = start_emulator(**options)
+    store = seed.build_store(build_config(**options))
+    mp = tmp_path / "rc"
+    with mounted(mp, state_dir=tmp_path / "s", extra_args=["--no-background"], **args_for(srv)):
+        faxes = sorted((mp / "faxes").iterdir())[:12]
+        assert all(p.stat().st_size == 4096 for p in faxes)  # provisional
+        expected = {p.name: expected_bytes(store, p) for p in faxes}
+        assert any(len(b) > 4096 for b in expected.values()) and any(len(b) < 4096 for b in expected.values())
+        tar = subprocess.run(["tar", "-cf", str(tmp_path / "a.tar"), "-C", str(mp / "faxes"), *[p.name for p in faxes[:6]]],
+                             capture_output=True, text=True, timeout=120)
+        assert tar.returncode == 0 and tar.stderr == "", tar.stderr
+        (tmp_path / "untar").mkdir()
+        subprocess.run(["tar", "-xf", str(tmp_path / "a.tar"), "-C", str(tmp_path / "untar")], check=True)
+        (tmp_path / "cp").mkdir()
+        subprocess.run(["cp", *map(str, faxes[6:9]), str(tmp_path / "cp")], check=True, timeout=120)
+        (tmp_path / "rsync").mkdir()
+        subprocess.run(["rsync", "-a", *map(str, faxes[9:]), str(tmp_path / "rsync")], check=True, timeout=120)
+        for p in faxes[:6]:
+            assert (tmp_path / "untar" / p.name).read_bytes() == expected[p.name], p
+        for p in faxes[6:9]:
+            assert (tmp_path / "cp" / p.name).read_bytes() == expected[p.name], p
+        for p in faxes[9:]:
+            assert (tmp_path / "rsync" / p.name).read_bytes() == expected[p.name], p
+        sums = subprocess.run(["sha256sum", *map(str, faxes)], capture_output=True, text=True, check=True).stdout
+        got = {line.split("  ", 1)[1]: line.split("  ", 1)[0] for line in sums.splitlines()}
+        assert all(got[str(p)] == hashlib.sha256(expected[p.name]).hexdigest() for p in faxes)
+        assert all(p.stat().st_size == len(expected[p.name]) for p in faxes)  # exact once opened
+    assert srv.stats()["rate_limited"] == 0
