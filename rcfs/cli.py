@@ -154,10 +154,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _called_by_mount(argv: list[str]) -> bool:
     """mount.fuse3 runs `rcfs SOURCE MOUNTPOINT -o OPTIONS` for type fuse.rcfs: a first
-    argument that is no subcommand, followed by a directory."""
+    argument that is no subcommand, then a directory, then -o (mount(8) always passes at
+    least `-o rw`), so a mistyped subcommand is never taken for a mount."""
     commands = {"mount", "umount", "status", "emulator"}
-    return (len(argv) >= 2 and argv[0] not in commands and not argv[0].startswith("-")
-            and not argv[1].startswith("-"))
+    return (len(argv) >= 4 and argv[0] not in commands and not argv[0].startswith("-")
+            and not argv[1].startswith("-") and argv[2] == "-o")
 
 
 # mount ------------------------------------------------------------------------------------

@@ -76,7 +76,7 @@ needs_root_mount = pytest.mark.skipif(
 
 @fuse_required
 @needs_root_mount
-@pytest.mark.parametrize("how", ["fstab", "mount -t fuse"])
+@pytest.mark.parametrize("how", ["fstab", "mount -t fuse", "as /sbin/mount.fuse.rcfs"])
 def test_mount8_with_fstab_line_honours_uid_gid_allow_other_and_umount_stops_it(start_emulator, tmp_path, how):
     srv = start_emulator(window=1.0)
     config = _write_config(tmp_path / "config.toml", srv)
@@ -88,8 +88,12 @@ def test_mount8_with_fstab_line_honours_uid_gid_allow_other_and_umount_stops_it(
         fstab = tmp_path / "fstab"
         fstab.write_text(f"# test\n{source} {mp} fuse {options} 0 0\n")
         cmd = ["mount", "--fstab", str(fstab), str(mp)]
-    else:
+    elif how == "mount -t fuse":
         cmd = ["mount", "-t", "fuse", "-o", options, source, str(mp)]
+    else:
+        # What mount(8) runs for `-t fuse.rcfs` once the helper is linked into /sbin
+        # (not done here: nothing is installed system wide).
+        cmd = [str(HELPER_BIN), "none", str(mp), "-o", "rw," + options]
     # Credentials in the environment must not be used: only the config file counts.
     env = {k: v for k, v in os.environ.items() if not k.startswith("RC_")}
     env["RC_JWT"] = "not-the-jwt"
@@ -123,6 +127,14 @@ def test_credentials_on_the_mount_line_are_refused(tmp_path, option):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "config file" in result.stderr and option.split("=")[1] not in result.stderr
+    assert not _mounted(mp)
+
+
+def test_a_mistyped_subcommand_is_not_taken_for_a_mount(tmp_path):
+    mp = tmp_path / "rc"
+    mp.mkdir()
+    result = subprocess.run([str(RCFS_BIN), "mout", str(mp)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "invalid choice" in result.stderr
     assert not _mounted(mp)
 
 
