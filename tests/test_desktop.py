@@ -101,7 +101,7 @@ def test_desktop_types_every_demo_file_by_its_bytes_and_background_work_never_de
     srv = start_emulator(**EMU)
     store = seed.build_store(build_config(**EMU))
     mp, state = tmp_path / "rc", tmp_path / "state"
-    with mounted(mp, state_dir=state, **args_for(srv)):
+    with mounted(mp, state_dir=state, background=True, **args_for(srv)):
         files = media_files(mp)
         srv.reset_stats()
         first = gio_info(files)
@@ -113,6 +113,7 @@ def test_desktop_types_every_demo_file_by_its_bytes_and_background_work_never_de
         pending = report["background"]["pending"]
         assert pending["sizes"] > 0 and pending["types"] > 0, pending  # the account has unknowns
         pending_files = len([p for p in files if not os.path.exists(p) or "user.rc.size" not in os.listxattr(p)])
+        mounted_at = time.monotonic()
         # A foreground cp while the background work runs.
         wait_for(lambda: status.read(str(mp))["background"]["requests"] > 0, "the background work to start")
         known = [p for p in sorted((mp / "faxes").iterdir()) if "user.rc.size" in os.listxattr(p)][-5:]
@@ -143,10 +144,12 @@ def test_desktop_types_every_demo_file_by_its_bytes_and_background_work_never_de
         wrong_size = {p: second[str(p)][1] for p in files
                       if second[str(p)][1] != len(expected_bytes(store, p))}
         assert not wrong_size, wrong_size
+        learned_in = time.monotonic() - mounted_at
         bg = done["background"]
         mismatched_first = sum(1 for p in files if not os.path.exists(str(p)) or str(p) not in first
                                or canonical(first[str(p)][0]) != canonical(by_bytes[str(p)]))
-        print(f"\n{len(files)} files; right after mounting {mismatched_first} typed otherwise than their bytes "
+        print(f"\nbackground work done {learned_in:.0f} s after the first listing ({EMU['window']:g} s windows); "
+              f"{len(files)} files; right after mounting {mismatched_first} typed otherwise than their bytes "
               f"(recordings not yet probed); background: {bg['requests']} requests for {bg['sizes_learned']} "
               f"sizes and {bg['types_learned']} types, per group {[(g, v['background']) for g, v in done['groups'].items()]}; "
               f"{bg_during} during the cp of {len(known)} faxes")
@@ -156,7 +159,7 @@ def test_desktop_types_every_demo_file_by_its_bytes_and_background_work_never_de
     assert srv.stats()["rate_limited"] == 0
     # Learned once per account: a remount has nothing left to learn and asks nothing.
     srv.reset_stats()
-    with mounted(tmp_path / "again", state_dir=state, **args_for(srv)):
+    with mounted(tmp_path / "again", state_dir=state, background=True, **args_for(srv)):
         files = media_files(tmp_path / "again")
         report = status.read(str(tmp_path / "again"))
         assert report["background"]["pending"] == {"sizes": 0, "types": 0}
@@ -168,7 +171,7 @@ def test_desktop_types_every_demo_file_by_its_bytes_and_background_work_never_de
 def test_status_reports_a_download_in_flight_cache_use_and_the_outbox(start_emulator, tmp_path):
     srv = start_emulator(window=1.0)
     mp = tmp_path / "rc"
-    with mounted(mp, state_dir=tmp_path / "s", extra_args=["--no-background"], **args_for(srv)):
+    with mounted(mp, state_dir=tmp_path / "s", **args_for(srv)):
         rec = max((mp / "recordings").iterdir(), key=lambda p: p.stat().st_size)
         with open(rec, "rb") as fh:
             fh.read(1 << 20)
@@ -203,7 +206,7 @@ def test_tools_that_trust_st_size_get_every_byte_of_files_shown_with_a_provision
     srv = start_emulator(**options)
     store = seed.build_store(build_config(**options))
     mp = tmp_path / "rc"
-    with mounted(mp, state_dir=tmp_path / "s", extra_args=["--no-background"], **args_for(srv)):
+    with mounted(mp, state_dir=tmp_path / "s", **args_for(srv)):
         faxes = sorted((mp / "faxes").iterdir())[:12]
         assert all(p.stat().st_size == 4096 for p in faxes)  # provisional
         expected = {p.name: expected_bytes(store, p) for p in faxes}

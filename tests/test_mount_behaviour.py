@@ -35,9 +35,9 @@ def rcfs(*argv: str, env: dict | None = None, timeout: float = 60) -> subprocess
 def test_unknown_sizes_cost_nothing_to_list_are_exact_once_opened_and_remembered(start_emulator, tmp_path):
     srv = start_emulator(window=1.0, hide_sizes=1.0)  # no attachment carries `size`
     state = tmp_path / "state"
-    # Without the background learner (rcfs.background, tested in test_desktop.py) this is
-    # the foreground path alone: the size is learned by opening the file.
-    with mounted(tmp_path / "a", state_dir=state, extra_args=["--no-background"], **args_for(srv)):
+    # (mounted() runs without the background learner, tested in test_desktop.py): this is
+    # the foreground path alone, the size is learned by opening the file.
+    with mounted(tmp_path / "a", state_dir=state, **args_for(srv)):
         faxes = sorted((tmp_path / "a" / "faxes").iterdir())
         srv.reset_stats()
         # ls -l: no request per file; a provisional non-zero size (so desktops type the
@@ -52,7 +52,7 @@ def test_unknown_sizes_cost_nothing_to_list_are_exact_once_opened_and_remembered
             assert os.fstat(fh.fileno()).st_size > 0
             rec_size = os.fstat(fh.fileno()).st_size
     srv.reset_stats()
-    with mounted(tmp_path / "b", state_dir=state, extra_args=["--no-background"], **args_for(srv)):
+    with mounted(tmp_path / "b", state_dir=state, **args_for(srv)):
         again = tmp_path / "b" / "faxes" / faxes[0].name
         assert again.stat().st_size == len(data)  # remembered across remounts
         # (its name may have changed once: the download told its real type)
