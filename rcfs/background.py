@@ -125,16 +125,18 @@ class BackgroundLearner:
     # work -----------------------------------------------------------------------------
     async def run(self) -> None:
         while True:
-            await trio.sleep(self.tick)
-            blocked: set[Group] = set()
-            for node in self.pending():
-                group = self.client.budget_for(node.url).group
-                if group in blocked:
-                    continue
-                if not self.may_probe(group):
-                    blocked.add(group)
-                    continue
-                await self.probe(node, group)
+            pending = self.pending()
+            # Nothing to learn: look again now and then (a refresh may list new files).
+            await trio.sleep(self.tick if pending else max(self.tick, 5.0))
+            by_group: dict[Group, list[File]] = {}
+            for node in pending:
+                by_group.setdefault(self.client.budget_for(node.url).group, []).append(node)
+            for group, files in by_group.items():
+                for node in files:
+                    if not self.may_probe(group):
+                        break
+                    if self._needs(node):  # (a download may have learned it meanwhile)
+                        await self.probe(node, group)
 
     async def probe(self, node: File, group: Group) -> None:
         self.stats.requests[group.value] = self.stats.requests.get(group.value, 0) + 1

@@ -124,7 +124,7 @@ class Operations(pyfuse3.Operations):
 
     def __init__(self, tree: Tree, owners: dict[str, FolderOwner], state: StateStore, *,
                  root_owner: FolderOwner | None = None,
-                 control_xattrs: Callable[[], dict[str, str]] | None = None,
+                 control_xattrs: Callable[[], dict[str, str | Callable[[], str]]] | None = None,
                  space: Callable[[], tuple[int, int, int]] | None = None,
                  block_size: int = 1 << 20) -> None:
         super().__init__()
@@ -411,8 +411,9 @@ class Operations(pyfuse3.Operations):
             await owner.release(handle)
 
     # extended attributes ---------------------------------------------------------------
-    def _xattrs(self, node: Node) -> dict[str, str]:
+    def _xattrs(self, node: Node) -> dict[str, str | Callable[[], str]]:
         if node.inode == ROOT_INODE:
+            # A control value may be a callable: computed only when that name is read.
             values = {CONTROL_XATTR_PID: str(os.getpid()), **self.control_xattrs()}
         else:
             values = self.owner_of(node).xattrs(node)
@@ -421,6 +422,8 @@ class Operations(pyfuse3.Operations):
     @_handler
     async def getxattr(self, inode, name, ctx):
         value = self._xattrs(self._node(inode)).get(os.fsdecode(name))
+        if callable(value):
+            value = value()
         if value is None:
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         # The root's control values are ours (the status report may exceed the cap meant

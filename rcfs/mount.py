@@ -202,10 +202,12 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
                                     on_content_type=lambda key, ct: ops.content_type_learned(key, ct) if ops else None)
         started = time.time()
 
-        def control_xattrs() -> dict[str, str]:
+        def status_json() -> str:
             report = status_report.collect(client, reader, tree, learner=learner, outbox=outbox, started=started)
-            return {"user.rc.outbox_waiting": str(outbox.waiting_count()),
-                    status_report.STATUS_XATTR: json.dumps(report, separators=(",", ":"))}
+            return json.dumps(report, separators=(",", ":"))
+
+        def control_xattrs() -> dict[str, str | Callable[[], str]]:
+            return {"user.rc.outbox_waiting": str(outbox.waiting_count()), status_report.STATUS_XATTR: status_json}
 
         ops = Operations(tree, owners, state, block_size=reader.block_size,
                          control_xattrs=control_xattrs, space=outbox.statfs_free)

@@ -4,7 +4,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 
-APT_PACKAGES=(fuse3 libfuse3-dev pkg-config gcc attr file libmagic1 rsync curl psmisc tar)
+APT_PACKAGES=(fuse3 libfuse3-dev pkg-config gcc attr file libmagic1 rsync curl psmisc tar libglib2.0-bin shared-mime-info)
 
 need_apt=()
 for pkg in "${APT_PACKAGES[@]}"; do
