@@ -147,3 +147,6 @@ def cmd_status(mountpoint: str, *, watch: float | None = None, as_json: bool = F
             time.sleep(watch)
     except KeyboardInterrupt:
         return 0
+    except BrokenPipeError:  # `rcfs status --watch | head`: the reader has gone
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
