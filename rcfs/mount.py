@@ -31,6 +31,7 @@ from .api.auth import TokenStore
 from .api.client import Credentials, RingCentralClient
 from .api.errors import ApiError, AuthError
 from .folders.base import FolderOwner
+from .folders.media import RemoteMediaOwner
 from .folders.outbox import OutboxOwner
 from .folders.messages import MESSAGE_TYPES, MessageFolderOwner
 from .folders.recordings import RecordingsOwner
@@ -196,7 +197,7 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
 
         sender = Sender(client, outbox, outbox.spool, on_sent=sent)
         outbox.on_queued = sender.wake
-        media_owners = [o for o in owners.values() if hasattr(o, "presented_size") and hasattr(o, "reader")]
+        media_owners = [o for o in owners.values() if isinstance(o, RemoteMediaOwner)]
         learner = BackgroundLearner(client, media_owners, state,
                                     on_size=lambda key, size: ops.size_learned(key, size) if ops else None,
                                     on_content_type=lambda key, ct: ops.content_type_learned(key, ct) if ops else None)
