@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -80,7 +81,10 @@ needs_root_mount = pytest.mark.skipif(
 def test_mount8_with_fstab_line_honours_uid_gid_allow_other_and_umount_stops_it(start_emulator, tmp_path, how):
     srv = start_emulator(window=1.0)
     config = _write_config(tmp_path / "config.toml", srv)
-    mp = tmp_path / "rc"
+    # Other users must be able to reach the mountpoint (pytest's tmp dirs are 0700).
+    public = Path(tempfile.mkdtemp(prefix="rcfs-fstab-"))
+    public.chmod(0o755)
+    mp = public / "rc"
     mp.mkdir()
     options = f"allow_other,uid=12345,gid=12346,_netdev,nofail,config={config},state_dir={tmp_path / 'state'}"
     source = f"{RCFS_BIN}#none"
@@ -110,6 +114,15 @@ def test_mount8_with_fstab_line_honours_uid_gid_allow_other_and_umount_stops_it(
         first = sorted(faxes.iterdir())[0]
         assert (first.stat().st_uid, first.stat().st_gid) == (12345, 12346)
         assert len(first.read_bytes()) == first.stat().st_size > 0
+        if shutil.which("setpriv"):
+            # allow_other lets other users in; the kernel checks the presented owner
+            # (default_permissions, mode 0400): uid 12345 reads, anyone else may not.
+            def cat_as(uid: int) -> subprocess.CompletedProcess:
+                return subprocess.run(["setpriv", f"--reuid={uid}", "--regid=12346", "--clear-groups",
+                                       "cat", str(first)], capture_output=True, timeout=60)
+            assert cat_as(12345).stdout == first.read_bytes()
+            denied = cat_as(12347)
+            assert denied.returncode != 0 and b"Permission denied" in denied.stderr
         result = subprocess.run(["umount", str(mp)], capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
         assert not _mounted(mp)
@@ -117,6 +130,7 @@ def test_mount8_with_fstab_line_honours_uid_gid_allow_other_and_umount_stops_it(
     finally:
         force_unmount(mp)
         _kill_if_alive(pid)
+        shutil.rmtree(public, ignore_errors=True)
 
 
 @pytest.mark.parametrize("option", ["jwt=abc", "client_secret=s3cret", "jwt_file=/tmp/x"])
