@@ -220,3 +220,50 @@ def test_readiness_is_notified_only_once_serving_and_sigterm_unmounts(start_emul
             proc.kill()
             proc.wait()
         log.close()
+
+
+def _user_manager_running() -> bool:
+    if not shutil.which("systemctl"):
+        return False
+    try:
+        state = subprocess.run(["systemctl", "--user", "is-system-running"], capture_output=True, text=True,
+                               timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return state in ("running", "degraded")
+
+
+@fuse_required
+@pytest.mark.skipif(not _user_manager_running(), reason="needs a running systemd user manager")
+def test_user_unit_for_real(start_emulator, tmp_path):
+    """The shipped unit under a real user manager: `start` returns once mounted (Type=notify),
+    `stop` unmounts. Only the mountpoint, the program path and the credentials differ."""
+    srv = start_emulator(window=1.0)
+    config = _write_config(tmp_path / "config.toml", srv)
+    mp = tmp_path / "rc"
+    name = f"rcfs-test-{os.getpid()}.service"
+    unit_dir = Path.home() / ".config" / "systemd" / "user"
+    unit_dir.mkdir(parents=True, exist_ok=True)
+    unit = unit_dir / name
+    text = UNIT.read_text().replace("%h/RingCentral", str(mp))
+    text = text.replace("ExecStart=/usr/bin/env rcfs mount",
+                        f"ExecStart={RCFS_BIN} mount --config {config} --state-dir {tmp_path / 'state'}")
+    assert str(RCFS_BIN) in text and str(mp) in text
+    unit.write_text(text)
+
+    def systemctl(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["systemctl", "--user", *args], capture_output=True, text=True, timeout=120)
+
+    try:
+        assert systemctl("daemon-reload").returncode == 0
+        started = systemctl("start", name)
+        assert started.returncode == 0, started.stderr
+        assert _mounted(mp) and "faxes" in os.listdir(mp)  # ready meant serving
+        assert systemctl("stop", name).returncode == 0
+        assert not _mounted(mp)
+        assert systemctl("is-failed", name).stdout.strip() in ("inactive", "unknown")
+    finally:
+        systemctl("stop", name)
+        unit.unlink(missing_ok=True)
+        systemctl("daemon-reload")
+        force_unmount(mp)
