@@ -28,7 +28,7 @@ from typing import Callable, Iterable
 import trio
 
 from .api.client import Priority, RingCentralClient
-from .api.errors import ApiError, NotFound, RateLimited
+from .api.errors import ApiError, NotFound, RangeNotSatisfiable, RateLimited
 from .api.governor import Group
 from .folders.media import RemoteMediaOwner, iter_files
 from .state import StateStore
@@ -147,6 +147,12 @@ class BackgroundLearner:
             return  # the group is blocked now; may_probe waits for it to be quiet again
         except NotFound:
             self._skip.add(node.key)
+            return
+        except RangeNotSatisfiable as exc:  # an empty file: byte 0 does not exist
+            self._skip.add(node.key)
+            if exc.total is not None and node.size is None:
+                self.stats.sizes_learned += 1
+                self.on_size(node.key, exc.total)
             return
         except ApiError as exc:
             self.stats.failures += 1
