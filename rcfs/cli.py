@@ -148,6 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "unless root); default: private to you")
     m.add_argument("--nonempty", action="store_true", help="allow mounting over a non-empty directory")
     m.add_argument("--daemon", action="store_true", help="go to the background once mounted")
+    m.add_argument("--uid", type=int, help="owner the files are shown with (default: you)")
+    m.add_argument("--gid", type=int, help="group the files are shown with (default: your group)")
+    m.add_argument("--no-background", dest="background", action="store_false",
+                   help="do not learn unknown sizes and recording types while the API is idle "
+                        "(they are then learned only when a file is opened)")
     m.add_argument("-v", "--verbose", action="count", default=0, help="log what happens (INFO)")
     m.add_argument("--debug", action="store_true", help="log everything (DEBUG)")
     m.add_argument("--log-file", help="log to this file instead of stderr (created mode 0600)")
@@ -157,6 +162,16 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Also clears a stale mount left by a crash.")
     u.add_argument("mountpoint", type=Path)
     u.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (default: 30)")
+
+    st = sub.add_parser("status", help="what a running mount is doing (rate limits, cache, downloads)",
+                        description="Show, for the rcfs mount at MOUNTPOINT: per rate-limit group the "
+                                    "budget left, requests and 429s so far; the block cache's use and hit "
+                                    "rate; bytes fetched; downloads in flight with their progress; "
+                                    "background work pending; the outbox queue. Costs no API request.")
+    st.add_argument("mountpoint", type=Path)
+    st.add_argument("--watch", nargs="?", type=float, const=1.0, metavar="SECONDS",
+                    help="redraw every SECONDS (default 1) until Ctrl-C: the progress view of a long cp")
+    st.add_argument("--json", action="store_true", help="print the raw report")
 
     sub.add_parser("emulator", help="run the RingCentral API emulator (see rcfs emulator --help)",
                    add_help=False)
@@ -173,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         from .emulator.server import main as emulator_main
         return emulator_main(argv[1:]) or 0
+    if _called_by_mount(argv):
+        from .mounthelper import main as helper_main
+        return helper_main(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -180,11 +198,23 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_mount(args)
         if args.command == "umount":
             return cmd_umount(args.mountpoint, args.timeout)
+        if args.command == "status":
+            from .status import cmd_status
+            return cmd_status(str(args.mountpoint), watch=args.watch, as_json=args.json)
     except (SettingsError,) as exc:
         print(f"rcfs: {exc}", file=sys.stderr)
         return 2
     parser.print_help()
     return 2
+
+
+def _called_by_mount(argv: list[str]) -> bool:
+    """mount.fuse3 runs `rcfs SOURCE MOUNTPOINT -o OPTIONS` for type fuse.rcfs: a first
+    argument that is no subcommand, then a directory, then -o (mount(8) always passes at
+    least `-o rw`), so a mistyped subcommand is never taken for a mount."""
+    commands = {"mount", "umount", "status", "emulator"}
+    return (len(argv) >= 4 and argv[0] not in commands and not argv[0].startswith("-")
+            and not argv[1].startswith("-") and argv[2] == "-o")
 
 
 # mount ------------------------------------------------------------------------------------
@@ -284,6 +314,9 @@ def cmd_mount(args: argparse.Namespace) -> int:
             nonempty=args.nonempty, read_ahead_kb=read_ahead_kb, direct_io_above=direct_io_above,
             message_ttl=args.listing_ttl, recording_ttl=args.recordings_ttl,
             listing_wait=_positive(args.listing_wait, "--listing-wait"),
+            uid=args.uid,
+            gid=args.gid,
+            background=args.background,
         )
 
         def ready() -> None:

@@ -38,6 +38,7 @@ STATIC_TIMEOUT = 300.0
 ENTRY_TIMEOUT = 10.0
 CONTROL_XATTR_PID = "user.rc.pid"
 XATTR_VALUE_MAX = 4096  # bytes; values from the API are capped so no record can flood a reader
+CONTROL_XATTR_MAX = 65536  # XATTR_SIZE_MAX: the root's control values (status report)
 
 
 # Desktop indexers and thumbnailers read whole files of every folder they see (GLib
@@ -126,7 +127,7 @@ class Operations(pyfuse3.Operations):
 
     def __init__(self, tree: Tree, owners: dict[str, FolderOwner], state: StateStore, *,
                  root_owner: FolderOwner | None = None,
-                 control_xattrs: Callable[[], dict[str, str]] | None = None,
+                 control_xattrs: Callable[[], dict[str, str | Callable[[], str]]] | None = None,
                  space: Callable[[], tuple[int, int, int]] | None = None,
                  block_size: int = 1 << 20) -> None:
         super().__init__()
@@ -162,13 +163,53 @@ class Operations(pyfuse3.Operations):
         self.state.learn_size(key, size)
         node = self.tree.find_key(key)
         if isinstance(node, File):
+            changed = node.size != size
             node.size = size
+            if changed:
+                self._invalidate_attrs(node)
 
     def content_type_learned(self, key: str, content_type: str) -> None:
         """Reader callback: a download told the real type (recordings are named by it)."""
         node = self.tree.find_key(key)
         if isinstance(node, File):
+            parent, old_name = node.parent, node.name
             self.owner_of(node).content_type_learned(node, content_type)
+            if parent is not None and node.name != old_name:
+                self._invalidate_entry(parent, old_name)
+
+    # kernel caches ---------------------------------------------------------------------
+    def _kernel_knows(self, node: Node) -> bool:
+        return self.initialized.is_set() and (node.inode == ROOT_INODE or self.tree.lookups.get(node.inode, 0) > 0)
+
+    def _invalidate_attrs(self, node: Node) -> None:
+        """Drop the kernel's cached attributes of `node` (a learned size replaces the
+        provisional one at once, not only at the next getattr).
+
+        attr_only: no page-cache invalidation, which could wait on a page locked by a
+        read this very loop has to answer; without writeback caching (not enabled here)
+        pyfuse3 documents the call as non-blocking, so it is safe from the trio loop and
+        from inside a handler.
+        """
+        if not self._kernel_knows(node):
+            return
+        try:
+            pyfuse3.invalidate_inode(node.inode, attr_only=True)
+        except OSError as exc:  # ENOENT: the kernel forgot it meanwhile
+            log.debug("invalidate_inode(%s): %s", node.name, exc)
+
+    def _invalidate_entry(self, folder: Folder, name: str) -> None:
+        """Tell the kernel `name` in `folder` changed (a recording renamed by its learned
+        type). Asynchronous (pyfuse3's own thread): the kernel takes the directory's lock
+        for this, which a request we are serving may hold, so a synchronous call could
+        deadlock the loop. The kernel also drops the folder's cached attributes and listing,
+        so the next `ls` (or a file manager's reload) shows the new name; the old one stays
+        a lookup alias, so a window still showing it opens the file. Measured on Linux
+        6.18: FUSE invalidations raise no inotify event, so an open window does not
+        refresh by itself, with or without `deleted=` (which would also zero the live
+        inode's link count), hence the plain form."""
+        if not self._kernel_knows(folder):
+            return
+        pyfuse3.invalidate_entry_async(folder.inode, os.fsencode(name), ignore_enoent=True)
 
     # attributes ----------------------------------------------------------------------
     def _attrs(self, node: Node) -> pyfuse3.EntryAttributes:
@@ -192,7 +233,7 @@ class Operations(pyfuse3.Operations):
         else:
             assert isinstance(node, File)
             attr.st_nlink = 1
-            attr.st_size = node.apparent_size
+            attr.st_size = self.owner_of(node).presented_size(node)
             attr.st_blocks = (attr.st_size + 511) // 512
             attr.entry_timeout = ENTRY_TIMEOUT
             attr.attr_timeout = STATIC_TIMEOUT if node.size_known else 0.0
@@ -376,8 +417,9 @@ class Operations(pyfuse3.Operations):
             await owner.release(handle)
 
     # extended attributes ---------------------------------------------------------------
-    def _xattrs(self, node: Node) -> dict[str, str]:
+    def _xattrs(self, node: Node) -> dict[str, str | Callable[[], str]]:
         if node.inode == ROOT_INODE:
+            # A control value may be a callable: computed only when that name is read.
             values = {CONTROL_XATTR_PID: str(os.getpid()), **self.control_xattrs()}
         else:
             values = self.owner_of(node).xattrs(node)
@@ -386,9 +428,14 @@ class Operations(pyfuse3.Operations):
     @_handler
     async def getxattr(self, inode, name, ctx):
         value = self._xattrs(self._node(inode)).get(os.fsdecode(name))
+        if callable(value):
+            value = value()
         if value is None:
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
-        return value.encode("utf-8", errors="replace")[:XATTR_VALUE_MAX]
+        # The root's control values are ours (the status report may exceed the cap meant
+        # for values taken from the API); the kernel's own limit is 64 KiB.
+        cap = CONTROL_XATTR_MAX if inode == ROOT_INODE else XATTR_VALUE_MAX
+        return value.encode("utf-8", errors="replace")[:cap]
 
     @_handler
     async def listxattr(self, inode, ctx):

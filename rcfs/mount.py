@@ -13,12 +13,14 @@ import dataclasses
 import datetime as dt
 import errno
 import hashlib
+import json
 import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -28,14 +30,17 @@ import trio
 from .api.auth import TokenStore
 from .api.client import Credentials, RingCentralClient
 from .api.errors import ApiError, AuthError
-from .api.governor import Group
 from .exports_model import ExportManager
 from .folders.base import FolderOwner
 from .folders.exports import ExportsOwner
 from .folders.greetings import GreetingsOwner
+from .folders.media import RemoteMediaOwner
 from .folders.outbox import OutboxOwner
 from .folders.messages import MESSAGE_TYPES, MessageFolderOwner
 from .folders.recordings import RecordingsOwner
+from . import status as status_report
+from . import systemd
+from .background import BackgroundLearner
 from .fs import Operations, reader_priority
 from .greetings_model import GreetingsModel
 from .reader import Reader
@@ -45,8 +50,6 @@ from .state import StateStore
 from .tree import Tree
 
 log = logging.getLogger(__name__)
-
-IDLE_WINDOWS = 2  # background Heavy requests wait for this many idle rate-limit windows
 
 
 class MountError(Exception):
@@ -69,6 +72,9 @@ class MountOptions:
     nonempty: bool = False
     read_ahead_kb: int = 1024
     direct_io_above: int | None = 256 << 20  # None: always through the page cache
+    uid: int | None = None  # owner the tree presents (None: the mounting user); mount -o uid=
+    gid: int | None = None
+    background: bool = True  # learn unknown sizes and recording types while the API is idle
 
 
 def check_mountpoint(path: Path, *, nonempty: bool = False) -> None:
@@ -179,7 +185,8 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
         except ApiError as exc:
             raise MountError(f"cannot reach {opts.credentials.server_url}: {exc}") from None
 
-        tree = Tree(uid=os.getuid(), gid=os.getgid())
+        tree = Tree(uid=os.getuid() if opts.uid is None else opts.uid,
+                    gid=os.getgid() if opts.gid is None else opts.gid)
         ops: Operations | None = None
         reader = Reader(client, cache_bytes=opts.cache_bytes, block_size=opts.block_size,
                         on_size=lambda key, size: ops.size_learned(key, size) if ops else None,
@@ -199,9 +206,21 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
         sender = Sender(client, outbox, outbox.spool, on_sent=sent, greetings=greetings)
         outbox.on_queued = sender.wake
         greetings.on_queued = sender.wake
+        media_owners = [o for o in owners.values() if isinstance(o, RemoteMediaOwner)]
+        learner = BackgroundLearner(client, media_owners, state,
+                                    on_size=lambda key, size: ops.size_learned(key, size) if ops else None,
+                                    on_content_type=lambda key, ct: ops.content_type_learned(key, ct) if ops else None)
+        started = time.time()
+
+        def status_json() -> str:
+            report = status_report.collect(client, reader, tree, learner=learner, outbox=outbox, started=started)
+            return json.dumps(report, separators=(",", ":"))
+
+        def control_xattrs() -> dict[str, str | Callable[[], str]]:
+            return {"user.rc.outbox_waiting": str(outbox.waiting_count()), status_report.STATUS_XATTR: status_json}
+
         ops = Operations(tree, owners, state, block_size=reader.block_size,
-                         control_xattrs=lambda: {"user.rc.outbox_waiting": str(outbox.waiting_count())},
-                         space=outbox.statfs_free)
+                         control_xattrs=control_xattrs, space=outbox.statfs_free)
 
         fuse_options = set(pyfuse3.default_options)
         fuse_options |= {"fsname=rcfs", "subtype=rcfs", "noatime"}
@@ -222,8 +241,10 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
                 if not opts.read_only:
                     await nursery.start(sender.run)
                 nursery.start_soon(_watch_signals, pyfuse3.terminate)
-                nursery.start_soon(_background, owners["recordings"], client)
                 await nursery.start(exports.manager.run)
+                if opts.background:
+                    nursery.start_soon(learner.run)
+                nursery.start_soon(_notify_when_serving, ops, str(opts.mountpoint))
                 if opts.read_ahead_kb:
                     nursery.start_soon(_raise_read_ahead, ops, target, opts.read_ahead_kb)
                 log.info("mounted %s on %s", opts.credentials.server_url, opts.mountpoint)
@@ -232,6 +253,7 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
                 nursery.cancel_scope.cancel()
             clean = True
         finally:
+            systemd.notify("STOPPING=1")
             state.flush()
             pyfuse3.close(unmount=clean)
             waiting = outbox.waiting_count()
@@ -290,30 +312,11 @@ def build_owners(opts: MountOptions, tree: Tree, client: RingCentralClient, read
     return owners
 
 
-async def _background(recordings: RecordingsOwner, client: RingCentralClient) -> None:
-    """Low-priority work: learn recording content types (for names) while the user is idle.
-
-    A metadata request costs as much Heavy quota as a download, so it only goes out when
-    the Heavy group has seen no other request for IDLE_WINDOWS windows: a `cp` that starts
-    after an `ls` never finds its first window shortened by our probes.
-    """
-    idle_since = trio.current_time()
-    while True:
-        await trio.sleep(5)
-        budget = client.governor.budget(Group.HEAVY)
-        now = trio.current_time()
-        if budget.used or budget.waiting or budget.blocked_for:
-            idle_since = now
-            continue
-        if recordings.loaded_at is None:
-            continue
-        if now - idle_since < IDLE_WINDOWS * budget.window:
-            continue
-        try:
-            await recordings.resolve_types(limit=1)
-        except ApiError as exc:
-            log.debug("background work failed: %s", exc)
-        idle_since = trio.current_time()
+async def _notify_when_serving(ops: Operations, mountpoint: str) -> None:
+    """systemd (Type=notify): ready once the kernel's INIT has been answered, i.e. the
+    mount serves requests, not merely exists."""
+    await ops.initialized.wait()
+    systemd.notify(f"READY=1\nSTATUS=serving {mountpoint}")
 
 
 # ---------------------------------------------------------------------------------------

@@ -346,6 +346,21 @@ class Reader:
         finally:
             self._nursery = None
 
+    def downloads(self) -> list[dict]:
+        """Files open or downloading now, with how much of each the block cache holds
+        (for `rcfs status`; O(cached blocks), so meant for an occasional look)."""
+        cached: dict[str, int] = {}
+        for (key, _index), block in self._cache.items():
+            cached[key] = cached.get(key, 0) + len(block)
+        out = []
+        for f in self._files.values():
+            if not (f.handles or f.pending or f.streams):
+                continue
+            out.append({"key": f.key, "size": f.size, "cached": cached.get(f.key, 0),
+                        "open": f.handles, "streams": len(f.streams), "blocks_in_flight": len(f.pending),
+                        "received": max((st.pos for st in f.streams), default=None)})
+        return out
+
     def known_size(self, key: str) -> int | None:
         """The exact size of `key` if it is known (given at open or learned)."""
         f = self._files.get(key)

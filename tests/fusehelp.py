@@ -41,15 +41,20 @@ def force_unmount(path: Path) -> None:
 @contextlib.contextmanager
 def mounted(mountpoint: Path, *, server_url: str, client_id: str, client_secret: str, jwt: str,
             state_dir: Path, extra_args: list[str] = (), log_path: Path | None = None,
-            timeout: float = 30.0) -> Iterator[subprocess.Popen]:
-    """Mount the account at `server_url` on `mountpoint` until the block ends."""
+            timeout: float = 30.0, background: bool = False) -> Iterator[subprocess.Popen]:
+    """Mount the account at `server_url` on `mountpoint` until the block ends.
+
+    `background`: run the background learner (rcfs.background). Off unless a test asks:
+    its probes are extra requests whenever a group is idle, which tests that count the
+    requests of a foreground workload would see at random; tests/test_desktop.py runs it.
+    """
     mountpoint.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, RC_SERVER_URL=server_url, RC_CLIENT_ID=client_id,
                RC_CLIENT_SECRET=client_secret, RC_JWT=jwt)
     log_path = log_path or mountpoint.parent / f"{mountpoint.name}.log"
     log_fh = open(log_path, "w")
     cmd = [sys.executable, "-m", "rcfs", "mount", str(mountpoint), "--state-dir", str(state_dir),
-           "--debug", *extra_args]
+           "--debug", *([] if background else ["--no-background"]), *extra_args]
     proc = subprocess.Popen(cmd, env=env, stdout=log_fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + timeout

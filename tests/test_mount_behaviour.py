@@ -18,6 +18,7 @@ import pytest
 from conftest import build_config
 from fusehelp import FUSERMOUNT, force_unmount, fuse_required, mount_log, mounted
 from rcfs.emulator import seed
+from rcfs.folders.media import PROVISIONAL_SIZE
 
 pytestmark = fuse_required
 
@@ -34,10 +35,14 @@ def rcfs(*argv: str, env: dict | None = None, timeout: float = 60) -> subprocess
 def test_unknown_sizes_cost_nothing_to_list_are_exact_once_opened_and_remembered(start_emulator, tmp_path):
     srv = start_emulator(window=1.0, hide_sizes=1.0)  # no attachment carries `size`
     state = tmp_path / "state"
+    # (mounted() runs without the background learner, tested in test_desktop.py): this is
+    # the foreground path alone, the size is learned by opening the file.
     with mounted(tmp_path / "a", state_dir=state, **args_for(srv)):
         faxes = sorted((tmp_path / "a" / "faxes").iterdir())
         srv.reset_stats()
-        assert all(p.stat().st_size == 0 for p in faxes)  # ls -l: no request per file
+        # ls -l: no request per file; a provisional non-zero size (so desktops type the
+        # file by its name, not as an empty file)
+        assert all(p.stat().st_size == PROVISIONAL_SIZE for p in faxes)
         assert srv.stats()["requests"].get("message-content", 0) == 0
         data = faxes[0].read_bytes()
         assert len(data) > 0 and faxes[0].stat().st_size == len(data)

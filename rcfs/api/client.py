@@ -161,6 +161,7 @@ class ClientStats:
     requests: dict[str, int] = dataclasses.field(default_factory=dict)  # sent, per group
     statuses: dict[int, int] = dataclasses.field(default_factory=dict)  # answers per status
     rate_limited: int = 0  # 429 answers seen
+    rate_limited_groups: dict[str, int] = dataclasses.field(default_factory=dict)  # 429s per group
     retries: int = 0  # requests re-sent after a 5xx, transport error, 401 or 429
     transport_errors: int = 0
     bytes_received: int = 0  # response bodies (media and JSON)
@@ -1139,6 +1140,7 @@ class RingCentralClient:
                     if status == 429:
                         seen_429 += 1
                         self.stats.rate_limited += 1
+                        self.stats.rate_limited_groups[group.value] = self.stats.rate_limited_groups.get(group.value, 0) + 1
                         wait = self.governor.retry_after(resp.headers)
                         if seen_429 > policy.max_429 or (wait is not None and wait > policy.max_penalty):
                             raise self._error(RateLimited, where, status, body, resp.headers)

@@ -55,6 +55,10 @@ class FolderOwner:
             values["user.rc.size"] = str(node.apparent_size)
         return values
 
+    def presented_size(self, node: File) -> int:
+        """The st_size the kernel is given for `node` (its exact size where known)."""
+        return node.apparent_size
+
     def attr_timeout(self, node: Node) -> float | None:
         """Override the adapter's attribute timeout for `node` (None: the default)."""
         return None

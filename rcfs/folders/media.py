@@ -1,14 +1,21 @@
 """Shared by every folder of remote media (faxes, voicemail, recordings, MMS): listings
 that refresh after a TTL with single flight, and reads through the block-cache reader.
 
-Unknown sizes (recordings, attachments without `size`): such a file shows size 0 with an
-attribute timeout of 0 until its size is learned. `ls -l` therefore costs no request.
-`open()` resolves the size with the first content request (which also starts the
-download, so nothing is wasted), and the kernel re-asks getattr before reading, so
-`cat`, `cp`, `rsync`, `tar` and `sha256sum` see the exact size. Once learned, a size is
-exact for good and persisted across remounts.
+Unknown sizes (recordings, attachments without `size`): such a file shows a provisional
+size (PROVISIONAL_SIZE) with an attribute timeout of 0 until its size is learned. `ls -l`
+therefore costs no request. `open()` resolves the size with the first content request
+(which also starts the download, so nothing is wasted) before any byte is read, and the
+kernel re-asks getattr after it (timeout 0, and the adapter invalidates the cached
+attributes when a size is learned), so `cat`, `cp`, `rsync`, `tar` and `sha256sum` see
+the exact size. Once learned, a size is exact for good and persisted across remounts;
+`rcfs.background` learns the rest while the API is idle.
 
-Listings have a deadline (`listing_wait`, 15 s by default; `rcfs mount --listing-wait`).
+Why not size 0: GLib types every empty regular file `application/x-zerosize` without
+looking at its name, so a desktop offered a text editor for every recording. With any
+non-zero size it goes by the name (and sniffs the content only where the name is
+ambiguous, which opens the file and so learns the size).
+
+Listings have a deadline (`listing_wait`, 60 s by default; `rcfs mount --listing-wait`).
 A refresh is a chain of network calls, and a rate-limited group can make them wait a
 whole penalty (60 s and more); a first listing of a large account needs more pages than
 the Light group allows a minute. So the refresh runs as a task of its own and an `ls`
@@ -49,6 +56,11 @@ class _Load:
     done: trio.Event = dataclasses.field(default_factory=trio.Event)
     error: Exception | None = None
     reported: bool = False  # the "showing the previous listing" warning was logged
+
+
+# Non-zero so that desktops type the file by its name (see above); one page, so `du` of
+# a folder whose sizes are not learned yet stays small and nothing looks like a real size.
+PROVISIONAL_SIZE = 4096
 
 
 class RemoteMediaOwner(FolderOwner):
@@ -159,6 +171,9 @@ class RemoteMediaOwner(FolderOwner):
     def remove_entries(self, object_id: str) -> None:
         for name in self.entries.pop(object_id, []):
             self.tree.remove(self.folder, name)
+
+    def presented_size(self, node: File) -> int:
+        return node.size if node.size is not None else PROVISIONAL_SIZE
 
     # reads ----------------------------------------------------------------------------
     async def open(self, node: File, flags: int, pid: int) -> Opened:

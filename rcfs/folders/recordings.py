@@ -1,9 +1,10 @@
 """/recordings: call recordings, filled from the call log (Heavy group).
 
-Recording content types are not in the call log; they cost a Heavy metadata request
-each. Until one is known (from that request, or from the Content-Type of a download)
-a recording is named `.mp3`, the usual type; once learned it is persisted, so the name
-is stable across remounts from then on.
+Recording content types are not in the call log; they cost a Heavy request each. Until
+one is known (from the Content-Type of a download, or of the one-byte probe that
+`rcfs.background` sends while the Heavy group is idle) a recording is named `.mp3`, the
+usual type; once learned it is persisted, so the name is stable across remounts from
+then on.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ import datetime as dt
 import logging
 
 from .. import names
-from ..api.client import Priority
-from ..api.errors import ApiError, RateLimited
 from ..tree import File
 from .media import RemoteMediaOwner
 from .messages import other_party, parties
@@ -86,24 +85,3 @@ class RecordingsOwner(RemoteMediaOwner):
         node.content_type = base
         node.xattrs["user.rc.content_type"] = base
         self.entries[rid] = [node.name]
-
-    async def resolve_types(self, limit: int = 1) -> None:
-        """Ask for the content type of up to `limit` recordings not yet known.
-
-        The caller decides when Heavy quota can be spared (see `rcfs.mount._background`).
-        """
-        for node in list(self.folder.children.values()):
-            if limit <= 0:
-                return
-            if not isinstance(node, File) or node.key in self.state.content_types:
-                continue
-            limit -= 1
-            try:
-                meta = await self.client.get_recording(node.key.split(":", 1)[1], priority=Priority.BACKGROUND)
-            except RateLimited:
-                return
-            except ApiError as exc:
-                log.debug("recording metadata for %s failed: %s", node.key, exc)
-                continue
-            if meta.get("contentType"):
-                self.content_type_learned(node, str(meta["contentType"]))
