@@ -139,15 +139,18 @@ class Sender:
             # The last attempt's answer never arrived: did the service get it?
             found = await self._reconcile(item)
             if found is not None:
-                log.info("outbox: %s to %s was sent before (message %s found in the message store); "
-                         "not sending it again", "/".join(item.path), item.recipient, found.get("id"))
+                log.info("outbox: %s to %s was sent before (%s %s found in %s); "
+                         "not sending it again", "/".join(item.path), item.recipient,
+                         "greeting" if item.channel == "greeting" else "message", found.get("id"),
+                         "the answering rule" if item.channel == "greeting" else "the message store")
                 await self._mark_sent(item, found)
                 return
             if item.attempts >= self.max_attempts:
                 await self._fail(item, f"gave up after {item.attempts} attempts: {item.error}")
                 return
-            log.info("outbox: %s to %s: no trace of the last attempt in the message store; sending it",
-                     "/".join(item.path), item.recipient)
+            log.info("outbox: %s to %s: no trace of the last attempt in %s; sending it",
+                     "/".join(item.path), item.recipient,
+                     "the answering rule" if item.channel == "greeting" else "the message store")
         spool = self.greetings.spool if item.channel == "greeting" and self.greetings else self.spool
         files = [(p.name, await trio.to_thread.run_sync(spool.part_bytes, p), p.mime or None)
                  for p in item.parts]
