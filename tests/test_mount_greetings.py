@@ -113,7 +113,7 @@ def test_greetings_read_back_byte_identical(start_emulator, tmp_path):
                 continue
             for f in folder.iterdir():
                 rule_id = os.getxattr(f, "user.rc.rule_id").decode()
-                gtype = os.getxattr(f, "user.rc.type").decode()
+                gtype = os.getxattr(f, "user.rc.greeting_type").decode()
                 gid, ctype, data = served.greeting(rule_id, gtype)
                 assert os.getxattr(f, "user.rc.greeting_id").decode() == gid
                 assert f.read_bytes() == data and f.stat().st_size == len(data)

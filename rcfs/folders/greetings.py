@@ -250,7 +250,7 @@ class GreetingsOwner(SpooledOwner, RemoteMediaOwner):
         slot = self._slot_of(node) if isinstance(node, File) else None
         if slot is None:
             return values
-        values.update({"user.rc.rule_id": slot.rule_id, "user.rc.type": slot.greeting_type})
+        values.update({"user.rc.rule_id": slot.rule_id, "user.rc.greeting_type": slot.greeting_type})
         if slot.remote is not None:
             values["user.rc.greeting_id"] = slot.remote.greeting_id
             values["user.rc.content_type"] = slot.remote.content_type
