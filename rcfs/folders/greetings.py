@@ -502,8 +502,11 @@ class GreetingsOwner(SpooledOwner, RemoteMediaOwner):
     async def uploaded(self, item: Item, greeting: dict) -> None:
         """The sender's upload was accepted (or found applied): show it once the rule does."""
         try:
-            await self.model.confirm_upload(item.path[0], self.upload_target(item), greeting,
-                                            priority=Priority.OUTBOX)
+            # Under the listing's lock: a TTL refresh that started before the upload must
+            # not finish after this one and show the old greeting again.
+            async with self._lock:
+                await self.model.confirm_upload(item.path[0], self.upload_target(item), greeting,
+                                                priority=Priority.OUTBOX)
         except (GreetingError, ApiError) as exc:
             item.error = f"uploaded, but the rule does not show it yet: {exc}"
             log.warning("greetings: %s: %s", "/".join(item.path), item.error)
