@@ -175,6 +175,11 @@ def test_wrong_type_too_big_and_empty_are_refused_and_nothing_is_sent(start_emul
         result = cp(jpeg, target)
         assert result.returncode != 0 and os.strerror(errno.EMEDIUMTYPE) in result.stderr, result.stderr
         assert write_errno(target, jpeg.read_bytes()) == errno.EMEDIUMTYPE
+        # Under the other extension (the file is renamed while written): refused, and the
+        # folder is as before, without a trace of the refused name.
+        assert write_errno(g / "after-hours" / "Voicemail.mp3", jpeg.read_bytes()) == errno.EMEDIUMTYPE
+        assert sorted(os.listdir(g / "after-hours")) == ["Voicemail.wav"]
+        assert not (g / "after-hours" / "Voicemail.mp3").exists()
         result = cp(big, g / "after-hours" / "Voicemail.wav")
         assert result.returncode != 0 and os.strerror(errno.EFBIG) in result.stderr, result.stderr
         assert write_errno(g / "after-hours" / "Voicemail.wav", big.read_bytes()) == errno.EFBIG

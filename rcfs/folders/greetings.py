@@ -207,8 +207,11 @@ class GreetingsOwner(SpooledOwner, RemoteMediaOwner):
         if slot.folder.children.get(slot.node.name) is slot.node:
             self.tree.remove(slot.folder, slot.node.name)
 
-    def _rename(self, slot: _Slot, name: str) -> None:
-        if slot.node.name == name:
+    def _rename(self, slot: _Slot, name: str, *, keep_alias: bool = True) -> None:
+        """Rename the slot's file; the old name keeps finding it (`Tree.rename`) unless
+        `keep_alias` is false (a refused upload's name must not linger)."""
+        old = slot.node.name
+        if old == name:
             return
         other = slot.folder.children.get(name)
         if other is not None and other is not slot.node:
@@ -216,11 +219,13 @@ class GreetingsOwner(SpooledOwner, RemoteMediaOwner):
             if other_slot is not None:
                 self._remove_slot(other_slot)
         self.tree.rename(slot.folder, slot.node, name)
+        if not keep_alias:
+            slot.folder.aliases.pop(old, None)
 
-    def _show_remote(self, slot: _Slot) -> None:
+    def _show_remote(self, slot: _Slot, *, keep_alias: bool = True) -> None:
         gf = slot.remote
         assert gf is not None
-        self._rename(slot, gf.name)
+        self._rename(slot, gf.name, keep_alias=keep_alias)
         slot.node.size = self.state.sizes.get(gf.source.key)
         slot.node.content_type = gf.content_type
 
@@ -449,10 +454,10 @@ class GreetingsOwner(SpooledOwner, RemoteMediaOwner):
             if slot.item is w.item:
                 slot.item = previous if previous is not None and previous.id in self.items else None
             if slot.pending:
-                self._rename(slot, slot.item.path[1])
+                self._rename(slot, slot.item.path[1], keep_alias=False)
                 self._show_pending(slot)
             elif slot.remote is not None:
-                self._show_remote(slot)
+                self._show_remote(slot, keep_alias=False)
             else:
                 self._remove_slot(slot)
         log.debug("greetings: dropped %s: %s", w.node.name, why)
