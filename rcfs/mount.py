@@ -199,7 +199,8 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
         outbox.on_queued = sender.wake
         greetings.on_queued = sender.wake
         ops = Operations(tree, owners, state, block_size=reader.block_size,
-                         control_xattrs=lambda: {"user.rc.outbox_waiting": str(outbox.waiting_count())},
+                         control_xattrs=lambda: {"user.rc.outbox_waiting": str(outbox.waiting_count()),
+                                                 "user.rc.greetings_waiting": str(greetings.waiting_count())},
                          space=outbox.statfs_free)
 
         fuse_options = set(pyfuse3.default_options)
