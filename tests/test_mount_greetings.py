@@ -242,3 +242,26 @@ def test_kill_during_upload_then_remount_uploads_exactly_once(start_emulator, tm
         assert "found in the answering rule); not sending it again" in mount_log(tmp_path / "b")
     # Nothing is left in the spool once applied.
     assert not any(state.rglob("greetings-spool/items/*.json"))
+
+
+def test_a_full_spool_disk_is_enospc_and_nothing_is_sent(start_emulator, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs as the state dir needs root")
+    srv = start_emulator(**ROOMY)
+    state = tmp_path / "small"
+    state.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(state)], check=True)
+    try:
+        srv.reset_stats()
+        mnt = tmp_path / "m"
+        with mounted(mnt, state_dir=state, **args_for(srv)):
+            audio = mime_samples.build("wav") + b"\0" * (5 * 1000 * 1000)  # a WAV bigger than the disk
+            target = mnt / "greetings" / "business-hours" / "Voicemail.mp3"
+            assert write_errno(target, audio) == errno.ENOSPC
+            assert "the spool's disk is full" in mount_log(mnt)
+            assert sorted(os.listdir(target.parent)) == ["Voicemail.mp3"]
+            assert "no uploads yet" in (mnt / "greetings" / "STATUS.txt").read_text()
+        assert srv.stats()["requests"].get("greeting-create", 0) == 0
+        assert not any(state.rglob("greetings-spool/data/*"))  # the partial bytes are gone
+    finally:
+        subprocess.run(["umount", "-l", str(state)], capture_output=True)
