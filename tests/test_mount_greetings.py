@@ -265,3 +265,21 @@ def test_a_full_spool_disk_is_enospc_and_nothing_is_sent(start_emulator, tmp_pat
         assert not any(state.rglob("greetings-spool/data/*"))  # the partial bytes are gone
     finally:
         subprocess.run(["umount", "-l", str(state)], capture_output=True)
+
+
+def test_a_rate_limited_upload_is_retried_and_applied_once(start_emulator, tmp_path):
+    """The outbox's rate-limit handling: a 429 on the upload (with Retry-After) is waited
+    out and sent again; the rule ends up with the audio, stored once."""
+    srv = start_emulator(**ROOMY, window=2.0, faults={"send_force_429": 1})
+    served = Served(srv)
+    mp3 = mime_samples.write_sample(tmp_path, "mp3", "music.mp3")
+    srv.reset_stats()
+    mnt = tmp_path / "m"
+    with mounted(mnt, state_dir=tmp_path / "s", **args_for(srv)):
+        target = mnt / "greetings" / "after-hours" / "Voicemail.mp3"
+        assert cp(mp3, target).returncode == 0
+        wait_for(lambda: state_of(target) == "applied", "the upload applied after the 429")
+        assert target.read_bytes() == mp3.read_bytes()
+    assert srv.stats()["requests"]["greeting-create"] == 2  # the refused one, then the one stored
+    assert srv.stats()["statuses"].get("429", 0) == 1
+    assert served.greeting(AFTER, "Voicemail")[1:] == ("audio/mpeg", mp3.read_bytes())
