@@ -152,14 +152,8 @@ class Sender:
                      "/".join(item.path), item.recipient,
                      "the answering rule" if item.channel == "greeting" else "the message store")
         spool = self.greetings.spool if item.channel == "greeting" and self.greetings else self.spool
-        try:
-            files = [(p.name, await trio.to_thread.run_sync(spool.part_bytes, p), p.mime or None)
-                     for p in item.parts]
-        except FileNotFoundError:
-            owner = self.greetings if item.channel == "greeting" else self.outbox
-            if owner is None or item.id not in owner.items:
-                return  # cancelled (rm) while its bytes were being read: nothing to send
-            raise
+        files = [(p.name, await trio.to_thread.run_sync(spool.part_bytes, p), p.mime or None)
+                 for p in item.parts]
         options = self.outbox.options_for(item) if item.channel != "greeting" else {}
         sender = None
         if item.channel == "mms":
