@@ -110,6 +110,7 @@ class GreetingsOwner(SpooledOwner, RemoteMediaOwner):
         self._slots: dict[tuple[str, str], _Slot] = {}  # (rule id, greeting type) -> slot
         self._slot_by_inode: dict[int, _Slot] = {}
         self._rule_folders: dict[str, Folder] = {}  # folder name -> node
+        self._model_lock = trio.Lock()  # model refreshes (listing, upload confirmation) one at a time
         self._replacing: dict[str, Item | None] = {}  # upload being written -> the slot's previous one
         self._plain_opens: set[str] = set()  # uploads opened without O_TRUNC (touch, editors)
         self.tree.add(folder, File(key=STATUS_KEY, name=STATUS_NAME, mtime=time.time(), size=0))
@@ -137,9 +138,10 @@ class GreetingsOwner(SpooledOwner, RemoteMediaOwner):
         await super().refresh(self.folder)  # one listing for the whole tree
 
     async def load(self) -> None:
-        await self.model.refresh(Priority.FOREGROUND)
-        self._sync_tree()
-        await self._confirm_seen()
+        async with self._model_lock:
+            await self.model.refresh(Priority.FOREGROUND)
+            self._sync_tree()
+            await self._confirm_seen()
 
     def _sync_tree(self) -> None:
         """Bring the tree in step with the model, leaving pending uploads as written."""
@@ -507,9 +509,9 @@ class GreetingsOwner(SpooledOwner, RemoteMediaOwner):
     async def uploaded(self, item: Item, greeting: dict) -> None:
         """The sender's upload was accepted (or found applied): show it once the rule does."""
         try:
-            # Under the listing's lock: a TTL refresh that started before the upload must
-            # not finish after this one and show the old greeting again.
-            async with self._lock:
+            # One model refresh at a time: a TTL refresh that started before the upload
+            # must not finish after this one and show the old greeting again.
+            async with self._model_lock:
                 await self.model.confirm_upload(item.path[0], self.upload_target(item), greeting,
                                                 priority=Priority.OUTBOX)
         except (GreetingError, ApiError) as exc:
