@@ -217,7 +217,9 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
             return json.dumps(report, separators=(",", ":"))
 
         def control_xattrs() -> dict[str, str | Callable[[], str]]:
-            return {"user.rc.outbox_waiting": str(outbox.waiting_count()), status_report.STATUS_XATTR: status_json}
+            return {"user.rc.outbox_waiting": str(outbox.waiting_count()),
+                    "user.rc.greetings_waiting": str(greetings.waiting_count()),
+                    status_report.STATUS_XATTR: status_json}
 
         ops = Operations(tree, owners, state, block_size=reader.block_size,
                          control_xattrs=control_xattrs, space=outbox.statfs_free)

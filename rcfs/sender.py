@@ -128,7 +128,7 @@ class Sender:
                 await self._send(item)
             except ApiError as exc:  # reconciliation itself failed: try again later
                 await self._retry_later(item, exc, ambiguous=item.state == "sending")
-            except (OSError, ValueError, KeyError, TypeError) as exc:
+            except Exception as exc:  # noqa: BLE001
                 # A bug or a spool file gone missing must cost this item, never the mount.
                 log.exception("outbox: %s to %s: internal error", "/".join(item.path), item.recipient)
                 await self._fail(item, f"internal error: {exc!r}")
@@ -150,8 +150,10 @@ class Sender:
             # The last attempt's answer never arrived: did the service get it?
             found = await self._reconcile(item)
             if found is not None:
-                log.info("outbox: %s to %s was sent before (message %s found in the message store); "
-                         "not sending it again", "/".join(item.path), item.recipient, found.get("id"))
+                log.info("outbox: %s to %s was sent before (%s %s found in %s); "
+                         "not sending it again", "/".join(item.path), item.recipient,
+                         "greeting" if item.channel == "greeting" else "message", found.get("id"),
+                         "the answering rule" if item.channel == "greeting" else "the message store")
                 await self._mark_sent(item, found)
                 return
             settled_at = (item.post_started or 0.0) + self.settle
@@ -166,8 +168,9 @@ class Sender:
             if item.attempts >= self.max_attempts:
                 await self._fail(item, f"gave up after {item.attempts} attempts: {item.error}")
                 return
-            log.info("outbox: %s to %s: no trace of the last attempt in the message store; sending it",
-                     "/".join(item.path), item.recipient)
+            log.info("outbox: %s to %s: no trace of the last attempt in %s; sending it",
+                     "/".join(item.path), item.recipient,
+                     "the answering rule" if item.channel == "greeting" else "the message store")
         spool = self.greetings.spool if item.channel == "greeting" and self.greetings else self.spool
         files = [(p.name, await trio.to_thread.run_sync(spool.part_bytes, p), p.mime or None)
                  for p in item.parts]

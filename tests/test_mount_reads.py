@@ -30,6 +30,8 @@ def _args(srv):
 
 
 def _media(store, path: Path):
+    if path.parent.parent.name == "greetings":
+        return store.greetings[os.getxattr(path, "user.rc.greeting_id").decode()].media
     kind = os.getxattr(path, "user.rc.type").decode()
     obj_id = os.getxattr(path, "user.rc.id").decode()
     if kind == "Recording":
@@ -43,7 +45,8 @@ def _sha(data: bytes) -> str:
 
 
 def _files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file())
+    """Every file of account media (not rcfs's own STATUS/OPTIONS files)."""
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.name not in ("STATUS.txt", "OPTIONS.txt"))
 
 
 DIRECT_IO_ALL = ["--direct-io-above", "1"]  # every file bypasses the page cache

@@ -5,7 +5,11 @@
 | /faxes, /voicemail, /mms    | `rcfs.folders.messages`      | message-store listings, reads   |
 | /recordings                 | `rcfs.folders.recordings`    | call-log listings, reads        |
 | /outbox                     | `rcfs.folders.outbox`        | write a file here to send it    |
-| /greetings                  | (read-only, empty: to come)  |                                 |
+| /greetings                  | `rcfs.folders.greetings`     | rule greetings; copy audio over |
+| /exports                    | `rcfs.folders.exports`       | mkdir a date range to export    |
+
+The outbox and /greetings share the write path (spool, MIME check, journal) in
+`rcfs.folders.spooled`, and the sender (`rcfs.sender`).
 """
 
 from __future__ import annotations

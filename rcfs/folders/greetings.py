@@ -112,6 +112,7 @@ class GreetingsOwner(SpooledOwner, RemoteMediaOwner):
         self._slots: dict[tuple[str, str], _Slot] = {}  # (rule id, greeting type) -> slot
         self._slot_by_inode: dict[int, _Slot] = {}
         self._rule_folders: dict[str, Folder] = {}  # folder name -> node
+        self._model_lock = trio.Lock()  # model refreshes (listing, upload confirmation) one at a time
         self._replacing: dict[str, Item | None] = {}  # upload being written -> the slot's previous one
         self._plain_opens: set[str] = set()  # uploads opened without O_TRUNC (touch, editors)
         self.tree.add(folder, File(key=STATUS_KEY, name=STATUS_NAME, mtime=time.time(), size=0))
@@ -139,9 +140,10 @@ class GreetingsOwner(SpooledOwner, RemoteMediaOwner):
         await super().refresh(self.folder)  # one listing for the whole tree
 
     async def load(self) -> None:
-        await self.model.refresh(Priority.FOREGROUND)
-        self._sync_tree()
-        await self._confirm_seen()
+        async with self._model_lock:
+            await self.model.refresh(Priority.FOREGROUND)
+            self._sync_tree()
+            await self._confirm_seen()
 
     def _sync_tree(self) -> None:
         """Bring the tree in step with the model, leaving pending uploads as written."""
@@ -209,8 +211,11 @@ class GreetingsOwner(SpooledOwner, RemoteMediaOwner):
         if slot.folder.children.get(slot.node.name) is slot.node:
             self.tree.remove(slot.folder, slot.node.name)
 
-    def _rename(self, slot: _Slot, name: str) -> None:
-        if slot.node.name == name:
+    def _rename(self, slot: _Slot, name: str, *, keep_alias: bool = True) -> None:
+        """Rename the slot's file; the old name keeps finding it (`Tree.rename`) unless
+        `keep_alias` is false (a refused upload's name must not linger)."""
+        old = slot.node.name
+        if old == name:
             return
         other = slot.folder.children.get(name)
         if other is not None and other is not slot.node:
@@ -218,11 +223,13 @@ class GreetingsOwner(SpooledOwner, RemoteMediaOwner):
             if other_slot is not None:
                 self._remove_slot(other_slot)
         self.tree.rename(slot.folder, slot.node, name)
+        if not keep_alias:
+            slot.folder.aliases.pop(old, None)
 
-    def _show_remote(self, slot: _Slot) -> None:
+    def _show_remote(self, slot: _Slot, *, keep_alias: bool = True) -> None:
         gf = slot.remote
         assert gf is not None
-        self._rename(slot, gf.name)
+        self._rename(slot, gf.name, keep_alias=keep_alias)
         slot.node.size = self.state.sizes.get(gf.source.key)
         slot.node.content_type = gf.content_type
 
@@ -252,7 +259,7 @@ class GreetingsOwner(SpooledOwner, RemoteMediaOwner):
         slot = self._slot_of(node) if isinstance(node, File) else None
         if slot is None:
             return values
-        values.update({"user.rc.rule_id": slot.rule_id, "user.rc.type": slot.greeting_type})
+        values.update({"user.rc.rule_id": slot.rule_id, "user.rc.greeting_type": slot.greeting_type})
         if slot.remote is not None:
             values["user.rc.greeting_id"] = slot.remote.greeting_id
             values["user.rc.content_type"] = slot.remote.content_type
@@ -451,10 +458,10 @@ class GreetingsOwner(SpooledOwner, RemoteMediaOwner):
             if slot.item is w.item:
                 slot.item = previous if previous is not None and previous.id in self.items else None
             if slot.pending:
-                self._rename(slot, slot.item.path[1])
+                self._rename(slot, slot.item.path[1], keep_alias=False)
                 self._show_pending(slot)
             elif slot.remote is not None:
-                self._show_remote(slot)
+                self._show_remote(slot, keep_alias=False)
             else:
                 self._remove_slot(slot)
         log.debug("greetings: dropped %s: %s", w.node.name, why)
@@ -504,8 +511,11 @@ class GreetingsOwner(SpooledOwner, RemoteMediaOwner):
     async def uploaded(self, item: Item, greeting: dict) -> None:
         """The sender's upload was accepted (or found applied): show it once the rule does."""
         try:
-            await self.model.confirm_upload(item.path[0], self.upload_target(item), greeting,
-                                            priority=Priority.OUTBOX)
+            # One model refresh at a time: a TTL refresh that started before the upload
+            # must not finish after this one and show the old greeting again.
+            async with self._model_lock:
+                await self.model.confirm_upload(item.path[0], self.upload_target(item), greeting,
+                                                priority=Priority.OUTBOX)
         except (GreetingError, ApiError) as exc:
             item.error = f"uploaded, but the rule does not show it yet: {exc}"
             log.warning("greetings: %s: %s", "/".join(item.path), item.error)
