@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from conftest import build_config
+from accounthelp import account_files, expected_bytes
 from fusehelp import fuse_required, mounted
 from rcfs import status
 from rcfs.emulator import seed
@@ -46,9 +47,9 @@ def args_for(srv):
 
 
 def media_files(root: Path) -> list[Path]:
-    """Every file of the account (the outbox holds only what the user writes)."""
-    return sorted(p for top in ("faxes", "voicemail", "recordings", "mms", "greetings")
-                  for p in (root / top).rglob("*") if p.is_file())
+    # /greetings (a handful of files) is not probed by the background learner: its sizes
+    # are learned when a greeting is first opened (noted in issue 10's closing note).
+    return account_files(root, tops=("faxes", "voicemail", "recordings", "mms"))
 
 
 def gio_info(paths: list[Path]) -> dict[str, tuple[str, int]]:
@@ -74,17 +75,6 @@ def byte_types(paths: list[Path]) -> dict[str, str]:
     out = subprocess.run(["file", "--mime-type", "-b", *map(str, paths)], capture_output=True, text=True,
                          check=True, timeout=300).stdout.splitlines()
     return {str(p): t.strip() for p, t in zip(paths, out)}
-
-
-def expected_bytes(store, path: Path) -> bytes:
-    kind = os.getxattr(path, "user.rc.type").decode()
-    obj_id = os.getxattr(path, "user.rc.id").decode()
-    if kind == "Recording":
-        media = store.recordings[obj_id].media
-    else:
-        att_id = int(os.getxattr(path, "user.rc.attachment_id").decode())
-        media = next(a.media for a in store.messages[int(obj_id)].attachments if a.id == att_id)
-    return media.read(0, media.size)
 
 
 def wait_for(predicate, what: str, timeout: float = 240.0):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import build_config
+from accounthelp import account_files, emulator_media
 from fusehelp import fuse_required, mount_log, mounted
 from rcfs.emulator import seed
 
@@ -24,22 +24,13 @@ def _args(srv):
     return dict(server_url=srv.platform, client_id=srv.client_id, client_secret=srv.client_secret, jwt=srv.jwt)
 
 
-def _media(store, path: Path):
-    kind = os.getxattr(path, "user.rc.type").decode()
-    obj_id = os.getxattr(path, "user.rc.id").decode()
-    if kind == "Recording":
-        return store.recordings[obj_id].media
-    att_id = int(os.getxattr(path, "user.rc.attachment_id"))
-    return next(a.media for a in store.messages[int(obj_id)].attachments if a.id == att_id)
-
-
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
 def _media_files(root: Path) -> list[Path]:
     # (SMS/MMS text bodies are files of the message text, not of a media object)
-    return sorted(p for p in root.rglob("*") if p.is_file() and not ("/mms/" in str(p) and p.suffix == ".txt"))
+    return [p for p in account_files(root) if not ("/mms/" in str(p) and p.suffix == ".txt")]
 
 
 def _copied(copy: Path, rel: Path) -> Path:
@@ -57,7 +48,7 @@ def _check_copy(store, mnt: Path, copy: Path) -> int:
     files = _media_files(mnt)
     assert files
     for path in files:
-        media = _media(store, path)
+        media = emulator_media(store, path)
         got = _copied(copy, path.relative_to(mnt)).read_bytes()
         assert len(got) == media.size and _sha(got) == _sha(media.read(0, media.size)), path
     return len(files)
@@ -95,7 +86,7 @@ def test_files_whose_size_the_server_never_says_copy_exactly(start_emulator, tmp
                            timeout=300)
         for folder in ("faxes", "voicemail", "recordings"):
             for path in sorted((mnt / folder).iterdir()):
-                media = _media(store, path)
+                media = emulator_media(store, path)
                 got = _copied(tmp_path / "copy", Path(folder) / path.name).read_bytes()
                 assert len(got) == media.size > 0, path  # never an empty file
                 assert _sha(got) == _sha(media.read(0, media.size)), path
@@ -139,7 +130,7 @@ def test_a_blocking_cp_waits_out_a_rate_limited_group(start_emulator, tmp_path):
         rec = sorted((mnt / "recordings").iterdir())[0]
         srv.configure(faults={"force_429": 8})  # beyond one call's three 429s
         subprocess.run(["cp", str(rec), str(tmp_path / "rec")], check=True, timeout=120)  # not EAGAIN
-        media = _media(store, rec)
+        media = emulator_media(store, rec)
         assert _sha((tmp_path / "rec").read_bytes()) == _sha(media.read(0, media.size))
         assert srv.stats()["rate_limited"] >= 4
 

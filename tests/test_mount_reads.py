@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import build_config, spawn_emulator
+from accounthelp import account_files, emulator_media
 from fusehelp import fuse_required, mounted
 from rcfs.emulator import seed
 
@@ -29,24 +30,11 @@ def _args(srv):
     return dict(server_url=srv.platform, client_id=srv.client_id, client_secret=srv.client_secret, jwt=srv.jwt)
 
 
-def _media(store, path: Path):
-    if path.parent.parent.name == "greetings":
-        return store.greetings[os.getxattr(path, "user.rc.greeting_id").decode()].media
-    kind = os.getxattr(path, "user.rc.type").decode()
-    obj_id = os.getxattr(path, "user.rc.id").decode()
-    if kind == "Recording":
-        return store.recordings[obj_id].media
-    att_id = int(os.getxattr(path, "user.rc.attachment_id"))
-    return next(a.media for a in store.messages[int(obj_id)].attachments if a.id == att_id)
-
-
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _files(root: Path) -> list[Path]:
-    """Every file of account media (not rcfs's own STATUS/OPTIONS files)."""
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.name not in ("STATUS.txt", "OPTIONS.txt"))
+_files = account_files
 
 
 DIRECT_IO_ALL = ["--direct-io-above", "1"]  # every file bypasses the page cache
@@ -83,7 +71,7 @@ def test_every_file_is_exact_with_cat_dd_and_mmap(options, mount_args, tmp_path)
             files = [p for p in _files(tmp_path / "m") if "/mms/" not in str(p) or p.suffix != ".txt"]
             rng = random.Random(5)
             for path in files:
-                media = _media(store, path)
+                media = emulator_media(store, path)
                 want = media.read(0, media.size)
                 got = subprocess.run(["cat", str(path)], capture_output=True, check=True, timeout=120).stdout
                 assert _sha(got) == _sha(want), path
@@ -95,7 +83,7 @@ def test_every_file_is_exact_with_cat_dd_and_mmap(options, mount_args, tmp_path)
                                      capture_output=True, check=True, timeout=60).stdout
                 assert out == want[off:off + count], (path, off, count)
             path = next(p for p in files if p.stat().st_size > 0)
-            media = _media(store, path)
+            media = emulator_media(store, path)
             _check_mmap(path, media.read(0, media.size), direct=mount_args == DIRECT_IO_ALL)
         assert srv.stats()["rate_limited"] == 0
     finally:
