@@ -19,6 +19,7 @@ import mmap
 import os
 import platform
 import random
+import resource
 import shlex
 import shutil
 import statistics
@@ -108,6 +109,12 @@ def vm_hwm_mib(pid: int) -> float | None:
     except OSError:
         return None
     return None
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (from /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def drop_caches() -> None:
@@ -356,7 +363,13 @@ def case1(bench: Bench, acct: Account, systems: list[System], ceilings: list[Sys
             mid_t = res[name].setdefault("mid", [])
             try:
                 if sysm is None:
+                    usage0, emu0 = resource.getrusage(resource.RUSAGE_CHILDREN), cpu_seconds(acct.emu.proc.pid)
                     big_t.append(curl_time(url_of(acct, acct.big)))
+                    usage1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    res[name].setdefault("cpu", []).append(
+                        (usage1.ru_utime + usage1.ru_stime - usage0.ru_utime - usage0.ru_stime) / (acct.big_size / 1e9))
+                    res[name].setdefault("emu", []).append(
+                        (cpu_seconds(acct.emu.proc.pid) - emu0) / (acct.big_size / 1e9))
                     mid_t.append(curl_time(url_of(acct, acct.mid), "-r", f"0-{part - 1}"))
                     continue
                 is_ceiling = sysm in ceilings
@@ -369,9 +382,12 @@ def case1(bench: Bench, acct: Account, systems: list[System], ceilings: list[Sys
                     # w_lock), which the partial 30 MB read does. (In --quick mode both are
                     # the same file, so the 30 MB figure there is warm.)
                     drop_caches()
+                    cpu0, emu0 = cpu_seconds(m.pid), cpu_seconds(acct.emu.proc.pid)
                     t, n = read_seconds(big_path)
                     assert n == acct.big_size, f"{name}: read {n} of {acct.big_size} bytes"
                     big_t.append(t)
+                    res[name].setdefault("cpu", []).append((cpu_seconds(m.pid) - cpu0) / (n / 1e9))
+                    res[name].setdefault("emu", []).append((cpu_seconds(acct.emu.proc.pid) - emu0) / (n / 1e9))
                     drop_caches()
                     t, n = read_seconds(mid_path, part)
                     assert n == part, f"{name}: read {n} of {part} bytes"
@@ -396,6 +412,7 @@ def case1(bench: Bench, acct: Account, systems: list[System], ceilings: list[Sys
                      f"{b / ab:.2f}" if remote else "",
                      f"{s / MB:.0f}", f"{s / curl_mid:.2f}", f"{s / cm:.2f}" if mode_mid else "",
                      f"{s / am:.2f}" if remote else "",
+                     f"{median(r.get('cpu', [])):.2f} / {median(r.get('emu', [])):.2f}",
                      fmt_runs(r["big"]) + " / " + fmt_runs(r["mid"])])
     rate = {row[0]: (float(row[1]), float(row[5]), row[3], row[7]) for row in rows}
     if "rcfs" in rate:
@@ -410,7 +427,8 @@ def case1(bench: Bench, acct: Account, systems: list[System], ceilings: list[Sys
                    float(cbr) >= 0.9 and float(cmr) >= 0.9)
     return table(rows, ["system", f"{acct.big_size / MB:.0f} MB: MB/s", "x curl", "x ceiling (same mode)",
                         "x min(curl, ceiling)", "30 MB: MB/s", "x curl", "x ceiling (same mode)",
-                        "x min(curl, ceiling)", "seconds per run (big / 30 MB)"])
+                        "x min(curl, ceiling)", "big: CPU s/GB of the reader / of the emulator",
+                        "seconds per run (big / 30 MB)"])
 
 
 def io_modes(name: str, acct: Account) -> tuple[str | None, str | None]:
@@ -614,6 +632,10 @@ def copy_case(bench: Bench, acct: Account, systems: list[System], *, case: str, 
                 r["429"].append(stats1["rate_limited"] - stats0["rate_limited"])
             except subprocess.TimeoutExpired:
                 r["wall"].append(float("inf"))
+                stats1 = acct.emu.admin("GET", "/_emulator/stats")  # what it had done by then
+                r["req"].append(sum(diff({k: v for k, v in stats1["requests"].items() if not k.startswith("admin-")},
+                                         stats0["requests"]).values()))
+                r["429"].append(stats1["rate_limited"] - stats0["rate_limited"])
                 gave_up.add(name)
                 bench.notes.append(f"case {case}, {name}, run {run + 1}: not done after {timeout:.0f} s; "
                                    "stopped, and not run again in this case")
