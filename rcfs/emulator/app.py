@@ -146,7 +146,11 @@ class Emulator:
         self.platform_app = Starlette(routes=platform.routes(self) + reports.routes(self)
                                       + greetings.routes(self) + admin.routes(self),
                                       exception_handlers=errors)
-        self.media_app = Starlette(routes=media_routes.routes(self), exception_handlers=errors)
+        media = media_routes.routes(self)
+        if config.plain_view:  # benchmark-only view for tools that do not speak the API
+            from . import plainview
+            media += plainview.routes(self)
+        self.media_app = Starlette(routes=media, exception_handlers=errors)
 
     # errors ----------------------------------------------------------------
     def api_error(self, status: int, code: str, message: str, **extra: Any) -> Response:

@@ -52,6 +52,7 @@ class EmulatorConfig:
     rate_limits: bool = True
     # media -------------------------------------------------------------------------
     max_bytes_per_response: int | None = None  # answer 206 with at most this many bytes
+    plain_view: bool = False  # benchmarks only: /plain/ index pages + files, no auth (plainview.py)
     # sending -----------------------------------------------------------------------
     send_delay: float = 2.0  # seconds a fax/SMS stays Queued before Sent/SendingFailed
     failing_numbers: tuple[str, ...] = ("+15550000666",)  # sends to these end SendingFailed

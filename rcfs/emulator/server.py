@@ -69,6 +69,8 @@ _HELP = {
     "limit_auth": "Auth group requests per window",
     "rate_limits": "enforce rate limits (headers are sent either way)",
     "max_bytes_per_response": "cap media answers at this many bytes (206)",
+    "plain_view": "benchmarks only: serve the media as plain HTTP index pages and files under "
+                  "/plain/ on the media host, without auth (for rclone/httpdirfs)",
     "send_delay": "seconds a sent fax/SMS stays Queued",
     "failing_numbers": "comma-separated numbers whose sends end SendingFailed",
     "latency_ms": "fault: milliseconds added before every API answer",
