@@ -197,3 +197,16 @@ def valid_size(value: object) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int):
         return None
     return value if 0 <= value <= MAX_SIZE else None
+
+
+def other_party(record: dict) -> str:
+    """The label of the other side of a message or call record (its number, else its name):
+    the far end that file names carry. Shared by rcfs and the emulator's plain view."""
+    if record.get("direction") == "Outbound":
+        to = record.get("to") or []
+        party = (to[0] if isinstance(to, list) and to else to) or {}
+    else:
+        party = record.get("from") or {}
+    if not isinstance(party, dict):
+        party = {}
+    return party_label(party.get("phoneNumber") or party.get("extensionNumber"), party.get("name"))

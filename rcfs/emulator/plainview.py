@@ -67,18 +67,6 @@ class _Folder:
         self.children: dict[str, _Entry | _Folder] = {}
 
 
-def _other_party(record: dict) -> str:
-    # Same rule as rcfs.catalog: the far end of the message or call.
-    if record.get("direction") == "Outbound":
-        to = record.get("to") or []
-        party = (to[0] if isinstance(to, list) and to else to) or {}
-    else:
-        party = record.get("from") or {}
-    if not isinstance(party, dict):
-        party = {}
-    return names.party_label(party.get("phoneNumber") or party.get("extensionNumber"), party.get("name"))
-
-
 class PlainView:
     """Builds the folders from the store, rebuilt only when the store has changed."""
 
@@ -106,7 +94,7 @@ class PlainView:
             atts = {a.id: a for a in msg.attachments}
             record = self.emu.render_message(msg)
             created = names.parse_time(record.get("creationTime")) or msg.creation_time
-            stem = names.base_name(created, record.get("direction"), _other_party(record), str(record["id"]))
+            stem = names.base_name(created, record.get("direction"), names.other_party(record), str(record["id"]))
             rendered = [a for a in record.get("attachments") or [] if a.get("uri")]
 
             def entry(att_json: dict) -> _Entry:
@@ -145,7 +133,7 @@ class PlainView:
             rec = call.recording
             assert rec is not None
             created = names.parse_time(record.get("startTime")) or call.start_time
-            stem = names.base_name(created, record.get("direction"), _other_party(record), rec.id)
+            stem = names.base_name(created, record.get("direction"), names.other_party(record), rec.id)
             folders["recordings"].children[names.with_extension(stem, rec.media.content_type)] = _Entry(
                 rec.media, call.start_time, f"{rec.id}{rec.media.extension}")
         return folders

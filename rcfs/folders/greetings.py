@@ -57,7 +57,7 @@ from ..state import StateStore
 from ..tree import File, Folder, Node, Tree
 from .base import Opened, Refused
 from .media import RemoteMediaOwner
-from .spooled import SpooledOwner, SpooledWriter
+from .spooled import LocalRead, SpooledOwner, SpooledWriter
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +87,6 @@ class _Slot:
 @dataclasses.dataclass
 class _RemoteRead:
     handle: int  # the Reader's
-
-
-@dataclasses.dataclass
-class _LocalRead:
-    data: bytes | None = None  # STATUS.txt
-    part: Part | None = None  # a spooled upload not yet applied
 
 
 class GreetingsOwner(SpooledOwner, RemoteMediaOwner):
@@ -307,7 +301,7 @@ class GreetingsOwner(SpooledOwner, RemoteMediaOwner):
         if node.key == STATUS_KEY:
             if writing:
                 raise Refused(errno.EACCES, f"{STATUS_NAME} is written by rcfs")
-            return Opened(self._handle(_LocalRead(data=self._status_text())), direct_io=True, keep_cache=False)
+            return Opened(self._handle(LocalRead(data=self._status_text())), direct_io=True, keep_cache=False)
         slot = self._slot_of(node)
         if slot is None:
             raise Refused(errno.ENOENT)
@@ -317,7 +311,7 @@ class GreetingsOwner(SpooledOwner, RemoteMediaOwner):
                 self._plain_opens.add(writer.item.id)
             return Opened(self._handle(writer), keep_cache=False)
         if slot.pending and slot.item is not None and slot.item.parts:
-            return Opened(self._handle(_LocalRead(part=slot.item.parts[0])), keep_cache=False)
+            return Opened(self._handle(LocalRead(part=slot.item.parts[0])), keep_cache=False)
         if slot.remote is None:
             raise Refused(errno.ENOENT)
         key = slot.remote.source.key
@@ -333,14 +327,7 @@ class GreetingsOwner(SpooledOwner, RemoteMediaOwner):
         state = self._handles.get(handle)
         if isinstance(state, _RemoteRead):
             return await self.reader.read(state.handle, offset, length)
-        if isinstance(state, _LocalRead):
-            if state.data is not None:
-                return state.data[offset: offset + length]
-            assert state.part is not None
-            return await trio.to_thread.run_sync(self.spool.read_part, state.part, offset, length)
-        if isinstance(state, SpooledWriter):
-            return os.pread(state.fd, length, offset)
-        raise Refused(errno.EBADF)
+        return await self._read_local(state, offset, length)
 
     # writes ------------------------------------------------------------------------------------
     def _target(self, folder: Folder, name: str) -> UploadTarget:

@@ -45,18 +45,6 @@ def parties(record: dict) -> tuple[str, str]:
     return fmt(frm), ",".join(filter(None, (fmt(p) for p in to)))
 
 
-def other_party(record: dict) -> str:
-    """The phone number on the other side of the message or call."""
-    if record.get("direction") == "Outbound":
-        to = record.get("to") or []
-        party = (to[0] if isinstance(to, list) and to else to) or {}
-    else:
-        party = record.get("from") or {}
-    if not isinstance(party, dict):
-        party = {}
-    return names.party_label(party.get("phoneNumber") or party.get("extensionNumber"), party.get("name"))
-
-
 class MessageFolderOwner(RemoteMediaOwner):
     """One message-store folder (its `message_type`: Fax, VoiceMail or SMS)."""
 
@@ -141,7 +129,7 @@ class MessageFolderOwner(RemoteMediaOwner):
         folder = self.folder
         mid = str(record["id"])
         kind = record.get("type")
-        stem = names.base_name(created, record.get("direction"), other_party(record), mid)
+        stem = names.base_name(created, record.get("direction"), names.other_party(record), mid)
         frm, to = parties(record)
         common = {
             "user.rc.id": mid,

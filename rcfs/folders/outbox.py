@@ -51,7 +51,7 @@ from ..phone import InvalidNumber, to_e164
 from ..spool import FINAL_STATES, Item, Part, Spool, new_item_id
 from ..tree import File, Folder, Node, Tree
 from .base import Opened, Refused
-from .spooled import SpooledOwner, SpooledWriter as _Writer
+from .spooled import LocalRead as _Reader, SpooledOwner, SpooledWriter as _Writer
 
 log = logging.getLogger(__name__)
 
@@ -157,12 +157,6 @@ class _TextWriter:
     channel: str
     data: bytearray = dataclasses.field(default_factory=bytearray)
     finished: bool = False
-
-
-@dataclasses.dataclass
-class _Reader:
-    data: bytes | None = None  # generated files (STATUS.txt, OPTIONS.txt)
-    part: Part | None = None  # a spooled part
 
 
 @dataclasses.dataclass
@@ -442,16 +436,9 @@ class OutboxOwner(SpooledOwner):
 
     async def read(self, handle: int, offset: int, length: int) -> bytes:
         state = self._handles.get(handle)
-        if isinstance(state, _Reader):
-            if state.data is not None:
-                return state.data[offset: offset + length]
-            assert state.part is not None
-            return await trio.to_thread.run_sync(self.spool.read_part, state.part, offset, length)
-        if isinstance(state, _Writer):
-            return os.pread(state.fd, length, offset)
         if isinstance(state, _TextWriter):
             return bytes(state.data[offset: offset + length])
-        raise Refused(errno.EBADF)
+        return await self._read_local(state, offset, length)
 
     # writes ----------------------------------------------------------------------------------------
     async def create(self, folder: Folder, name: str, flags: int, pid: int) -> tuple[File, Opened]:

@@ -15,7 +15,7 @@ import logging
 from .. import names
 from ..tree import File
 from .media import RemoteMediaOwner
-from .messages import other_party, parties
+from .messages import parties
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class RecordingsOwner(RemoteMediaOwner):
         rid = str(rec["id"])
         key = f"rec:{rid}"
         content_type = self.state.content_types.get(key, "audio/mpeg")
-        stem = names.base_name(created, record.get("direction"), other_party(record), rid)
+        stem = names.base_name(created, record.get("direction"), names.other_party(record), rid)
         name = names.with_extension(stem, content_type)
         frm, to = parties(record)
         node = File(key=key, name=name, mtime=names.clamp_timestamp(created), url=str(rec["contentUri"]),

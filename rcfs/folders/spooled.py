@@ -58,6 +58,14 @@ class SpooledWriter:
     cancelled: bool = False
 
 
+@dataclasses.dataclass
+class LocalRead:
+    """An open file whose bytes are here: generated text (STATUS.txt) or a spooled part."""
+
+    data: bytes | None = None
+    part: Part | None = None
+
+
 class SpooledOwner(FolderOwner):
     """A folder whose written files go to a spool and from there to a sender."""
 
@@ -85,6 +93,18 @@ class SpooledOwner(FolderOwner):
         self._next_handle += 1
         self._handles[handle] = state
         return handle
+
+    async def _read_local(self, state: object, offset: int, length: int) -> bytes:
+        """Reads of what this owner keeps locally: generated text, a spooled part, or a
+        file still being written; anything else is EBADF."""
+        if isinstance(state, LocalRead):
+            if state.data is not None:
+                return state.data[offset: offset + length]
+            assert state.part is not None
+            return await trio.to_thread.run_sync(self.spool.read_part, state.part, offset, length)
+        if isinstance(state, SpooledWriter):
+            return os.pread(state.fd, length, offset)
+        raise Refused(errno.EBADF)
 
     async def _write_spooled(self, w: SpooledWriter, offset: int, data: bytes) -> int:
         """write() into the spool: size limit, ENOSPC, the early type check."""

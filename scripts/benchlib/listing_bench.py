@@ -22,50 +22,18 @@ a matter of pacing; the request counts do not depend on it.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchlib.common import CLIENT_ID, CLIENT_SECRET, JWT, ROOT, Emulator, emulator, table  # noqa: E402
+from benchlib.common import ROOT, Emulator, emulator, table  # noqa: E402
+from benchlib.read_bench import mount  # noqa: E402
 
-FUSERMOUNT = shutil.which("fusermount3") or "fusermount"
 TTL = 30.0  # rcfs' default listing TTL
-
-
-@contextlib.contextmanager
-def _mount(emu: Emulator, *extra: str) -> Iterator[Path]:
-    """A fresh `rcfs mount` of the emulator's account; unmounted and removed at the end."""
-    tmp = Path(tempfile.mkdtemp(prefix="rcfs-listing-bench-"))
-    mp = tmp / "mnt"
-    mp.mkdir()
-    env = dict(os.environ, RC_SERVER_URL=emu.platform, RC_CLIENT_ID=CLIENT_ID, RC_CLIENT_SECRET=CLIENT_SECRET,
-               RC_JWT=JWT)
-    with open(tmp / "mount.log", "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "rcfs", "mount", str(mp), "--state-dir", str(tmp / "state"),
-                                 *extra], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-        try:
-            deadline = time.monotonic() + 60
-            while not os.path.ismount(mp):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("mount failed:\n" + (tmp / "mount.log").read_text()[-2000:])
-                time.sleep(0.05)
-            yield mp
-        finally:
-            subprocess.run([FUSERMOUNT, "-u", "-z", str(mp)], capture_output=True)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _timed_ls(path: Path, *flags: str) -> tuple[float, int]:
@@ -92,7 +60,8 @@ def listing_rows(sizes: list[int], window: float, ttl: float = TTL) -> list[list
         with emulator("--scale", "listing", "--faxes", str(n), "--window", str(window)) as emu:
             # --listing-wait: the cold listing is measured however long it takes (with the
             # default 15 s a slower one would be EAGAIN and go on in the background).
-            with _mount(emu, "--listing-ttl", str(ttl), "--listing-wait", "1800") as mp:
+            # --no-background: the learner's probes would be counted as the listing's requests
+            with mount(emu, "--listing-ttl", str(ttl), "--listing-wait", "1800", "--no-background") as (mp, _proc):
                 emu.admin("POST", "/_emulator/stats/reset")
                 secs, entries = _timed_ls(mp / "faxes", "-f")
                 listed_at = time.monotonic()  # the listing's TTL runs from here

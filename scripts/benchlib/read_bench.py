@@ -38,7 +38,9 @@ def mount(emu: Emulator, *extra: str) -> Iterator[tuple[Path, subprocess.Popen]]
     env = dict(os.environ, RC_SERVER_URL=emu.platform, RC_CLIENT_ID=CLIENT_ID, RC_CLIENT_SECRET=CLIENT_SECRET,
                RC_JWT=JWT)
     log = open(tmp / "mount.log", "w")
+    # --no-background: the idle-time learner's probes would land in the request counts.
     proc = subprocess.Popen([sys.executable, "-m", "rcfs", "mount", str(mp), "--state-dir", str(tmp / "state"),
+                             "--no-background",
                              *extra], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
         deadline = time.monotonic() + 60
