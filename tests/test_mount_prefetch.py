@@ -177,3 +177,26 @@ def test_two_neighbours_prefetch_one_file_which_a_later_open_gets_from_cache(acc
     after = _quiet(mnt)
     assert _content_requests(srv) == 3, srv.stats()["requests"]
     assert after["cache"]["misses"] == before["cache"]["misses"], after["cache"]
+
+
+def test_under_a_tight_budget_a_scan_is_still_one_request_per_file_and_no_429(tmp_path):
+    """With Medium (message content) at 10 requests a window, prefetch only uses room
+    beyond the foreground reserve: the copy still costs one request per file, never
+    meets a 429, and is exact."""
+    options = dict(OPTIONS, limit_medium=10, window=1.0)
+    srv = spawn_emulator(tmp_path, **options)
+    try:
+        store = seed.build_store(build_config(**options))
+        mnt = tmp_path / "m"
+        with mounted(mnt, state_dir=tmp_path / "s", **_args(srv)):
+            files = sorted((mnt / "voicemail").iterdir())
+            srv.reset_stats()
+            subprocess.run(["cp", "-r", str(mnt / "voicemail"), str(tmp_path / "copy")], check=True, timeout=300)
+            _quiet(mnt)
+            assert _content_requests(srv) == len(files), srv.stats()["requests"]
+            assert srv.stats()["rate_limited"] == 0
+            for path in files:
+                media = emulator_media(store, path)
+                assert (tmp_path / "copy" / path.name).read_bytes() == media.read(0, media.size), path
+    finally:
+        srv.stop()
