@@ -25,6 +25,16 @@ ranges through the returned handle, and closes it. Underneath:
   over after any progress), backing off between them; every `read()` is also bounded
   by `read_timeout`, so a read that cannot progress ends in an error (EIO) within
   `read_timeout` seconds (90 by default) at the latest.
+* Prefetch (`prefetch()`): a caller that predicts the next opens (a folder owner that
+  sees `cp -r`, `rsync` or `tar` read a folder's files one after another) asks for small
+  files of known size ahead of their open. Each is one ranged GET, like the first read
+  of a small file, at READAHEAD priority, whose blocks are claimed like any other: the
+  open and read that follow find them cached or join the request in flight (never a
+  second request). At most `prefetch_depth` such requests and `prefetch_bytes` bytes are
+  in flight, and one is only started while its rate-limit group has room beyond the
+  reserve kept for foreground reads, so it is sent at once and a reader that joins it
+  never waits behind the reserve. A prefetch that fails is forgotten: only a reader's
+  own failure makes the next reads of the file fail fast.
 * Rate limits: a producer whose request met a rate-limited group (`RateLimited`) waits
   for the group and tries again instead of failing its readers, for at most
   `rate_limit_patience` seconds (default `read_timeout`); then its readers get
@@ -50,6 +60,7 @@ import cachetools
 import trio
 
 from rcfs.api.client import Chunk, Priority, Stream
+from rcfs.api.governor import Group
 from rcfs.api.errors import (
     ApiError,
     BadResponse,
@@ -118,6 +129,9 @@ class ReaderStats:
     buffered_bytes: int = 0  # bytes held by blocks still downloading now
     peak_buffered_bytes: int = 0  # highest buffered_bytes seen
     active_streams: int = 0  # stream tasks alive now
+    prefetches: int = 0  # small files fetched ahead of their open (`Reader.prefetch`)
+    prefetches_used: int = 0  # ... of which a later open found cached or in flight
+    prefetching: int = 0  # prefetch requests in flight now
 
 
 def _fresh(exc: ApiError) -> ApiError:
@@ -282,6 +296,8 @@ class Reader:
         max_resumes: int = 5,
         failure_ttl: float = 5.0,
         rate_limit_patience: float | None = None,
+        prefetch_depth: int = 6,
+        prefetch_bytes: int = 32 * MiB,
     ) -> None:
         if block_size <= 0:
             raise ValueError("block_size must be positive")
@@ -314,6 +330,12 @@ class Reader:
         self._streams: set[_Stream] = set()
         self._nursery: trio.Nursery | None = None
         self._st = ReaderStats()
+        self.prefetch_depth = max(0, prefetch_depth)  # also how far ahead callers look
+        self._prefetch_bytes_max = min(prefetch_bytes, self._budget)
+        self._prefetch_inflight = 0
+        self._prefetch_inflight_bytes = 0
+        # Keys prefetched and not opened since (bounded: a scan that stops leaves some).
+        self._prefetched: cachetools.LRUCache[str, bool] = cachetools.LRUCache(maxsize=4096)
 
     # ----------------------------------------------------------------- public API
 
@@ -325,6 +347,7 @@ class Reader:
             cache_bytes=int(self._cache.currsize),
             cache_blocks=len(self._cache),
             active_streams=len(self._streams),
+            prefetching=self._prefetch_inflight,
         )
 
     @property
@@ -382,6 +405,8 @@ class Reader:
                 f.size = source.size
         if f.size is not None:
             self._sizes.setdefault(f.key, f.size)
+        if self._prefetched.pop(f.key, None):
+            self._st.prefetches_used += 1
         hid = next(self._ids)
         h = _Handle(hid, f, priority, streak=self._min_streak)
         f.handles += 1
@@ -448,6 +473,78 @@ class Reader:
             self._leave_stream(h.stream)
         h.file.handles -= 1
         self._maybe_forget(h.file)
+
+    def prefetch(self, source: Source) -> bool:
+        """Fetch small file `source` whole into the cache ahead of its open (a hint).
+
+        Returns True when a request was started. Does nothing (False) when the size is
+        not known, the file is not small, every block is already cached or on its way,
+        its last download failed moments ago, `prefetch_depth` requests or
+        `prefetch_bytes` bytes are already in flight, or its rate-limit group has no
+        room beyond the foreground reserve. Never awaits: callers use it from `open`.
+        """
+        if self._nursery is None or self.prefetch_depth == 0:
+            return False
+        f = self._files.get(source.key)
+        size = f.size if f is not None and f.size is not None else self._sizes.get(source.key, source.size)
+        if size is None or size <= 0 or size > self._small_max:
+            return False
+        if (self._prefetch_inflight >= self.prefetch_depth
+                or self._prefetch_inflight_bytes + size > self._prefetch_bytes_max):
+            return False
+        if f is not None and f.failure is not None and trio.current_time() - f.failed_at < self._failure_ttl:
+            return False
+        nblocks = (size - 1) // self._bs + 1
+        if f is None:
+            if all((source.key, b) in self._cache for b in range(nblocks)):
+                return False
+        elif not any(self._absent(f, b) for b in range(nblocks)):
+            return False
+        if not self._room_for_speculation(source.url):
+            return False
+        if f is None:
+            f = _File(source.key, source.url, size)
+            self._files[source.key] = f
+            self._sizes.setdefault(f.key, size)
+        claims: dict[int, _Pending] = {}
+        owner = _Fetch()
+        for b in range(nblocks):
+            self._claim(f, b, claims, owner)
+        if not claims:
+            self._maybe_forget(f)
+            return False
+        self._prefetch_inflight += 1
+        self._prefetch_inflight_bytes += size
+        self._st.prefetches += 1
+        self._prefetched[f.key] = True
+        self._spawn(self._prefetch_task, f, min(claims), max(claims), claims, size)
+        return True
+
+    def _room_for_speculation(self, url: str) -> bool:
+        """True when a READAHEAD request for `url` would be sent at once: its group is
+        not blocked, nobody queues for it, and it has more free slots than the reserve
+        kept for foreground reads plus the prefetches not answered yet. A reader that
+        joins a prefetch then never waits for the next window while the reserve idles."""
+        budget_for = getattr(self._client, "budget_for", None)
+        if budget_for is None:
+            return True  # a client without rate-limit pacing
+        budget = budget_for(url)
+        if budget.group is Group.NONE:
+            return True
+        if budget.blocked_for > 0 or budget.waiting:
+            return False
+        governor = getattr(self._client, "governor", None)
+        reserve = governor.reserve(budget.group) if governor is not None else 0
+        return budget.free - reserve > self._prefetch_inflight
+
+    async def _prefetch_task(
+        self, f: _File, first: int, last: int, claims: dict[int, _Pending], size: int
+    ) -> None:
+        try:
+            await self._fetch_task(f, first, last, claims, Priority.READAHEAD, remember_failure=False)
+        finally:
+            self._prefetch_inflight -= 1
+            self._prefetch_inflight_bytes -= size
 
     # ----------------------------------------------------------------- reading
 
@@ -648,9 +745,14 @@ class Reader:
         if f.pending.get(p.index) is p:
             del f.pending[p.index]
 
-    def _release(self, f: _File, claims: dict[int, _Pending], error: ApiError | None) -> None:
-        """End every block a producer still holds: failed with `error`, else abandoned."""
-        if error is not None:
+    def _release(self, f: _File, claims: dict[int, _Pending], error: ApiError | None,
+                 remember_failure: bool = True) -> None:
+        """End every block a producer still holds: failed with `error`, else abandoned.
+
+        Readers waiting on them get `error`; `remember_failure` also makes reads of the
+        file in the next `failure_ttl` seconds fail fast (not for a prefetch nobody asked for).
+        """
+        if error is not None and remember_failure:
             f.failure, f.failed_at = error, trio.current_time()
         for p in list(claims.values()):
             if p.filled and p.buf is not None:
@@ -730,7 +832,8 @@ class Reader:
         self._spawn(self._fetch_task, f, min(claims), max(claims), claims, priority)
 
     async def _fetch_task(
-        self, f: _File, first: int, last: int, claims: dict[int, _Pending], priority: Priority
+        self, f: _File, first: int, last: int, claims: dict[int, _Pending], priority: Priority,
+        remember_failure: bool = True,
     ) -> None:
         bs = self._bs
         pos = first * bs
@@ -784,7 +887,7 @@ class Reader:
             log.exception("fetch of %s failed unexpectedly", f.key)
             error = BadResponse(f"internal error fetching {f.key}")
         finally:
-            self._release(f, claims, error)
+            self._release(f, claims, error, remember_failure=remember_failure)
 
     async def _no_progress_pause(self, attempt: int) -> None:
         """Back off before attempt `attempt` in a row that brought nothing (not the first)."""

@@ -23,10 +23,25 @@ waits for it at most until the deadline: a folder listed before then shows its p
 listing (logged), and a first listing that is not done fails with EAGAIN ("Resource
 temporarily unavailable") while the task goes on, so asking again later shows it.
 EAGAIN rather than EIO so that a script can tell "try again" from "broken".
+
+Folder scans: `cp -r`, `rsync` and `tar` read a folder's files one after another, and
+each open would pay a round trip of its own (most media files are small, one request
+each). So the owner watches, per process, which files of its folder are opened and
+read: once a process opens the next file in one of the orders such tools walk a folder
+in (readdir order, which `tar` follows; name order, `rsync` and `cp a b c`; inode
+order, which `cp -r` sorts readdir by) right after reading the one before, it is taken
+for a scan, and the next small files in that order are prefetched into the block
+cache (`Reader.prefetch`), so their opens are answered without a wait. The look-ahead
+moves with every open and starts at one file, doubling with each step up to
+`prefetch_depth`: a scan that stops early leaves at most that many requests unused,
+two neighbours opened by chance at most one; a lone `cat`, or files opened in no such
+order, prefetch nothing.
+Indexers and thumbnailers (BACKGROUND readers) never prefetch.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import errno
 import logging
@@ -58,6 +73,26 @@ class _Load:
     reported: bool = False  # the "showing the previous listing" warning was logged
 
 
+@dataclasses.dataclass(eq=False)
+class _Scan:
+    """What one process last opened in the folder (see "Folder scans" above)."""
+
+    last: File  # the file it opened last
+    handle: int  # ... through this reader handle
+    read: bool = False  # ... and read from it
+    run: int = 0  # opens in a row, each the successor of the one before in `orders`
+    orders: tuple[str, ...] = ()  # the walk orders all of them agree with
+
+
+# The orders tools walk a folder in: readdir (cookie) order, name order, inode order.
+_ORDER_KEYS: dict[str, Callable[[File], object]] = {
+    "readdir": lambda n: n.cookie,
+    "name": lambda n: os.fsencode(n.name),
+    "inode": lambda n: n.inode,
+}
+SCAN_PROCESSES = 64  # processes whose last open is remembered (the oldest is forgotten)
+
+
 # Non-zero so that desktops type the file by its name (see above); one page, so `du` of
 # a folder whose sizes are not learned yet stays small and nothing looks like a real size.
 PROVISIONAL_SIZE = 4096
@@ -86,6 +121,9 @@ class RemoteMediaOwner(FolderOwner):
         self.entries: dict[str, list[str]] = {}
         self._load: _Load | None = None  # the refresh under way, if any
         self._generation = 0  # bumped by invalidate()
+        self._scans: collections.OrderedDict[int, _Scan] = collections.OrderedDict()  # by pid
+        self._pid_of: dict[int, int] = {}  # reader handle -> pid that opened it
+        self._walks: dict[int, tuple[tuple[int, int], dict[str, tuple[list[File], dict[int, int]]]]] = {}
 
     # listing ------------------------------------------------------------------------
     def is_fresh(self) -> bool:
@@ -179,8 +217,11 @@ class RemoteMediaOwner(FolderOwner):
     async def open(self, node: File, flags: int, pid: int) -> Opened:
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
             raise self.refuse(f"cannot write {node.name!r}")
+        priority = self.priority_of(pid)
         handle = await self.reader.open(Source(key=node.key, url=node.url, size=node.size),
-                                        priority=self.priority_of(pid))
+                                        priority=priority)
+        if priority <= Priority.READAHEAD:
+            self._follow_scan(node, handle, pid)
         # Media never changes once created, so the kernel may keep pages across opens.
         # Large files skip the page cache: a cold read of a recording then costs one
         # copy into the reader's buffer instead of a page-cache fill plus a copy (the
@@ -191,10 +232,87 @@ class RemoteMediaOwner(FolderOwner):
         return Opened(handle, direct_io=direct, keep_cache=True)
 
     async def read(self, handle: int, offset: int, length: int):
+        pid = self._pid_of.get(handle)
+        if pid is not None:
+            scan = self._scans.get(pid)
+            if scan is not None and scan.handle == handle:
+                scan.read = True
         return await self.reader.read(handle, offset, length)
 
     async def release(self, handle: int) -> None:
+        self._pid_of.pop(handle, None)
         self.reader.close(handle)
+
+    # folder scans (see the module docstring) ----------------------------------------------
+    def _follow_scan(self, node: File, handle: int, pid: int) -> None:
+        """Note that `pid` opened `node`; if that continues a scan, prefetch what follows."""
+        folder = node.parent
+        depth = self.reader.prefetch_depth
+        if not isinstance(folder, Folder) or folder.children.get(node.name) is not node or depth == 0:
+            return
+        self._pid_of[handle] = pid
+        scan = self._scans.get(pid)
+        if scan is not None and scan.last is node:
+            scan.handle = handle  # the same file again: neither a step nor a break
+            return
+        walks = self._walk_orders(folder)
+        if scan is not None and scan.read and scan.last.parent is folder:
+            before = scan.orders or tuple(walks)
+            orders = tuple(o for o in before if self._successor(walks[o], scan.last) is node)
+        else:
+            orders = ()
+        if orders:
+            scan.last, scan.handle, scan.read, scan.orders = node, handle, False, orders
+            scan.run += 1
+            self._scans.move_to_end(pid)
+        else:
+            if scan is not None and scan.run:
+                log.debug("scan of /%s by pid %d ends at %s (%s)", self.name, pid, scan.last.name,
+                          "not read" if not scan.read else f"next opened: {node.name}")
+            scan = self._scans[pid] = _Scan(last=node, handle=handle)
+            self._scans.move_to_end(pid)
+            while len(self._scans) > SCAN_PROCESSES:
+                self._scans.popitem(last=False)
+            return
+        # The look-ahead doubles with every step (1, 2, 4, ... files, up to the reader's
+        # prefetch depth): two neighbours opened by chance cost one request at most.
+        # While the opens so far agree with several orders, only what comes next in all
+        # of them is fetched: a wrong guess would cost requests, a miss only a wait.
+        depth = min(depth, 1 << min(scan.run - 1, 16))
+        ahead = self._ahead(walks[orders[0]], node, depth)
+        for other in orders[1:]:
+            also = {n.inode for n in self._ahead(walks[other], node, depth)}
+            ahead = [n for n in ahead if n.inode in also]
+        started = [n.name for n in ahead if self.reader.prefetch(Source(key=n.key, url=n.url, size=n.size))]
+        log.debug("scan of /%s by pid %d in %s order at %s: prefetching %s", self.name, pid,
+                  "/".join(orders), node.name, started)
+
+    @staticmethod
+    def _ahead(walk: tuple[list[File], dict[int, int]], node: File, depth: int) -> list[File]:
+        files, position = walk
+        at = position[node.inode]
+        return files[at + 1 : at + 1 + depth]
+
+    @staticmethod
+    def _successor(walk: tuple[list[File], dict[int, int]], node: File) -> File | None:
+        files, position = walk
+        at = position.get(node.inode)
+        return files[at + 1] if at is not None and at + 1 < len(files) else None
+
+    def _walk_orders(self, folder: Folder) -> dict[str, tuple[list[File], dict[int, int]]]:
+        """The folder's files in each walk order, with each file's position (by inode);
+        rebuilt only when the folder changed (an entry added, renamed or removed)."""
+        version = (folder.next_cookie, len(folder.children))
+        cached = self._walks.get(folder.inode)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        files = [n for n in folder.children.values() if isinstance(n, File)]
+        walks = {}
+        for name, key in _ORDER_KEYS.items():
+            ordered = sorted(files, key=key)
+            walks[name] = (ordered, {n.inode: i for i, n in enumerate(ordered)})
+        self._walks[folder.inode] = (version, walks)
+        return walks
 
     # learned facts ----------------------------------------------------------------------
     def content_type_learned(self, node: File, content_type: str) -> None:
