@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from fusehelp import _is_mounted, force_unmount
+from fusehelp import _is_mounted, force_unmount, stop_process  # noqa: F401 (stop_process: re-exported)
 
 RCFS = [sys.executable, "-m", "rcfs"]
 DEMO_URL_RE = re.compile(r"demo emulator at http://127\.0\.0\.1:(\d+) \(media http://127\.0\.0\.1:(\d+)\)")
@@ -74,19 +74,6 @@ def rcfs_mount(mountpoint: Path, args: list[str], *, env: dict[str, str] | None 
     finally:
         force_unmount(mountpoint)
         stop_process(proc)
-
-
-def stop_process(proc: subprocess.Popen) -> None:
-    """Wait for `proc`; SIGTERM, then SIGKILL, if it does not end by itself."""
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def port_open(port: int) -> bool:

@@ -68,16 +68,21 @@ def mounted(mountpoint: Path, *, server_url: str, client_id: str, client_secret:
         yield proc
     finally:
         force_unmount(mountpoint)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
         log_fh.close()
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    """Wait for `proc`; SIGTERM, then SIGKILL, if it does not end by itself."""
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def mount_log(mountpoint: Path) -> str:

@@ -400,11 +400,7 @@ class GreetingsOwner(SpooledOwner, RemoteMediaOwner):
             self.reader.close(state.handle)
 
     async def truncate(self, node: File, size: int) -> None:
-        writer = self._writer_of(node)
-        if writer is not None:
-            os.ftruncate(writer.fd, size)
-            del writer.head[size:]
-            writer.node.size = size
+        if self._truncate_writer(node, size):
             return
         raise Refused(errno.EACCES, f"{node.name!r}: a greeting is replaced whole (copy audio over it)")
 

@@ -514,11 +514,7 @@ class OutboxOwner(SpooledOwner):
         return await self._write_spooled(state, offset, data)
 
     async def truncate(self, node: File, size: int) -> None:
-        writer = self._writer_of(node)
-        if writer is not None:
-            os.ftruncate(writer.fd, size)
-            del writer.head[size:]
-            writer.node.size = size
+        if self._truncate_writer(node, size):
             return
         if node.key.startswith("outbox:options:"):
             if size == 0:

@@ -106,6 +106,16 @@ class SpooledOwner(FolderOwner):
             return os.pread(state.fd, length, offset)
         raise Refused(errno.EBADF)
 
+    def _truncate_writer(self, node: File, size: int) -> bool:
+        """truncate/O_TRUNC of a file being written here: True when it was one."""
+        writer = self._writer_of(node)
+        if writer is None:
+            return False
+        os.ftruncate(writer.fd, size)
+        del writer.head[size:]
+        writer.node.size = size
+        return True
+
     async def _write_spooled(self, w: SpooledWriter, offset: int, data: bytes) -> int:
         """write() into the spool: size limit, ENOSPC, the early type check."""
         if w.error is not None:
