@@ -84,9 +84,13 @@ def test_token_expiry_during_long_copy_is_invisible(start_emulator, tmp_path):
     srv = start_emulator(window=1.0, access_token_ttl=2, faults={"latency_ms": 100})
     with mounted(tmp_path / "m", state_dir=tmp_path / "s", **args_for(srv)):
         source = sorted(p.name for p in (tmp_path / "m" / "voicemail").iterdir())
+        # One copy job that outlives two token lifetimes by construction (pauses between
+        # its files), not by being slow: read-ahead makes a plain `cp -r` too fast for that.
+        pause = 5.0 / len(source)
+        (tmp_path / "copy").mkdir()
         t0 = time.monotonic()
-        subprocess.run(["cp", "-r", str(tmp_path / "m" / "voicemail"), str(tmp_path / "copy")], check=True,
-                       timeout=300)
+        subprocess.run(["bash", "-c", f'for f in "$1"/*; do cp "$f" "$2"/ || exit 1; sleep {pause:.3f}; done',
+                        "copy", str(tmp_path / "m" / "voicemail"), str(tmp_path / "copy")], check=True, timeout=300)
         elapsed = time.monotonic() - t0
     assert elapsed > 4, "the copy must outlive at least two token lifetimes"
     assert srv.stats()["requests"].get("oauth-token", 0) >= 2  # refreshed along the way
