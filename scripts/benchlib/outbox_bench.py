@@ -14,6 +14,7 @@ import datetime as dt
 import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -67,11 +68,14 @@ def _queue(emu, mp: Path, number: str, args, reader: Path | None) -> dict:
     folder.mkdir()
     src = Path(tempfile.mkdtemp(prefix="rcfs-outbox-bench-"))
     names = [f"fax{i:02}.pdf" for i in range(args.faxes)]
-    for i, n in enumerate(names):
-        (src / n).write_bytes(_pdf(i) + number.encode())
-    emu.admin("POST", "/_emulator/stats/reset")
-    t0 = time.monotonic()
-    subprocess.run(f"cp {src}/*.pdf {folder}/", shell=True, check=True)
+    try:
+        for i, n in enumerate(names):
+            (src / n).write_bytes(_pdf(i) + number.encode())
+        emu.admin("POST", "/_emulator/stats/reset")
+        t0 = time.monotonic()
+        subprocess.run(f"cp {src}/*.pdf {folder}/", shell=True, check=True)
+    finally:
+        shutil.rmtree(src, ignore_errors=True)
     out = {"cp": time.monotonic() - t0, "cat": None, "cat_started": None}
     sent_at: dict[str, float] = {}
     deadline = t0 + 4 * args.window * math.ceil(args.faxes / 10) + 60
@@ -116,7 +120,7 @@ def run(args: argparse.Namespace) -> list[list[str]]:
     rows.append(["the recording's cat during the second queue",
                  f"{busy['cat']:.2f} s (alone on an idle quota: {alone:.2f} s)",
                  f"started at {busy['cat_started']:.2f} s, when the first {limit} faxes had used the window",
-                 "it waits for the next Heavy slot, ahead of the 20 queued faxes (Priority.OUTBOX); "
+                 f"it waits for the next Heavy slot, ahead of the {args.faxes - limit} queued faxes (Priority.OUTBOX); "
                  f"its own quota allows no less than the {args.window:g} s window"])
     return rows
 
