@@ -60,7 +60,8 @@ def wait_state(path: Path, states=FINAL, timeout: float = 90.0) -> str:
     raise AssertionError(f"{path} still {last!r} after {timeout} s")
 
 
-def wait_until(predicate, timeout: float = 60.0, what: str = "condition"):
+def wait_until(predicate, what: str = "condition", timeout: float = 120.0):
+    """Poll until `predicate()` is truthy and return it (a bound, not a speed test)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()

@@ -11,11 +11,11 @@ import errno
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 
+from outboxhelp import wait_until as wait_for
 from fusehelp import fuse_required, mount_log, mounted
 
 pytestmark = fuse_required
@@ -28,17 +28,6 @@ MiB = 2**20
 
 def args_for(srv):
     return dict(server_url=srv.platform, client_id=srv.client_id, client_secret=srv.client_secret, jwt=srv.jwt)
-
-
-def wait_for(check, what: str, timeout: float = 120.0):
-    """Poll `check` until it returns something truthy (bounded; not a timing assertion)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def state_of(folder: Path) -> str:

@@ -9,13 +9,13 @@ import errno
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 import mime_samples
+from outboxhelp import wait_until as wait_for
 from fusehelp import fuse_required, mount_log, mounted
 from rcfs.emulator import greetings as emu_greetings
 
@@ -54,17 +54,6 @@ class Served:
         content = httpx.get(meta["contentUri"], headers=self.headers, timeout=10)
         content.raise_for_status()
         return meta["id"], meta["contentType"], content.content
-
-
-def wait_for(check, what: str, timeout: float = 90.0):
-    """Poll `check` until it returns something truthy (bounded; not a timing assertion)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def state_of(path: Path) -> str:
