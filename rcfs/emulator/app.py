@@ -136,15 +136,17 @@ class Emulator:
         self.account_path = f"/restapi/v1.0/account/{store.account_id}"
         self.extension_path = f"{self.account_path}/extension/{store.extension_id}"
 
-        from . import admin, greetings, media_routes, platform, reports  # they import this one
+        from . import admin, gateway, greetings, media_routes, platform, reports  # they import this one
 
         self.sync_tokens = platform.SyncTokens()
         # (route name, message): injected messages that arrive just before the next
         # request of that route is answered (admin `deliverBefore`: races made exact).
         self.held_messages: list[tuple[str, Message]] = []
+        self.gateway = gateway.Gateway(self)  # push notifications over WebSocket
         errors = {404: self._not_found, 405: self._not_allowed}
         self.platform_app = Starlette(routes=platform.routes(self) + reports.routes(self)
-                                      + greetings.routes(self) + admin.routes(self),
+                                      + greetings.routes(self) + admin.routes(self)
+                                      + gateway.routes(self),
                                       exception_handlers=errors)
         media = media_routes.routes(self)
         if config.plain_view:  # benchmark-only view for tools that do not speak the API
@@ -359,6 +361,8 @@ class Emulator:
             "extension": {"id": int(self.store.extension_id),
                           "uri": f"{self.platform_base}{self.extension_path}"},
         }
+        if call.telephony_session_id is not None:
+            out["telephonySessionId"] = call.telephony_session_id
         if call.recording is not None:
             out["recording"] = {
                 "id": call.recording.id,

@@ -84,6 +84,10 @@ _HELP = {
     "send_drop_answer": "fault: the next N send POSTs are stored, then their connection drops unanswered",
     "send_answer_delay_ms": "fault: milliseconds a send POST waits after storing, before answering",
 
+    "ws_idle_timeout": "push gateway: seconds without a client frame before WSG-902 (none: 1800 x window/60)",
+    "ws_absolute_timeout": "push gateway: seconds a socket may live before WSG-903 (none: 86400 x window/60)",
+    "ws_recovery_timeout": "push gateway: seconds a dropped session can be recovered (none: 180 x window/60)",
+    "ws_token_ttl": "push gateway: lifetime of a ws token in seconds (none: 600 x window/60)",
     "cut_at": "fault: share of a media body sent before a reset/truncate cuts it (0..1)",
     "compress_json": "gzip/deflate JSON answers when the request's Accept-Encoding allows",
     "session_cap": "live sessions per user and app; a new one ends the oldest (production: 5)",
