@@ -153,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--no-background", dest="background", action="store_false",
                    help="do not learn unknown sizes and recording types while the API is idle "
                         "(they are then learned only when a file is opened)")
+    m.add_argument("--no-push", dest="push", action="store_false",
+                   help="no push notifications: do not keep a WebSocket to RingCentral's gateway; "
+                        "listings are then re-checked on look after --listing-ttl / --recordings-ttl "
+                        "(default: push on; while it is up, an idle mount sends no request)")
     m.add_argument("-v", "--verbose", action="count", default=0, help="log what happens (INFO)")
     m.add_argument("--debug", action="store_true", help="log everything (DEBUG)")
     m.add_argument("--log-file", help="log to this file instead of stderr (created mode 0600)")
@@ -317,6 +321,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
             uid=args.uid,
             gid=args.gid,
             background=args.background,
+            push=args.push,
         )
 
         def ready() -> None:

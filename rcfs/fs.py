@@ -211,6 +211,13 @@ class Operations(pyfuse3.Operations):
             return
         pyfuse3.invalidate_entry_async(folder.inode, os.fsencode(name), ignore_enoent=True)
 
+    def folder_changed(self, folder: Folder, added: set[str], removed: set[str]) -> None:
+        """An owner's sync changed `folder` (a push event): drop what the kernel cached
+        of those names and of the folder, so the next `ls` and lookup ask again."""
+        for name in sorted(added | removed):
+            self._invalidate_entry(folder, name)
+        self._invalidate_attrs(folder)
+
     # attributes ----------------------------------------------------------------------
     def _attrs(self, node: Node) -> pyfuse3.EntryAttributes:
         attr = pyfuse3.EntryAttributes()

@@ -39,6 +39,7 @@ from .folders.outbox import OutboxOwner
 from .folders.messages import MESSAGE_TYPES, MessageFolderOwner
 from .folders.recordings import RecordingsOwner
 from . import status as status_report
+from .push import PushChannel
 from . import systemd
 from .background import BackgroundLearner
 from .fs import Operations, reader_priority
@@ -75,6 +76,7 @@ class MountOptions:
     uid: int | None = None  # owner the tree presents (None: the mounting user); mount -o uid=
     gid: int | None = None
     background: bool = True  # learn unknown sizes and recording types while the API is idle
+    push: bool = True  # events over RingCentral's WebSocket gateway (rcfs.push)
 
 
 def check_mountpoint(path: Path, *, nonempty: bool = False) -> None:
@@ -211,9 +213,11 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
                                     on_size=lambda key, size: ops.size_learned(key, size) if ops else None,
                                     on_content_type=lambda key, ct: ops.content_type_learned(key, ct) if ops else None)
         started = time.time()
+        push = PushChannel(client, owners.values()) if opts.push else None
 
         def status_json() -> str:
             report = status_report.collect(client, reader, tree, learner=learner, outbox=outbox, started=started)
+            report["push"] = push.status() if push is not None else {"state": "off"}
             return json.dumps(report, separators=(",", ":"))
 
         def control_xattrs() -> dict[str, str | Callable[[], str]]:
@@ -223,6 +227,8 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
 
         ops = Operations(tree, owners, state, block_size=reader.block_size,
                          control_xattrs=control_xattrs, space=outbox.statfs_free)
+        for owner in owners.values():
+            owner.on_change = ops.folder_changed
 
         fuse_options = set(pyfuse3.default_options)
         fuse_options |= {"fsname=rcfs", "subtype=rcfs", "noatime"}
@@ -246,6 +252,10 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
                 await nursery.start(exports.manager.run)
                 if opts.background:
                     nursery.start_soon(learner.run)
+                if push is not None:
+                    await nursery.start(push.run)
+                else:
+                    log.info("push is off (--no-push): listings are re-checked on look after their TTL")
                 nursery.start_soon(_notify_when_serving, ops, str(opts.mountpoint))
                 if opts.read_ahead_kb:
                     nursery.start_soon(_raise_read_ahead, ops, target, opts.read_ahead_kb)

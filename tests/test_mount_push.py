@@ -1,0 +1,194 @@
+"""Push over a real mount (rcfs.push against the emulator's WebSocket gateway).
+
+Every mount here trusts its listings for an hour (--listing-ttl / --recordings-ttl 3600),
+far beyond each test: only a push event can explain a new file in `ls`. Waits are
+bounded polls; what is asserted is what appeared and how many requests it cost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from fusehelp import fuse_required, mount_log, mounted
+
+pytestmark = fuse_required
+
+LONG_TTL = ["--listing-ttl", "3600", "--recordings-ttl", "3600"]
+WAIT = 30.0  # seconds a poll may take at most on a loaded machine (not a goal: bench measures)
+
+
+def args_for(srv):
+    return dict(server_url=srv.platform, client_id=srv.client_id, client_secret=srv.client_secret, jwt=srv.jwt)
+
+
+def admin(srv, method: str, path: str, body=None):
+    r = httpx.request(method, srv.platform + path, json=body, timeout=10)
+    assert r.is_success, r.text
+    return r.json() if r.content else None
+
+
+def push_status(mp: Path) -> dict:
+    return json.loads(os.getxattr(mp, "user.rc.status"))["push"]
+
+
+def wait_for(what, predicate, mp: Path, timeout: float = WAIT):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not within {timeout} s; push {push_status(mp)}\n{mount_log(mp)[-4000:]}")
+        time.sleep(0.05)
+
+
+def listed(mp: Path, folder: str, object_id) -> list[str]:
+    return [n for n in os.listdir(mp / folder) if f"_{object_id}" in n]
+
+
+def api_requests(stats: dict) -> dict:
+    return {k: v for k, v in stats["requests"].items() if not k.startswith("admin-")}
+
+
+def up(mp: Path):
+    return wait_for("push channel up", lambda: push_status(mp)["state"] == "up", mp)
+
+
+def test_new_fax_voicemail_and_recording_appear_through_push(start_emulator, tmp_path):
+    srv = start_emulator(window=1.0)
+    mp = tmp_path / "m"
+    with mounted(mp, state_dir=tmp_path / "s", push=True, extra_args=LONG_TTL, **args_for(srv)):
+        for top in ("faxes", "voicemail", "recordings", "mms"):
+            os.listdir(mp / top)
+        up(mp)
+        assert push_status(mp)["filters"] == 2  # the mailbox and the user's ended calls
+        conn = admin(srv, "GET", "/_emulator/push")["connections"]
+        assert len(conn) == 1 and sorted(conn[0]["eventFilters"]) == sorted([
+            f"/restapi/v1.0/account/{srv_ids(srv)[0]}/extension/{srv_ids(srv)[1]}/message-store",
+            f"/restapi/v1.0/account/{srv_ids(srv)[0]}/extension/{srv_ids(srv)[1]}/telephony/sessions"
+            "?statusCode=Disconnected"])
+        srv.reset_stats()
+
+        fax = admin(srv, "POST", "/_emulator/messages", {"type": "Fax", "pages": 1})
+        name = wait_for("the new fax in ls", lambda: listed(mp, "faxes", fax["id"]), mp)
+        assert (mp / "faxes" / name[0]).read_bytes()[:4] == b"%PDF"
+
+        vm = admin(srv, "POST", "/_emulator/messages", {"type": "VoiceMail", "seconds": 2})
+        wait_for("the new voicemail in ls", lambda: listed(mp, "voicemail", vm["id"]), mp)
+
+        # The call log has the recording only 1.5 s after the call ended: rcfs asks again.
+        call = admin(srv, "POST", "/_emulator/calls", {"from": "+16175550111", "seconds": 31,
+                                                       "callLogDelay": 1.5})
+        rec = wait_for("the new recording in ls", lambda: listed(mp, "recordings", call["recordingId"]), mp)
+        assert rec[0].endswith(".mp3")
+
+        requests = api_requests(srv.stats())
+        # Incremental: message-sync (ISync) for each message event, never a full listing;
+        # the call log only asked by telephony session, never re-listed whole.
+        assert requests.get("message-list", 0) == 0
+        assert 2 <= requests["message-sync"] <= 4  # faxes, voicemail (+ nothing else changed)
+        assert requests.get("call-log", 0) >= 2  # once before the call log had it, then again
+        assert push_status(mp)["notifications"] >= 3
+
+
+def srv_ids(srv) -> tuple[str, str]:
+    info = admin(srv, "GET", "/_emulator/info")
+    return info["account_id"], info["extension_id"]
+
+
+def test_socket_stalled_then_recovered_replays_the_missed_event(start_emulator, tmp_path):
+    # idle 3 s: rcfs probes with a Heartbeat after 1 s of silence and gives it 1 s.
+    srv = start_emulator(window=1.0, ws_idle_timeout=3, ws_recovery_timeout=20, ws_token_ttl=600)
+    mp = tmp_path / "m"
+    with mounted(mp, state_dir=tmp_path / "s", push=True, extra_args=LONG_TTL, **args_for(srv)):
+        for top in ("faxes", "voicemail", "recordings", "mms"):
+            os.listdir(mp / top)
+        up(mp)
+        before = push_status(mp)
+        srv.reset_stats()
+        admin(srv, "POST", "/_emulator/push", {"stall": 6})  # a black hole: nothing in, nothing out
+        vm = admin(srv, "POST", "/_emulator/messages", {"type": "VoiceMail"})
+        wait_for("the voicemail sent during the stall", lambda: listed(mp, "voicemail", vm["id"]), mp)
+        gw = admin(srv, "GET", "/_emulator/push")["counts"]
+        assert gw.get("recoveries_successful", 0) == 1 and gw.get("recoveries_failed", 0) == 0
+        after = push_status(mp)
+        assert after["recovered"] == before["recovered"] + 1
+        assert after["resyncs"] == before["resyncs"]  # replayed: no folder had to be re-synced
+        requests = api_requests(srv.stats())
+        assert requests.get("message-sync") == 1  # /voicemail's one ISync for the replayed event
+        assert requests.get("ws-subscription-create", 0) == 0  # the subscription survived
+        assert requests.get("oauth-wstoken", 0) == 0  # the ws token was reused
+
+        # Dropped outright (code 1011): recovered again, and the next event still arrives.
+        admin(srv, "POST", "/_emulator/push", {"drop": True})
+        fax = admin(srv, "POST", "/_emulator/messages", {"type": "Fax"})
+        wait_for("the fax sent around the drop", lambda: listed(mp, "faxes", fax["id"]), mp)
+        wait_for("the second recovery", lambda: push_status(mp)["recovered"] == before["recovered"] + 2, mp)
+        assert "down" in mount_log(mp)  # said so in the log
+
+
+def test_recovery_refused_then_one_sync_per_folder_and_nothing_missed(start_emulator, tmp_path):
+    srv = start_emulator(window=1.0, ws_idle_timeout=3, ws_recovery_timeout=20)
+    mp = tmp_path / "m"
+    with mounted(mp, state_dir=tmp_path / "s", push=True, extra_args=LONG_TTL, **args_for(srv)):
+        for top in ("faxes", "voicemail", "recordings", "mms"):
+            os.listdir(mp / top)
+        up(mp)
+        before = push_status(mp)
+        admin(srv, "POST", "/_emulator/push", {"fail_recoveries": 1})
+        admin(srv, "POST", "/_emulator/push", {"stall": 6})
+        srv.reset_stats()
+        # Sent while the socket is a black hole: its event dies with the unrecovered session.
+        fax = admin(srv, "POST", "/_emulator/messages", {"type": "Fax"})
+        wait_for("the fax from the outage", lambda: listed(mp, "faxes", fax["id"]), mp)
+        wait_for("four resyncs", lambda: push_status(mp)["resyncs"] - before["resyncs"] >= 4, mp)
+        after = push_status(mp)
+        assert after["recovery_failed"] == before["recovery_failed"] + 1
+        requests = api_requests(srv.stats())
+        # One incremental sync per listed folder: faxes, voicemail and mms one ISync each,
+        # recordings one call-log listing; a new subscription on the same socket.
+        assert requests.get("message-sync") == 3, requests
+        assert requests.get("call-log") == 1, requests
+        assert requests.get("message-list", 0) == 0
+        assert requests.get("ws-subscription-create") == 1
+        gw = admin(srv, "GET", "/_emulator/push")["counts"]
+        assert gw.get("recoveries_failed") == 1
+
+
+def test_idle_mount_makes_no_request_over_several_idle_timeouts_and_keeps_its_socket(start_emulator, tmp_path):
+    srv = start_emulator(window=1.0, ws_idle_timeout=2)
+    mp = tmp_path / "m"
+    with mounted(mp, state_dir=tmp_path / "s", push=True, extra_args=["--listing-ttl", "1"], **args_for(srv)):
+        for top in ("faxes", "voicemail", "recordings", "mms"):
+            os.listdir(mp / top)
+        up(mp)
+        conn = admin(srv, "GET", "/_emulator/push")["connections"]
+        srv.reset_stats()
+        heartbeats = admin(srv, "GET", "/_emulator/push")["counts"].get("heartbeats", 0)
+        time.sleep(7)  # 3.5 idle timeouts
+        for top in ("faxes", "voicemail", "recordings", "mms"):
+            os.listdir(mp / top)  # a listing TTL of 1 s has long passed: push keeps them trusted
+        assert api_requests(srv.stats()) == {}
+        gw = admin(srv, "GET", "/_emulator/push")
+        assert [c["id"] for c in gw["connections"]] == [c["id"] for c in conn]  # the same socket
+        assert gw["counts"].get("timeouts_WSG-902", 0) == 0
+        assert gw["counts"]["heartbeats"] - heartbeats >= 3  # what kept it alive
+
+
+def test_no_push_polls_as_before_and_asks_for_no_ws_token(start_emulator, tmp_path):
+    srv = start_emulator(window=1.0)
+    mp = tmp_path / "m"
+    with mounted(mp, state_dir=tmp_path / "s", push=False, extra_args=LONG_TTL, **args_for(srv)):
+        os.listdir(mp / "faxes")
+        assert push_status(mp) == {"state": "off"}
+        fax = admin(srv, "POST", "/_emulator/messages", {"type": "Fax"})
+        time.sleep(1.5)
+        assert listed(mp, "faxes", fax["id"]) == []  # the hour-long TTL holds without push
+    assert srv.stats()["requests"].get("oauth-wstoken", 0) == 0
+    assert admin(srv, "GET", "/_emulator/push")["counts"].get("connections", 0) == 0
