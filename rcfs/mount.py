@@ -241,6 +241,7 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
         target = os.path.realpath(opts.mountpoint)
         outbox.mount_target = target
         greetings.mount_target = target
+        ops.mount_target = target  # new entries announced to inotify (Operations.folder_changed)
         pyfuse3.init(ops, target, fuse_options)
         clean = False
         try:

@@ -4,7 +4,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 
-APT_PACKAGES=(fuse3 libfuse3-dev pkg-config gcc attr file libmagic1 libglib2.0-bin shared-mime-info rsync curl psmisc tar strace)
+APT_PACKAGES=(fuse3 libfuse3-dev pkg-config gcc attr file libmagic1 libglib2.0-bin shared-mime-info rsync curl psmisc tar strace inotify-tools)
 
 need_apt=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import select
+import shutil
+import stat
+import subprocess
 import time
 from pathlib import Path
 
@@ -192,3 +196,38 @@ def test_no_push_polls_as_before_and_asks_for_no_ws_token(start_emulator, tmp_pa
         assert listed(mp, "faxes", fax["id"]) == []  # the hour-long TTL holds without push
     assert srv.stats()["requests"].get("oauth-wstoken", 0) == 0
     assert admin(srv, "GET", "/_emulator/push")["counts"].get("connections", 0) == 0
+
+
+@pytest.mark.skipif(not shutil.which("inotifywait"), reason="needs inotifywait (apt-get install inotify-tools)")
+def test_inotify_watchers_see_a_pushed_file_created(start_emulator, tmp_path):
+    """What an open GNOME Files window needs: an IN_CREATE for the new file, raised by rcfs's
+    own harmless mknod(2) from a worker thread (FUSE invalidations raise none)."""
+    srv = start_emulator(window=1.0)
+    mp = tmp_path / "m"
+    with mounted(mp, state_dir=tmp_path / "s", push=True, extra_args=LONG_TTL, **args_for(srv)):
+        before = set(os.listdir(mp / "voicemail"))
+        up(mp)
+        watch = subprocess.Popen(["inotifywait", "-m", "-e", "create,attrib,moved_to,delete", "--format", "%e %f",
+                                  str(mp / "voicemail")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert "Watches established" in watch.stderr.readline() + watch.stderr.readline()
+            srv.reset_stats()
+            vm = admin(srv, "POST", "/_emulator/messages", {"type": "VoiceMail"})
+            ready, _, _ = select.select([watch.stdout], [], [], WAIT)
+            assert ready, f"no inotify event within {WAIT} s\n{mount_log(mp)[-3000:]}"
+            event, name = watch.stdout.readline().split(" ", 1)
+            assert event == "CREATE" and f"_{vm['id']}." in name
+            assert set(os.listdir(mp / "voicemail")) - before == {name.strip()}
+            # Nothing was created anywhere: the folder still refuses writes, the file reads.
+            with pytest.raises(PermissionError):
+                (mp / "voicemail" / "new.txt").write_text("x")
+            assert (mp / "voicemail" / name.strip()).read_bytes()[:3] in (b"ID3", b"RIF")
+            assert stat.S_IMODE((mp / "voicemail").stat().st_mode) == 0o500
+        finally:
+            watch.terminate()
+            watch.wait(timeout=10)
+            watch.stdout.close()
+            watch.stderr.close()
+    # the announcement cost no API request beyond the one sync and the file read
+    requests = api_requests(srv.stats())
+    assert requests.get("message-list", 0) == 0 and requests.get("message-sync") == 1
