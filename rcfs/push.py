@@ -174,12 +174,24 @@ class PushChannel:
         self._heartbeat_due: tuple[str, float] | None = None  # (messageId, deadline)
         self._work: dict[int, tuple[trio.Event, list[Notice]]] = {}
         self._rng = random.Random()
+        self._refilter = trio.Event()
         for owner in self.owners:
             owner.trusted = lambda: self.healthy
 
     @property
     def healthy(self) -> bool:
         return self.state == "up"
+
+    def filters_changed(self) -> None:
+        """An owner's `push_filters` changed (company mode: a folder of another extension
+        opened or closed): the live subscription is updated with PUT over the socket."""
+        self._refilter.set()
+
+    def wanted_filters(self) -> list[str]:
+        filters: list[str] = []
+        for owner in self.owners:
+            filters += [f for f in owner.push_filters() if f not in filters]
+        return filters
 
     # reporting ------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -192,6 +204,9 @@ class PushChannel:
 
     def _set_state(self, state: str, why: str | None = None) -> None:
         if state == self.state:
+            if state == "down" and why != self.why_down:
+                self.why_down = why  # a new reason is worth a line; the same one is not
+                log.warning("push channel still down: %s", why)
             return
         previous, self.state, self.why_down, self.since = self.state, state, why, self.wall_clock()
         if state == "down":
@@ -232,8 +247,7 @@ class PushChannel:
                     self._set_state("down", f"internal error: {type(exc).__name__}")
                     failures += 1
                 finally:
-                    self._ws = None
-                    self.subscription_id = None
+                    self._ws = None  # (the subscription id stays: a recovered session keeps it)
                     for done, slot in self._waiting.values():
                         done.set()
                     self._waiting.clear()
@@ -363,6 +377,7 @@ class PushChannel:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._reader, ws)
             nursery.start_soon(self._heartbeats, ws)
+            nursery.start_soon(self._refilterer, ws)
             if recovering and state == "Successful":
                 self.stats.recovered += 1
                 log.info("push session recovered; the gateway replays what was missed")
@@ -378,10 +393,26 @@ class PushChannel:
                 for owner in self.owners:
                     self._queue(owner, None)
 
+    async def _refilterer(self, ws) -> None:
+        while True:
+            await self._refilter.wait()
+            self._refilter = trio.Event()
+            filters = self.wanted_filters()
+            if filters == self.filters or self.subscription_id is None:
+                continue
+            status, body = await self._request(ws, "PUT", SUBSCRIPTION_PATH + self.subscription_id,
+                                               {"eventFilters": filters,
+                                                "deliveryMode": {"transportType": "WebSocket"}})
+            if status == 404:  # gone meanwhile: a new one (what @rc-ex/ws does)
+                await self._subscribe(ws)
+            elif status != 200:
+                raise ChannelDown(f"updating the subscription failed (HTTP {status})")
+            else:
+                self.filters = filters
+                log.info("push subscription now has %d event filter(s)", len(filters))
+
     async def _subscribe(self, ws) -> None:
-        filters: list[str] = []
-        for owner in self.owners:
-            filters += [f for f in owner.push_filters() if f not in filters]
+        filters = self.wanted_filters()
         self.filters = filters
         status, body = await self._request(ws, "POST", SUBSCRIPTION_PATH,
                                            {"eventFilters": filters, "deliveryMode": {"transportType": "WebSocket"}})

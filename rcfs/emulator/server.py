@@ -221,7 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
                     f"shown in brackets; flags win over the environment.",
         epilog="Admin endpoints (no auth) on the platform host: GET /_emulator/stats, "
                "POST /_emulator/stats/reset, GET|POST /_emulator/config, "
-               "POST /_emulator/ratelimit/reset, POST /_emulator/messages, GET /_emulator/info. "
+               "POST /_emulator/ratelimit/reset, POST /_emulator/messages, GET /_emulator/info, "
+               "GET|POST /_emulator/push (the WebSocket gateway's state and switches), "
+               "POST /_emulator/calls (a recorded call, pushed as telephony-session events). "
                "Log in with POST /restapi/oauth/token (Basic client-id:client-secret, "
                "grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer, assertion=<jwt>).",
     )
