@@ -173,10 +173,21 @@ class PushChannel:
         self._last_sent = 0.0
         self._heartbeat_due: tuple[str, float] | None = None  # (messageId, deadline)
         self._work: dict[int, tuple[trio.Event, list[Notice]]] = {}
+        self._busy = 0  # folder workers syncing now
         self._rng = random.Random()
         self._refilter = trio.Event()
+        # trio time the live subscription became active: a listing made (started) before
+        # it may miss what happened before it, so only later ones are trusted.
+        self._subscribed_at: float | None = None
         for owner in self.owners:
-            owner.trusted = lambda: self.healthy
+            owner.trusted = self.covers
+
+    def covers(self, listed_at: float | None) -> bool:
+        """Whether a listing whose load started at `listed_at` (trio time) needs no TTL:
+        the channel is healthy and its subscription was already active then, so every
+        later change arrives as an event."""
+        return (self.healthy and listed_at is not None and self._subscribed_at is not None
+                and listed_at >= self._subscribed_at)
 
     @property
     def healthy(self) -> bool:
@@ -196,7 +207,8 @@ class PushChannel:
     # reporting ------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         s = self.stats
-        return {"state": self.state, "since": round(self.since, 1), "why": self.why_down,
+        pending = sum(len(p) for _, p in self._work.values()) + self._busy
+        return {"state": self.state, "pending": pending, "since": round(self.since, 1), "why": self.why_down,
                 "filters": len(self.filters), "connects": s.connects, "recovered": s.recovered,
                 "recovery_failed": s.recovery_failed, "notifications": s.notifications, "syncs": s.syncs,
                 "resyncs": s.resyncs, "heartbeats": s.heartbeats, "ws_tokens": s.ws_tokens,
@@ -420,6 +432,7 @@ class PushChannel:
             code = body.get("errorCode") if isinstance(body, dict) else None
             raise ChannelDown(f"subscribing failed (HTTP {status} {str(code or '')[:32]})")
         self.subscription_id = str(body["id"])
+        self._subscribed_at = trio.current_time()
         disabled = body.get("disabledFilters")
         if isinstance(disabled, list) and disabled:
             log.warning("the gateway disabled %d of the push event filters; those folders are "
@@ -520,6 +533,7 @@ class PushChannel:
             await done.wait()
             notices = list(pending)
             self._work[id(owner)] = (trio.Event(), [])
+            self._busy += 1
             try:
                 if None in notices:
                     self.stats.resyncs += 1
@@ -533,6 +547,8 @@ class PushChannel:
                             owner.name, exc)
             except Exception:  # noqa: BLE001
                 log.exception("/%s: unexpected error syncing after a push event", owner.name)
+            finally:
+                self._busy -= 1
 
 
 class _Reconnect(ChannelDown):

@@ -61,7 +61,10 @@ def api_requests(stats: dict) -> dict:
 
 
 def up(mp: Path):
-    return wait_for("push channel up", lambda: push_status(mp)["state"] == "up", mp)
+    """The channel is up and done with the syncs its subscription started (a folder listed
+    before the subscription was active is synced once, so that it can be trusted)."""
+    return wait_for("push channel up and settled",
+                    lambda: (lambda s: s["state"] == "up" and s["pending"] == 0)(push_status(mp)), mp)
 
 
 def test_new_fax_voicemail_and_recording_appear_through_push(start_emulator, tmp_path):

@@ -25,7 +25,7 @@ class Owner:
         self.kinds = kinds
         self.notices: list = []
         self.resyncs = 0
-        self.trusted = lambda: False
+        self.trusted = lambda started: False
         self.arrived = trio.Event()
 
     def push_filters(self):
@@ -70,7 +70,8 @@ async def test_events_reach_the_owners_that_want_them_and_filters_can_change(sta
         async with trio.open_nursery() as nursery:
             await nursery.start(channel.run)
             await until(lambda: channel.healthy, "channel up")
-            assert faxes.trusted() and voicemail.trusted()
+            assert faxes.trusted(trio.current_time()) and voicemail.trusted(trio.current_time())
+            assert not faxes.trusted(0.0)  # a listing from before the subscription
             assert channel.filters == [EXT + "/message-store"]  # one filter for both
             assert faxes.resyncs == voicemail.resyncs == 1  # a fresh subscription: one each
 
@@ -111,7 +112,7 @@ async def test_a_refused_token_and_an_unreachable_gateway_end_in_a_log_line(star
             await admin(srv, "POST", "/_emulator/sessions/end", {"which": "all"})
             await admin(srv, "POST", "/_emulator/push", {"drop": True})
             await until(lambda: channel.state == "down", "channel down")
-            assert not owner.trusted()  # the TTLs apply again
+            assert not owner.trusted(trio.current_time())  # the TTLs apply again
             await until(lambda: "login" in (channel.why_down or "") or "HTTP 401" in (channel.why_down or ""),
                         "a reason")
             # The credential is fixed: the channel comes back by itself and resyncs.

@@ -42,8 +42,9 @@ class FolderOwner:
     def __init__(self, tree: Tree, folder: Folder) -> None:
         self.tree = tree
         self.folder = folder
-        # Set by rcfs.push: True while the push channel is healthy (listings need no TTL).
-        self.trusted: Callable[[], bool] = lambda: False
+        # Set by rcfs.push: trusted(t) is True while the push channel is healthy and its
+        # subscription was active at trio time t, when a listing started (no TTL needed).
+        self.trusted: Callable[[float | None], bool] = lambda started: False
         # Set by the mount: called with (folder, names added, names removed) when a sync
         # changed a listing, so the adapter can tell the kernel (rcfs.fs.folder_changed).
         self.on_change: Callable[[Folder, set[str], set[str]], None] | None = None
