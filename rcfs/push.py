@@ -246,8 +246,9 @@ class PushChannel:
                 except _Reconnect:
                     failures = 0  # an expected end (idle/absolute timeout): recover at once
                 except ChannelDown as exc:
+                    # A socket that was up starts the backoff again from its first step.
+                    failures = 1 if self.state == "up" else failures + 1
                     self._set_state("down", str(exc))
-                    failures += 1
                 except AuthError as exc:
                     self._set_state("down", f"the account's login was refused: {exc}")
                     failures = max(failures, len(BACKOFF) - 1)
@@ -266,8 +267,6 @@ class PushChannel:
                     self._heartbeat_due = None
                     if self._dropped_at is None:
                         self._dropped_at = trio.current_time()
-                if self.state == "up" and failures:
-                    self._set_state("down", "reconnecting failed")
                 if failures:
                     delay = BACKOFF[min(failures, len(BACKOFF)) - 1]
                     await trio.sleep(delay * (0.75 + 0.5 * self._rng.random()))
