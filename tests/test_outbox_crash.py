@@ -71,6 +71,54 @@ def test_kill_after_close_before_sending_then_the_next_mount_sends_it_once(start
     assert [a["sha256"] for m in news for a in m["attachments"]] == [sha(pdf("later"))]
 
 
+def test_kill_during_the_settle_time_sends_it_once_after_the_next_mount(start_emulator, tmp_path):
+    """Closed (so promised) but still settling when rcfs is killed: the journal says so,
+    and the next mount sends it once, under the name it had."""
+    srv = start_emulator(window=2.0, send_delay=0.3)
+    state_dir = tmp_path / "state"
+    before = sent(srv)
+    with mounted(tmp_path / "a", state_dir=state_dir, extra_args=["--outbox-settle", "600"], **creds(srv)) as proc:
+        folder = recipient(tmp_path / "a", "fax", TO)
+        (folder / "tmp.pdf").write_bytes(pdf("settling"))
+        os.rename(folder / "tmp.pdf", folder / "final.pdf")
+        (folder / "gone.pdf").write_bytes(pdf("removed"))
+        os.unlink(folder / "gone.pdf")
+        assert state(folder / "final.pdf") == "settling"
+        kill_hard(proc, tmp_path / "a")
+    assert sent_since(srv, before) == []
+    with mounted(tmp_path / "b", state_dir=state_dir, extra_args=["--outbox-settle", "1"], **creds(srv)):
+        folder = tmp_path / "b" / "outbox" / "fax" / TO
+        assert wait_state(folder / "final.pdf", timeout=150) == "delivered"
+        assert sorted(p.name for p in folder.iterdir()) == ["OPTIONS.txt", "STATUS.txt", "final.pdf"]
+    news = sent_since(srv, before)
+    assert [(a["fileName"], a["sha256"]) for m in news for a in m["attachments"]] == [("final.pdf", sha(pdf("settling")))]
+
+
+def test_kill_while_rewriting_a_settling_item_sends_what_its_last_close_promised(start_emulator, tmp_path):
+    """A rewrite is copy on write: killed halfway through it, the journal still promises
+    the content of the last successful close, and that is what goes out, once."""
+    srv = start_emulator(window=2.0, send_delay=0.3)
+    state_dir = tmp_path / "state"
+    before = sent(srv)
+    with mounted(tmp_path / "a", state_dir=state_dir, extra_args=["--outbox-settle", "600"], **creds(srv)) as proc:
+        folder = recipient(tmp_path / "a", "fax", TO)
+        (folder / "doc.pdf").write_bytes(pdf("closed once"))
+        fh = open(folder / "doc.pdf", "wb")  # O_TRUNC: a new version, never closed
+        fh.write(pdf("half of a new version")[:300])
+        fh.flush()
+        kill_hard(proc, tmp_path / "a")
+        with pytest.raises(OSError):
+            fh.close()
+    with mounted(tmp_path / "b", state_dir=state_dir, extra_args=["--outbox-settle", "1"], **creds(srv)):
+        path = tmp_path / "b" / "outbox" / "fax" / TO / "doc.pdf"
+        assert wait_state(path, timeout=150) == "delivered"
+        assert path.read_bytes() == pdf("closed once")
+    news = sent_since(srv, before)
+    assert [a["sha256"] for m in news for a in m["attachments"]] == [sha(pdf("closed once"))]
+    spool_data = next(state_dir.glob("*/outbox/data"))
+    assert len(list(spool_data.iterdir())) == 1  # the half-written version was swept
+
+
 @pytest.mark.parametrize("moment", ["during the POST", "after the service stored it"])
 def test_kill_during_a_send_is_reconciled_exactly_once(start_emulator, tmp_path, moment):
     faults = {"latency_ms": 3000} if moment == "during the POST" else {"send_answer_delay_ms": 20000}
