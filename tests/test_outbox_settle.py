@@ -244,4 +244,14 @@ def test_cp_over_a_sent_item_sends_the_new_file_as_a_new_fax(mnt, srv, tmp_path)
     with open(folder / "same.pdf", "r+b"):
         pass
     assert state(folder / "same.pdf") == "delivered"
-    assert len(sent_since(srv, before)) == 2
+    # GIO's replace (gio copy, Nautilus) over the sent file: it opens the file, writes
+    # `.goutputstream-XXXXXX` and renames that over it before closing either.
+    third = tmp_path / "third.pdf"
+    third.write_bytes(pdf("third version"))
+    run = subprocess.run(["gio", "copy", str(third), str(folder / "same.pdf")], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    news = wait_until(lambda: (lambda n: n if len(n) >= 3 else None)(sent_since(srv, before)), what="three faxes")
+    assert _files(news[2]) == [("same.pdf", sha(pdf("third version")))]
+    assert wait_state(folder / "same.pdf") == "delivered"
+    assert _names(folder) == {"STATUS.txt", "OPTIONS.txt", "same.pdf"}
+    assert len(sent_since(srv, before)) == 3

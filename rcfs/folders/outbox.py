@@ -54,7 +54,6 @@ import datetime as dt
 import errno
 import logging
 import os
-import re
 import secrets
 import time
 from typing import Callable
@@ -66,7 +65,7 @@ from ..phone import InvalidNumber, to_e164
 from ..spool import FINAL_STATES, Item, Part, Spool, new_item_id
 from ..tree import File, Folder, Node, Tree
 from .base import Opened, Refused
-from .spooled import LocalRead as _Reader, SpooledOwner, SpooledWriter as _Writer
+from .spooled import LocalRead as _Reader, SpooledOwner, SpooledWriter as _Writer, is_temporary
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +76,6 @@ OPTIONS_NAME = "OPTIONS.txt"
 OPTIONS_MAX = 64 * 1024
 SETTLE = 5.0  # seconds an item stays closed and untouched before it is sent (rclone: 5 s)
 
-# Names that are never sent until renamed: hidden files (rsync's and GIO's temporaries,
-# vim's .swp), backups, and what downloaders and editors write while they work.
-_TEMP_NAME = re.compile(r"(^\.)|(~$)|(^#.*#$)|(\.(swp|swx|swo|tmp|temp|part|partial|crdownload|kate-swp|bak)$)",
-                        re.IGNORECASE)
 
 # The options each channel understands: key -> (what it means, check(value) -> error or None)
 _RESOLUTIONS = ("High", "Low")
@@ -158,10 +153,6 @@ def parse_options(channel: str, text: str) -> dict[str, str]:
                 raise ValueError(f"line {number}: {problem}")
             values[key] = value
     return values
-
-
-def is_temporary(name: str) -> bool:
-    return bool(_TEMP_NAME.search(name))
 
 
 @dataclasses.dataclass
@@ -1070,8 +1061,12 @@ class OutboxOwner(SpooledOwner):
             return
         if isinstance(target, Folder):
             raise Refused(errno.EISDIR, f"{name!r} is a folder")
-        if isinstance(target, File) and self._writer_of(target) is not None:
-            raise Refused(errno.EBUSY, f"{name!r} is being written")
+        writer = self._writer_of(target) if isinstance(target, File) else None
+        if writer is not None:
+            if writer.dirty or writer.item.kind != "file":
+                raise Refused(errno.EBUSY, f"{name!r} is being written")
+            self._replace_open(folder, name, writer)
+            return
         found = self._item_of_file(target)
         if found is None:
             raise Refused(errno.EACCES, f"{name!r} cannot be replaced")
@@ -1086,6 +1081,26 @@ class OutboxOwner(SpooledOwner):
             return
         self._forget(item, "replaced by a renamed file" + (
             ", nothing was sent" if item.state in ("held", "queued", "settling", "empty") else ""))
+
+    def _replace_open(self, folder: Folder, name: str, writer: _Writer) -> None:
+        """A rename over a file that is open for writing but not written: GIO's replace
+        opens the target (no O_TRUNC), writes `.goutputstream-XXXXXX` and renames it over
+        the target before it closes it. The target's item is replaced; the descriptor
+        still open on it writes into nothing."""
+        writer.cancelled = True
+        self.spool.remove_part(writer.part.data)
+        self.items.pop(writer.item.id, None)
+        self._item_nodes.pop(writer.item.id, None)
+        old = writer.displaced or writer.item
+        writer.displaced = None
+        if old is writer.item:
+            old.state = writer.was
+        self.tree.remove(folder, name)
+        self.spool.delete(old)
+        self.items.pop(old.id, None)
+        self._item_nodes.pop(old.id, None)
+        log.info("outbox: %s to %s replaced by a renamed file%s", "/".join(old.path), old.recipient,
+                 ", nothing was sent" if old.state in ("held", "queued", "settling", "empty") else "")
 
     async def _rename_folder(self, folder: Folder, node: Folder, new_folder: Folder, new_name: str) -> None:
         if new_folder is not folder:

@@ -24,6 +24,7 @@ import dataclasses
 import errno
 import logging
 import os
+import re
 import shutil
 from typing import Callable
 
@@ -35,6 +36,16 @@ from ..tree import File, Folder, Node, Tree
 from .base import FolderOwner, Refused
 
 log = logging.getLogger(__name__)
+
+# Names that are never sent until renamed: hidden files (rsync's and GIO's temporaries,
+# vim's .swp), backups, and what downloaders and editors write while they work.
+_TEMP_NAME = re.compile(r"(^\.)|(~$)|(^#.*#$)|(\.(swp|swx|swo|tmp|temp|part|partial|crdownload|kate-swp|bak)$)",
+                        re.IGNORECASE)
+
+
+def is_temporary(name: str) -> bool:
+    return bool(_TEMP_NAME.search(name))
+
 
 # How a log line or an error names one message of a channel.
 ARTICLES = {"fax": "a fax", "mms": "an MMS", "greeting": "a greeting"}
