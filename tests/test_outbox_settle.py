@@ -142,6 +142,35 @@ def test_append_to_options_is_kept_and_used(mnt, srv):
     assert msg["faxResolution"] == "High"
 
 
+def test_options_saved_by_rename_python_atomic_replace_and_gio_save(mnt, srv):
+    """An editor's save by rename and Python's atomic replace of OPTIONS.txt are options
+    edits: never a fax, the text is kept, a bad line is EINVAL and changes nothing."""
+    folder = recipient(mnt, "fax", "+14155550312")
+    before = sent(srv)
+    fd, tmp = tempfile.mkstemp(dir=folder)
+    with os.fdopen(fd, "w") as fh:
+        fh.write("cover = 3\n")
+    os.replace(tmp, folder / "OPTIONS.txt")
+    assert (folder / "OPTIONS.txt").read_text() == "cover = 3\n"
+    # GIO's replace (gedit, `gio save`): `.goutputstream-XXXXXX`, renamed over while open.
+    subprocess.run(["gio", "save", str(folder / "OPTIONS.txt")], input=b"cover = 4\nresolution = High\n", check=True)
+    assert (folder / "OPTIONS.txt").read_text() == "cover = 4\nresolution = High\n"
+    fd, tmp = tempfile.mkstemp(dir=folder)
+    with os.fdopen(fd, "w") as fh:
+        fh.write("colour = red\n")
+    with pytest.raises(OSError) as info:
+        os.replace(tmp, folder / "OPTIONS.txt")
+    assert info.value.errno == __import__("errno").EINVAL
+    assert (folder / "OPTIONS.txt").read_text() == "cover = 4\nresolution = High\n"
+    assert _names(folder) == {"STATUS.txt", "OPTIONS.txt"}  # no temporary left to be sent
+    (folder / "x.pdf").write_bytes(pdf("options by rename"))
+    msg = _one_sent(srv, before, "the fax")
+    assert msg["coverIndex"] == 4 and msg["faxResolution"] == "High"
+    assert wait_state(folder / "x.pdf") == "delivered"
+    assert len(sent_since(srv, before)) == 1
+    assert "unknown option 'colour'" in mount_log(mnt)
+
+
 # -- the programs that write a temporary and rename it, and edits within the wait ----------------
 
 def test_office_style_temporary_then_rename_sends_once_and_never_the_lock_file(mnt, srv):

@@ -195,6 +195,7 @@ class OutboxOwner(SpooledOwner):
         super().__init__(tree, folder, spool, on_queued=on_queued)
         self.default_region = default_region
         self.settle = settle
+        self._options_pending: dict[str, File] = {}  # item id -> OPTIONS.txt it was renamed onto, still open
         self.recipients: dict[tuple[str, str], Recipient] = {}
         self.channel_folders: dict[str, Folder] = {}
         for channel in CHANNELS:
@@ -727,6 +728,10 @@ class OutboxOwner(SpooledOwner):
     async def _accept(self, w: _Writer) -> None:
         """A written file passed every check: place it in its item, journal it, let it settle."""
         item = w.item
+        options = self._options_pending.pop(item.id, None)
+        if options is not None:
+            await self._options_from_closed(w, options)
+            return
         if w.displaced is not None and not w.dirty:
             # Opened for writing over a sent item, but nothing was written: nothing changes.
             self._restore_displaced(w, "opened for writing and closed unchanged")
@@ -765,6 +770,19 @@ class OutboxOwner(SpooledOwner):
         if item.state in ("queued", "settling"):
             self.on_queued()  # the sender looks again (when the wait ends)
 
+    async def _options_from_closed(self, w: _Writer, options: File) -> None:
+        """A file renamed onto OPTIONS.txt while open has been closed: its text is the
+        options (EINVAL at this close when they do not parse). Never sent either way."""
+        item = w.item
+        self.items.pop(item.id, None)
+        self._item_nodes.pop(item.id, None)
+        data = await trio.to_thread.run_sync(self.spool.part_bytes, w.part)
+        self.spool.remove_part(w.part.data)
+        text = data[:OPTIONS_MAX].decode("utf-8", errors="replace")
+        log.info("outbox: %s renamed onto %s: an options edit, not sent", "/".join(item.path), OPTIONS_NAME)
+        await self._set_options(self._options_target(options), item.channel, text)
+        options.size = len(text.encode())
+
     def _restore_displaced(self, w: _Writer, why: str) -> None:
         """The item a new version was to replace comes back, unchanged, on its file."""
         old = w.displaced
@@ -786,6 +804,7 @@ class OutboxOwner(SpooledOwner):
         """A refused write changes nothing that was promised before it: a rewrite leaves
         the file as it was closed last, a new version over a sent item gives the file
         back to that item; a new file is forgotten."""
+        self._options_pending.pop(w.item.id, None)
         if w.cancelled:  # removed while written: `unlink` forgot the item already
             self.spool.remove_part(w.part.data)
             return
@@ -1036,8 +1055,17 @@ class OutboxOwner(SpooledOwner):
         never sent, whether its text is accepted or not."""
         found = self._item_of_file(node)
         options = self.tree.child(folder, OPTIONS_NAME)
-        if self._writer_of(node) is not None:
-            raise Refused(errno.EBUSY, f"{node.name!r} is still being written; close it first")
+        writer = self._writer_of(node)
+        if writer is not None:
+            if writer.item.kind != "file" or writer.replaces is not None or writer.displaced is not None \
+                    or not isinstance(options, File):
+                raise Refused(errno.EBUSY, f"{node.name!r} is still being written; close it first")
+            # GIO (gedit, `gio save`) renames its temporary before it closes it: the text
+            # becomes the options at that close.
+            self._options_target(options)
+            self._options_pending[writer.item.id] = options
+            self.tree.remove(folder, node.name)
+            return
         if found is None or found[0].state not in ("held", "settling", "empty") or not isinstance(options, File):
             raise Refused(errno.EACCES, f"{OPTIONS_NAME} is replaced only by a file not yet sent")
         item, part = found
