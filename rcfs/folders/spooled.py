@@ -11,9 +11,13 @@ that "written here, sent from the spool" is one piece of code with two users:
                             MIME check: EMEDIUMTYPE at `write()` as soon as the first bytes
                             show the type), `_flush_spooled` (the last close finishes the
                             file), `_release_spooled`, `_finish` (seal + fsync, EINVAL when
-                            empty, the full MIME check and the channel's size and page
-                            limits, then the owner's `_accept` journals it) and `_drop`
-                            (forget a refused file: node, part and journal).
+                            empty unless the owner keeps empty files (`empty_allowed`), the
+                            full MIME check and the channel's size and page limits, then the
+                            owner's `_accept` journals it) and `_drop` (forget a refused
+                            file: node, part and journal; owners may restore what a refused
+                            rewrite would have replaced: `replaces`, `displaced`).
+    is_temporary            the names held back as temporaries (rsync, GIO, editors' backups
+                            and swap files), for the outbox and /greetings alike.
 
 The channel of a writer (`fax`, `mms`, `greeting`) picks its row of `rcfs.mime`'s table.
 """
