@@ -225,6 +225,33 @@ def test_reopen_and_append_within_the_wait_sends_the_whole_file_once(mnt, srv):
     assert len(sent_since(srv, before)) == 1
 
 
+def test_rename_touch_and_truncate_during_the_wait_start_it_again(mnt, srv):
+    """The wait restarts: A and C closed before D, then A renamed and C touched, go out
+    after D (and in that order); B truncated to nothing during its wait is kept empty and
+    never sent while empty."""
+    folder = recipient(mnt, "fax", "+14155550313")
+    before = sent(srv)
+    (folder / "a.pdf").write_bytes(pdf("A"))
+    (folder / "c.pdf").write_bytes(pdf("C"))
+    (folder / "b.pdf").write_bytes(pdf("B"))
+    (folder / "d.pdf").write_bytes(pdf("D"))
+    os.rename(folder / "a.pdf", folder / "a2.pdf")
+    os.utime(folder / "c.pdf")
+    subprocess.run(["truncate", "-s", "0", str(folder / "b.pdf")], check=True)
+    assert state(folder / "b.pdf") == "empty"
+    got = wait_until(lambda: (lambda n: n if len(n) >= 3 else None)(sent_since(srv, before)), what="three faxes")
+    assert [_files(m) for m in got] == [[("d.pdf", sha(pdf("D")))], [("a2.pdf", sha(pdf("A")))],
+                                        [("c.pdf", sha(pdf("C")))]]
+    assert wait_state(folder / "c.pdf") == "delivered"
+    assert state(folder / "b.pdf") == "empty" and (folder / "b.pdf").read_bytes() == b""
+    # Filled again, it is sent: the fourth and last message.
+    (folder / "b.pdf").write_bytes(pdf("B again"))
+    got = wait_until(lambda: (lambda n: n if len(n) >= 4 else None)(sent_since(srv, before)), what="four faxes")
+    assert _files(got[3]) == [("b.pdf", sha(pdf("B again")))]
+    assert wait_state(folder / "b.pdf") == "delivered"
+    assert len(sent_since(srv, before)) == 4
+
+
 def test_rm_during_the_wait_sends_nothing(mnt, srv):
     folder = recipient(mnt, "fax", "+14155550309")
     before = sent(srv)
