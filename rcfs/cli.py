@@ -250,6 +250,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
     settings.check_sizes(cache_bytes=cache_bytes, block_size=block_size, read_ahead_kb=read_ahead_kb)
     direct_io_above = settings.parse_size_or_off(args.direct_io_above, "--direct-io-above")
     since = settings.parse_since(args.since)
+    outbox_settle = _not_negative(args.outbox_settle, "--outbox-settle")
     unknown = [o for o in ",".join(args.fuse_opts).split(",") if o and o not in ("allow_other", "ro")]
     if unknown:
         raise SettingsError(f"unsupported -o option(s): {', '.join(unknown)} (supported: allow_other, ro)")
@@ -319,7 +320,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
             nonempty=args.nonempty, read_ahead_kb=read_ahead_kb, direct_io_above=direct_io_above,
             message_ttl=args.listing_ttl, recording_ttl=args.recordings_ttl,
             listing_wait=_positive(args.listing_wait, "--listing-wait"),
-            outbox_settle=_not_negative(args.outbox_settle, "--outbox-settle"),
+            outbox_settle=outbox_settle,
             uid=args.uid,
             gid=args.gid,
             background=args.background,
