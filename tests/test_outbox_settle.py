@@ -119,10 +119,14 @@ def test_shell_redirect_into_a_draft_options_file_is_kept_and_sent_with_the_mms(
     subprocess.run(["bash", "-c", f"printf 'text = See you at 3\\n' > '{draft}/OPTIONS.txt'"], check=True)
     assert (draft / "OPTIONS.txt").read_text() == "text = See you at 3\n"
     (draft / "1.jpg").write_bytes(mime_samples.build("jpeg"))
+    # sed -i inside the draft: its temporary is a file of the draft until renamed onto OPTIONS.txt.
+    subprocess.run(["sed", "-i", "s/at 3/at 4/", str(draft / "OPTIONS.txt")], check=True)
+    assert (draft / "OPTIONS.txt").read_text() == "text = See you at 4\n"
+    assert _names(draft) == {"OPTIONS.txt", "1.jpg"}
     before = sent(srv)
     os.rename(draft, folder / "offer")
     msg = _one_sent(srv, before, "the MMS")
-    assert msg["text"] == "See you at 3"
+    assert msg["text"] == "See you at 4"
     assert [a["sha256"] for a in msg["attachments"] if a["type"] == "MmsAttachment"] == \
         [sha(mime_samples.build("jpeg"))]
 
