@@ -209,3 +209,77 @@ def test_thirty_faxes_go_out_with_no_429_and_one_post_each(start_emulator, tmp_p
     assert stats["requests"].get("fax-send") == 30
     assert stats["rate_limited"] == 0
     assert len(sent_since(srv, before)) == 30
+
+
+TORTURE_STEPS = {
+    # name sent -> shell command (S: source folder on local disk, F: the recipient folder)
+    "cp.pdf": 'cp "$S/cp.pdf" "$F/cp.pdf"',
+    "rsync.pdf": 'rsync "$S/rsync.pdf" "$F/rsync.pdf"',
+    "mv.pdf": 'cp "$S/mv.pdf" "$S/mv-moving.pdf" && mv "$S/mv-moving.pdf" "$F/mv.pdf"',
+    "redirect.pdf": 'cat "$S/redirect.pdf" > "$F/redirect.pdf"',
+    "atomic.pdf": '"$PY" -c "import os, sys, tempfile; fd, t = tempfile.mkstemp(dir=sys.argv[2]); '
+                  'os.write(fd, open(sys.argv[1], \'rb\').read()); os.close(fd); '
+                  'os.replace(t, os.path.join(sys.argv[2], \'atomic.pdf\'))" "$S/atomic.pdf" "$F"',
+    "cpmv.pdf": 'cp "$S/cpmv.pdf" "$F/cpmv-first.pdf" && mv "$F/cpmv-first.pdf" "$F/cpmv.pdf"',
+    "append.pdf": 'cat "$S/append-head.pdf" > "$F/append.pdf" && printf "%% appended\\n" >> "$F/append.pdf"',
+    "gio.pdf": 'gio copy "$S/gio.pdf" "$F/gio.pdf"',
+}
+
+
+# Seeds chosen so the kills land within the tools and 1 s and 3.3 s after the last one
+# (during the settle time, during the sends); measured here: after 2 and 7 of the 8
+# tools, and after all of them.
+@pytest.mark.parametrize("seed", [2, 1, 7, 5, 6])
+def test_torture_every_tool_killed_at_a_random_moment_sends_each_file_at_most_once(start_emulator, tmp_path, seed):
+    """Every tool writes its file (in a row, each logged on local disk once it succeeded),
+    rcfs is killed -9 at a random moment (seeded: after a random number of finished tools,
+    plus a random delay) during the tools, the settle time or the sends, then mounted
+    again until nothing is waiting. Whatever the
+    moment: a file whose tool finished is sent exactly once, under its final name; no
+    content goes out twice; nothing but the meant contents goes out."""
+    import random
+    import shlex
+
+    rng = random.Random(seed)
+    srv = start_emulator(window=2.0, send_delay=0.3)
+    state_dir = tmp_path / "state"
+    src = tmp_path / "src"
+    src.mkdir()
+    final = {name: pdf(f"torture {seed} {name}") for name in TORTURE_STEPS}
+    final["append.pdf"] = pdf(f"torture {seed} append head") + b"% appended\n"
+    (src / "append-head.pdf").write_bytes(pdf(f"torture {seed} append head"))
+    for name, data in final.items():
+        if name != "append.pdf":
+            (src / name).write_bytes(data)
+    allowed = {sha(d): n for n, d in final.items()}
+    allowed[sha(pdf(f"torture {seed} append head"))] = "append.pdf (before its append)"
+    done_log = tmp_path / "done.log"
+    before = sent(srv)
+    with mounted(tmp_path / "a", state_dir=state_dir, extra_args=["--outbox-settle", "2"], **creds(srv)) as proc:
+        folder = recipient(tmp_path / "a", "fax", TO)
+        script = "\n".join(f'{cmd} && echo {shlex.quote(name)} >> "$L"' for name, cmd in TORTURE_STEPS.items())
+        env = dict(os.environ, S=str(src), F=str(folder), L=str(done_log), PY=sys.executable)
+        tools = subprocess.Popen(["bash", "-c", script], env=env, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+        try:
+            finished = min(rng.randrange(len(TORTURE_STEPS) + 3), len(TORTURE_STEPS))
+            wait_until(lambda: tools.poll() is not None or (done_log.exists()
+                       and len(done_log.read_text().split()) >= finished), what=f"{finished} tools")
+            # The moment of the kill (not a speed bound): within the next tool, or after the last.
+            time.sleep(rng.uniform(0.0, 0.3 if finished < len(TORTURE_STEPS) else 4.0))
+            kill_hard(proc, tmp_path / "a")
+        finally:
+            tools.wait(timeout=60)
+    done = done_log.read_text().split() if done_log.exists() else []
+    with mounted(tmp_path / "b", state_dir=state_dir, extra_args=["--outbox-settle", "1"], **creds(srv)):
+        wait_until(lambda: os.getxattr(tmp_path / "b", "user.rc.outbox_waiting") == b"0",
+                   what="the outbox sent everything", timeout=180)
+    news = sent_since(srv, before)
+    got = [(a["fileName"], a["sha256"]) for m in news for a in m["attachments"]]
+    assert len(got) == len(news)  # one file per fax
+    shas = [s for _, s in got]
+    assert all(s in allowed for s in shas), f"something not meant went out: {got}"
+    assert len(shas) == len(set(shas)), f"sent twice: {got}"
+    by_sha = dict((s, n) for n, s in got)
+    for name in done:  # finished before the kill: sent exactly once, under its final name
+        assert by_sha.get(sha(final[name])) == name, (name, done, got)
