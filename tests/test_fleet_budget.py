@@ -1,0 +1,162 @@
+"""The fleet's shared budget (issue 18) at the API level: several RingCentralClients in one
+process, each with its own SharedBudget connection to a real redis-server, against the
+emulator over loopback HTTP. (tests/test_fleet_mounts.py does the same with real mounts.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import trio
+
+from rcfs.api import Priority, RingCentralClient
+from rcfs.api.shared_budget import FleetError, SharedBudget, parse_url, scope_of
+from rcfs.settings import SettingsError, resolve_shared_budget
+from test_api_emulator import FAST, creds, make_emu, served
+
+
+@contextlib.asynccontextmanager
+async def fleet(emu, url: str | None, k: int, **kw):
+    """`k` clients of the emulated account; with `url`, sharing one budget through Redis."""
+    async with contextlib.AsyncExitStack() as stack:
+        clients = []
+        for _ in range(k):
+            shared = None
+            if url is not None:
+                c = creds(emu)
+                shared = await stack.enter_async_context(
+                    SharedBudget(url, scope=scope_of(c.server_url, c.client_id, c.jwt), **kw))
+            clients.append(await stack.enter_async_context(
+                RingCentralClient(creds(emu), retry=FAST, timeout=10.0, shared=shared)))
+        yield clients
+
+
+def recording_urls(emu) -> list[str]:
+    """The account's recordings, three times over (each fetch is one Heavy request)."""
+    once = [emu.recording_content_uri(r.id) for r in sorted(emu.store.recordings.values(), key=lambda r: r.id)]
+    return once * 3
+
+
+async def fetch_all(clients, urls_per_client):
+    async def one(client, urls):
+        for url in urls:
+            chunk = await client.fetch(url, start=0, end=1023, priority=Priority.FOREGROUND)
+            assert chunk.data
+
+    async with trio.open_nursery() as nursery:
+        for client, urls in zip(clients, urls_per_client):
+            nursery.start_soon(one, client, urls)
+
+
+def heavy_log(emu) -> list[dict]:
+    return [e for e in emu.stats.log if e["group"] == "heavy"]
+
+
+async def test_four_clients_share_one_heavy_budget_without_a_429(redis_server):
+    emu = make_emu(window=1.0, limit_heavy=4, limit_auth=50)
+    async with served(emu):
+        urls = recording_urls(emu)[:16]
+        async with fleet(emu, redis_server.url, 4) as clients:
+            await fetch_all(clients, [urls[i::4] for i in range(4)])
+            assert sum(c.stats.rate_limited for c in clients) == 0
+    log = heavy_log(emu)
+    assert len(log) == 16 and emu.stats.rate_limited == 0
+    # At most 4 in any 1 s window of the emulator's own clock, and all of them answered.
+    times = [e["t"] for e in log]
+    assert all(times[i + 4] - times[i] >= 1.0 for i in range(len(times) - 4))
+    # One login for the four clients.
+    assert emu.stats.requests["oauth-token"] == 1
+
+
+async def test_without_the_fleet_the_same_clients_meet_429s():
+    """The control: the same load, each client pacing alone (today's behaviour)."""
+    emu = make_emu(window=1.0, limit_heavy=4, limit_auth=50)
+    async with served(emu):
+        urls = recording_urls(emu)[:16]
+        async with fleet(emu, None, 4) as clients:
+            await fetch_all(clients, [urls[i::4] for i in range(4)])
+    assert emu.stats.rate_limited > 0
+
+
+async def test_a_429_on_one_client_holds_every_client(redis_server):
+    emu = make_emu(window=1.0, limit_heavy=4, limit_auth=50)
+    async with served(emu):
+        urls = recording_urls(emu)[:12]
+        async with fleet(emu, redis_server.url, 3) as clients:
+            await clients[0].fetch(urls[0], start=0, end=10)  # learn the group
+            emu.config.faults.force_429 = 1
+            redis = redis_server.client()
+            with trio.fail_after(60):
+                async with trio.open_nursery() as nursery:
+                    # client 0 meets the 429 (and resends after the penalty) ...
+                    nursery.start_soon(clients[0].fetch, urls[1], 0, 10)
+                    while not any(redis.scan_iter(match="rcfs:v1:*:pen:heavy")):
+                        await trio.sleep(0.005)
+                    # ... the others start while the penalty stands: they wait it out too
+                    nursery.start_soon(fetch_all, clients[1:], [urls[2:7], urls[7:12]])
+    log = heavy_log(emu)
+    rejected = [i for i, e in enumerate(log) if e["status"] == 429]
+    assert len(rejected) == 1 and log[rejected[0]]["forced"]  # the forced one, and no other
+    after = log[rejected[0] + 1:]
+    assert len(after) == 11 and all(e["status"] == 200 for e in after)
+    # Nobody sent before the penalty (one window) was over: the emulator would have said 429.
+    assert after[0]["t"] - log[rejected[0]]["t"] >= 1.0
+
+
+async def test_redis_stopped_mid_way_falls_back_to_shares_then_shares_again(redis_server):
+    emu = make_emu(window=1.0, limit_heavy=4, limit_auth=50)
+    async with served(emu):
+        urls = recording_urls(emu)
+        async with fleet(emu, redis_server.url, 2) as clients:
+            await fetch_all(clients, [urls[0:4], urls[4:8]])
+            assert all(c.governor.shared.live_mounts == 2 for c in clients)
+            redis_server.stop()
+            await fetch_all(clients, [urls[8:14], urls[14:20]])
+            assert not any(c.governor.shared.healthy for c in clients)
+            redis_server.start()
+            with trio.fail_after(30):
+                while not all(c.governor.shared.healthy for c in clients):
+                    await trio.sleep(0.1)
+            await fetch_all(clients, [urls[20:24], urls[24:28]])
+            assert all(c.governor.shared.recoveries >= 1 for c in clients)
+            assert all(c.stats.rate_limited == 0 for c in clients)
+    assert emu.stats.rate_limited == 0
+    assert len(heavy_log(emu)) == 28
+
+
+async def test_redis_stalled_meets_the_deadline_then_the_fallback(redis_server):
+    emu = make_emu(window=1.0, limit_heavy=4, limit_auth=50)
+    async with served(emu):
+        urls = recording_urls(emu)
+        async with fleet(emu, redis_server.url, 2, timeout=0.3) as clients:
+            await fetch_all(clients, [urls[0:2], urls[2:4]])
+            redis_server.pause()
+            try:
+                await fetch_all(clients, [urls[4:8], urls[8:12]])
+                for c in clients:
+                    assert not c.governor.shared.healthy
+                    assert c.governor.shared.deadline_hits >= 1
+            finally:
+                redis_server.resume()
+            with trio.fail_after(30):
+                while not all(c.governor.shared.healthy for c in clients):
+                    await trio.sleep(0.1)
+    assert emu.stats.rate_limited == 0
+
+
+def test_urls_without_passwords(tmp_path):
+    assert parse_url("redis://127.0.0.1:6390/2") == "redis://127.0.0.1:6390/2"
+    assert parse_url("unix:///run/redis/redis.sock").startswith("unix://")
+    assert parse_url("rediss://cache.example:6380/0").startswith("rediss://")
+    for bad in ("redis://:secret@host:6379/0", "http://host", "unix://", "redis:///0"):
+        with pytest.raises(FleetError):
+            parse_url(bad)
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('shared_budget = "redis://10.0.0.5:6379/1"\nshared_budget_password = "pw"\n')
+    cfg.chmod(0o600)
+    assert resolve_shared_budget(flag=None, config_path=cfg, env={}) == ("redis://10.0.0.5:6379/1", "pw")
+    assert resolve_shared_budget(flag="unix:///r.sock", config_path=cfg,
+                                 env={"RCFS_REDIS_PASSWORD": "envpw"}) == ("unix:///r.sock", "envpw")
+    with pytest.raises(SettingsError, match="no password in the URL"):
+        resolve_shared_budget(flag="redis://u:pw@h/0", config_path=cfg, env={})
