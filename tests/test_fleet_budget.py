@@ -10,7 +10,7 @@ import contextlib
 import pytest
 import trio
 
-from rcfs.api import Priority, RingCentralClient
+from rcfs.api import Priority, RateLimited, RingCentralClient
 from rcfs.api.shared_budget import FleetError, SharedBudget, parse_url, scope_of
 from rcfs.settings import SettingsError, resolve_shared_budget
 from test_api_emulator import FAST, creds, make_emu, served
@@ -38,10 +38,13 @@ def recording_urls(emu) -> list[str]:
     return once * 3
 
 
-async def fetch_all(clients, urls_per_client):
+async def fetch_all(clients, urls_per_client, *, tolerate=()):
     async def one(client, urls):
         for url in urls:
-            chunk = await client.fetch(url, start=0, end=1023, priority=Priority.FOREGROUND)
+            try:
+                chunk = await client.fetch(url, start=0, end=1023, priority=Priority.FOREGROUND)
+            except tolerate:
+                continue
             assert chunk.data
 
     async with trio.open_nursery() as nursery:
@@ -75,7 +78,8 @@ async def test_without_the_fleet_the_same_clients_meet_429s():
     async with served(emu):
         urls = recording_urls(emu)[:16]
         async with fleet(emu, None, 4) as clients:
-            await fetch_all(clients, [urls[i::4] for i in range(4)])
+            # (each client gives up after a few 429s: RateLimited)
+            await fetch_all(clients, [urls[i::4] for i in range(4)], tolerate=RateLimited)
     assert emu.stats.rate_limited > 0
 
 

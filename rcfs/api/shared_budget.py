@@ -112,15 +112,18 @@ local function keep(key, ms)
 end
 """
 
-# ARGV: limit, window_ms, margin_ms, max_wait_ms, member, hold_ms, poll_ms, reserve_share, low
-# -> {granted 0/1, wait_ms, why (0 granted, 1 penalty/block, 2 all in flight, 3 too far), limit}
+# KEYS[6]: peers. ARGV: limit, window_ms, margin_ms, max_wait_ms, member, hold_ms, poll_ms,
+# reserve_share, low, peer_ttl_ms
+# -> {granted 0/1, wait_ms, why (0 granted, 1 penalty/block, 2 all in flight, 3 too far), limit,
+#     live mounts}
 ACQUIRE = _NOW + """
+local live = redis.call('ZCOUNT', KEYS[6], now - tonumber(ARGV[10]), '+inf')
 local limit = tonumber(redis.call('HGET', KEYS[5], 'limit') or ARGV[1])
 local win = tonumber(redis.call('HGET', KEYS[5], 'window') or ARGV[2])
 local margin, max_wait, member = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 local hold, poll = tonumber(ARGV[6]), tonumber(ARGV[7])
 local blocked = math.max(redis.call('PTTL', KEYS[3]), redis.call('PTTL', KEYS[4]))
-if blocked > 0 then return {0, blocked, 1, limit} end
+if blocked > 0 then return {0, blocked, 1, limit, live} end
 local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now - hold)
 for i = 1, #stale do
   redis.call('ZREM', KEYS[2], stale[i])
@@ -133,15 +136,15 @@ if ARGV[9] == '1' then
   allowed = limit - math.min(math.max(1, math.ceil(tonumber(ARGV[8]) * limit)), math.max(0, limit - 1))
 end
 local fly = redis.call('ZCARD', KEYS[2])
-if fly >= allowed then return {0, poll, 2, limit} end
+if fly >= allowed then return {0, poll, 2, limit, live} end
 local at = now
 local e = redis.call('ZREVRANGE', KEYS[1], allowed - fly - 1, allowed - fly - 1, 'WITHSCORES')
 if e[2] then at = math.max(now, tonumber(e[2]) + win + margin) end
-if at - now > max_wait then return {0, at - now, 3, limit} end
+if at - now > max_wait then return {0, at - now, 3, limit, live} end
 redis.call('ZADD', KEYS[2], at, member)
 keep(KEYS[2], at - now + hold + win)
 keep(KEYS[1], at - now + hold + 2 * win + margin)
-return {1, at - now, 0, limit}
+return {1, at - now, 0, limit, live}
 """
 
 # ARGV: member, window_ms, margin_ms, hold_ms. The request was answered (or failed): its
@@ -396,11 +399,14 @@ class SharedBudget:
         """Reserve the earliest slot of `group` (None: Redis failed; pace locally)."""
         member = f"{self.mount_id}:{next(self._seq)}"
         args = [limit, _ms(window), _ms(self.margin), _ms(max_wait), member, _ms(max(HOLD, window)),
-                _ms(POLL), reserve, "1" if low else "0"]
-        res = await self._call(self._scripts["acquire"], keys=self._group_keys(group), args=args)
+                _ms(POLL), reserve, "1" if low else "0", _ms(PEER_TTL)]
+        res = await self._call(self._scripts["acquire"], keys=[*self._group_keys(group), self._peers], args=args)
         if res is None:
             return None
-        granted, wait_ms, why, eff_limit = (int(x) for x in res)
+        granted, wait_ms, why, eff_limit, live = (int(x) for x in res)
+        # Every reservation refreshes the count the fallback share divides by, so a mount
+        # that joined a moment ago is counted before Redis can fail.
+        self.live_mounts = max(1, live)
         return Reservation(bool(granted), max(0, wait_ms) / 1000, _WHY.get(why, "?"), member, eff_limit)
 
     def commit(self, group: str, member: str, window: float) -> None:
