@@ -164,3 +164,42 @@ def test_urls_without_passwords(tmp_path):
                                  env={"RCFS_REDIS_PASSWORD": "envpw"}) == ("unix:///r.sock", "envpw")
     with pytest.raises(SettingsError, match="no password in the URL"):
         resolve_shared_budget(flag="redis://u:pw@h/0", config_path=cfg, env={})
+
+
+async def test_headers_from_a_stranger_correct_the_shared_log(redis_server):
+    """A client outside the fleet (a script with the same app and user) spent most of the
+    window: the first fleet answer says so (X-Rate-Limit-Remaining 0), and the whole fleet
+    waits instead of meeting a 429."""
+    emu = make_emu(window=2.0, limit_heavy=4, limit_auth=50)
+    async with served(emu):
+        urls = recording_urls(emu)
+        async with fleet(emu, None, 1) as (stranger,), fleet(emu, redis_server.url, 2) as (a, b):
+            await a.fetch(urls[0], start=0, end=10)  # the fleet learns the group (1 used)
+            await a.governor.shared.flush()
+            for url in urls[1:3]:
+                await stranger.fetch(url, start=0, end=10)  # 3 used, 2 of them unknown to the fleet
+            await a.fetch(urls[3], start=0, end=10)  # 4 used: remaining 0
+            await a.governor.shared.flush()
+            with trio.fail_after(30):
+                await b.fetch(urls[4], start=0, end=10)
+    log = heavy_log(emu)
+    assert [e["status"] for e in log] == [200] * 5 and emu.stats.rate_limited == 0
+    assert log[4]["t"] - log[0]["t"] >= 2.0  # b waited for the window, not for its own log
+
+
+def test_fstab_option_and_status_lines():
+    from rcfs import mounthelper, status
+
+    _, args = mounthelper.parse(["none", "/srv/rc", "-o", "allow_other,shared_budget=unix:///run/redis/r.sock"])
+    assert args[args.index("--shared-budget") + 1] == "unix:///run/redis/r.sock"
+    report = {"pid": 1, "uptime": 3, "requests": 5, "rate_limited": 0, "retries": 0, "groups": {},
+              "cache": {"bytes": 0, "limit": 1, "blocks": 0, "hits": 0, "misses": 0, "joined": 0, "hit_rate": None},
+              "bytes_fetched": 0, "bytes_received": 0, "downloads": [],
+              "fleet": {"url": "unix:/run/redis/r.sock", "healthy": False, "live_mounts": 3, "calls": 10,
+                        "failures": 2, "deadline_hits": 1, "recoveries": 0, "last_error": "no answer within 0.5 s",
+                        "groups": {"heavy": {"used": 7, "limit": 10, "window": 60.0, "blocked_for": 12.5}},
+                        "mounts": [{"host": "ws1", "pid": 42, "requests": 9}]}}
+    text = status.render(report, "/srv/rc")
+    assert "redis DOWN (no answer within 0.5 s), pacing alone" in text and "3 live mount(s)" in text
+    assert "shared heavy     7/10 used per 60 s  blocked 12.5 s" in text
+    assert "ws1 pid 42  requests 9" in text
