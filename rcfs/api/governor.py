@@ -141,6 +141,7 @@ class _GroupState:
         self.hold_until = -math.inf  # Redis just failed: the server's window may be full
         self.grace_until = -math.inf  # Redis just came back: stay within our share a while
         self.alone: list[float] = []  # answer times of requests sent without the fleet
+        self.last_sent = -math.inf  # (a fleet larger than the limit spaces its fallback sends)
 
     def notify(self) -> None:
         """Wake every waiter of this group so it re-evaluates its turn."""
@@ -238,6 +239,7 @@ class RateGovernor:
             st.waiters.remove(key)
             st.notify()
         st.in_flight += 1
+        st.last_sent = self._clock()
         return Ticket(group, self._clock(), member)
 
     async def _reserve_shared(self, st: _GroupState, priority: Priority) -> str | None:
@@ -439,6 +441,13 @@ class RateGovernor:
             return math.inf
         if not st.probed and st.in_flight > 0:
             return math.inf
+        shared = self.shared
+        if shared is not None and not shared.healthy and shared.live_mounts > st.limit:
+            # More mounts than slots: a share below one request per window is one request
+            # per (mounts / limit) windows.
+            gap = st.window * shared.live_mounts / st.limit + self._slack(st)
+            if now < st.last_sent + gap:
+                return st.last_sent + gap - now
         used = st.used(now)
         limit = self._limit_now(st, now)
         reserve = min(self._reserve_of(st), max(0, limit - 1)) if priority >= Priority.READAHEAD else 0
