@@ -203,3 +203,42 @@ def test_fstab_option_and_status_lines():
     assert "redis DOWN (no answer within 0.5 s), pacing alone" in text and "3 live mount(s)" in text
     assert "shared heavy     7/10 used per 60 s  blocked 12.5 s" in text
     assert "ws1 pid 42  requests 9" in text
+
+
+def token_requests(emu) -> list[dict]:
+    return [e for e in emu.stats.log if e["route"] == "oauth-token"]
+
+
+async def test_one_mount_refreshes_for_the_fleet(redis_server):
+    """The access token runs out: one refresh for the three clients, whose old tokens the
+    refresh ended at once (their 401s take the new pair), and no login."""
+    emu = make_emu(window=1.0, limit_auth=50, access_token_ttl=20)
+    async with served(emu):
+        async with fleet(emu, redis_server.url, 3) as clients:
+            for c in clients:
+                await c.list_messages("Fax")
+            assert len({c.auth.current() for c in clients}) == 1
+            await trio.sleep(19.0)  # past min(60 s, 10 % of 20 s) before expiry
+            async with trio.open_nursery() as nursery:
+                for c in clients:
+                    nursery.start_soon(c.list_messages, "Fax")
+            assert len({c.auth.current() for c in clients}) == 1
+            assert sum(c.auth.refreshes for c in clients) == 1
+            assert sum(c.auth.logins for c in clients) == 1
+    assert len(token_requests(emu)) == 2 and len(emu.tokens.sessions) == 1
+
+
+async def test_a_refused_refresh_is_one_login_for_the_fleet(redis_server):
+    emu = make_emu(window=1.0, limit_auth=50)
+    async with served(emu):
+        async with fleet(emu, redis_server.url, 3) as clients:
+            for c in clients:
+                await c.list_messages("Fax")
+            emu.tokens.end_sessions("all")  # an admin logout: every token of the session dies
+            async with trio.open_nursery() as nursery:
+                for c in clients:
+                    nursery.start_soon(c.list_messages, "Fax")
+            assert len({c.auth.current() for c in clients}) == 1
+            assert sum(c.auth.logins for c in clients) == 2  # the first one, and one after the logout
+    # login, the refused refresh, one login: not one refresh and login per client
+    assert len(token_requests(emu)) == 3 and len(emu.tokens.sessions) == 1
