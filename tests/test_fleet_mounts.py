@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -101,6 +102,9 @@ def test_four_mounts_copy_disjoint_recordings_in_one_budget(account, redis_serve
         finish(copy_sets(mounts, tmp_path / "out", sets))
         check_bytes(store, mounts, tmp_path / "out", sets)
         reports = [status(m) for m in mounts]
+        shown = subprocess.run([sys.executable, "-m", "rcfs", "status", str(mounts[0])], capture_output=True,
+                               text=True, timeout=60, check=True).stdout
+        assert "redis ok  4 live mount(s)" in shown and "shared heavy" in shown
     log = heavy(srv)
     assert srv.stats()["rate_limited"] == 0 and all(e["status"] == 200 for e in log)
     assert all(r["rate_limited"] == 0 for r in reports)
