@@ -182,7 +182,8 @@ async def _client(opts: MountOptions, token_store: TokenStore) -> AsyncIterator[
         return
     creds = opts.credentials
     async with SharedBudget(opts.shared_budget, password=opts.shared_budget_password,
-                            scope=scope_of(creds.server_url, creds.client_id, creds.jwt)) as shared:
+                            scope=scope_of(creds.server_url, creds.client_id, creds.jwt),
+                            memo=token_store.path.parent / "fleet.json") as shared:
         if not shared.healthy:
             log.warning("shared budget not reachable at mount time: pacing alone until it answers")
         async with RingCentralClient(creds, token_store=token_store, shared=shared) as client:

@@ -242,3 +242,25 @@ async def test_a_refused_refresh_is_one_login_for_the_fleet(redis_server):
             assert sum(c.auth.logins for c in clients) == 2  # the first one, and one after the logout
     # login, the refused refresh, one login: not one refresh and login per client
     assert len(token_requests(emu)) == 3 and len(emu.tokens.sessions) == 1
+
+
+async def test_a_client_started_while_redis_is_down_paces_at_its_share(tmp_path):
+    """Redis down from the start: the fleet's size last seen (kept in the state dir) still
+    divides the limit."""
+    memo = tmp_path / "fleet.json"
+    memo.write_text('{"live_mounts": 4}')
+    emu = make_emu(window=1.0, limit_heavy=4, limit_auth=50)
+    async with served(emu):
+        urls = recording_urls(emu)
+        c = creds(emu)
+        async with SharedBudget(f"unix://{tmp_path}/no-redis.sock", memo=memo,
+                                scope=scope_of(c.server_url, c.client_id, c.jwt)) as shared:
+            assert not shared.healthy and shared.live_mounts == 4
+            async with RingCentralClient(c, retry=FAST, timeout=10.0, shared=shared) as client:
+                await client.fetch(urls[0], start=0, end=10)  # learns the group: limit 4
+                for url in urls[1:4]:
+                    await client.fetch(url, start=0, end=10)
+    log = heavy_log(emu)
+    assert [e["status"] for e in log] == [200] * 4
+    # A share of 4 / 4 = 1 per window: each request a window after the one before.
+    assert all(b["t"] - a["t"] >= 1.0 for a, b in zip(log, log[1:]))

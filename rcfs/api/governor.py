@@ -205,6 +205,8 @@ class RateGovernor:
         self._warned_headers = False
         self.shared = shared
         if shared is not None:
+            # (Redis down from the start: no hold, which would stall the mount's login and
+            # first listing for a default window of 60 s; it paces at its share at once.)
             shared.on_state_change = self._shared_state
 
     # -- public API ---------------------------------------------------------------

@@ -44,10 +44,13 @@ import os
 import random
 import secrets
 import time
+from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 import trio
+
+from ..atomic import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -263,7 +266,7 @@ class SharedBudget:
 
     def __init__(self, url: str, *, scope: str, password: str | None = None,
                  timeout: float = DEFAULT_TIMEOUT, margin: float = 0.05,
-                 clock: Callable[[], float] | None = None) -> None:
+                 clock: Callable[[], float] | None = None, memo: Path | None = None) -> None:
         import redis  # imported here: a mount without --shared-budget never needs it
         from redis.backoff import NoBackoff
         from redis.retry import Retry
@@ -287,7 +290,11 @@ class SharedBudget:
         self._seq = itertools.count()
         self._rng = random.Random()
         self.healthy = True
-        self.live_mounts = 1  # last count seen (the fallback share divides by it)
+        # The last count of live mounts seen (the fallback share divides by it), kept in
+        # `memo` (the state dir) so a mount started while Redis is down still divides.
+        self._memo = memo
+        self._memo_dirty = False
+        self.live_mounts = self._read_memo()
         self.recoveries = 0  # times Redis answered again after failing
         self.failures = 0
         self.deadline_hits = 0
@@ -304,6 +311,26 @@ class SharedBudget:
 
     def __repr__(self) -> str:
         return f"SharedBudget({safe_url(self.url)!r}, {'healthy' if self.healthy else 'down'})"
+
+    def _read_memo(self) -> int:
+        try:
+            return max(1, int(json.loads(self._memo.read_text())["live_mounts"])) if self._memo else 1
+        except (OSError, ValueError, KeyError, TypeError):
+            return 1
+
+    def _seen(self, live: int) -> None:
+        live = max(1, live)
+        if live != self.live_mounts:
+            self._memo_dirty = True  # written by the heartbeat task, in a thread
+        self.live_mounts = live
+
+    def _write_memo(self) -> None:
+        if self._memo is None:
+            return
+        try:
+            write_atomic(self._memo, json.dumps({"live_mounts": self.live_mounts}).encode(), mode=0o600)
+        except OSError as exc:
+            log.debug("cannot keep the fleet's size in %s: %s", self._memo, exc.strerror)
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -406,7 +433,7 @@ class SharedBudget:
         granted, wait_ms, why, eff_limit, live = (int(x) for x in res)
         # Every reservation refreshes the count the fallback share divides by, so a mount
         # that joined a moment ago is counted before Redis can fail.
-        self.live_mounts = max(1, live)
+        self._seen(live)
         return Reservation(bool(granted), max(0, wait_ms) / 1000, _WHY.get(why, "?"), member, eff_limit)
 
     def commit(self, group: str, member: str, window: float) -> None:
@@ -451,7 +478,7 @@ class SharedBudget:
                                 args=[self.mount_id, _ms(PEER_TTL), info])
         if live is None:
             return False
-        self.live_mounts = max(1, int(live))
+        self._seen(int(live))
         snap: dict[str, dict[str, Any]] = {}
         for group in ("light", "medium", "heavy", "auth"):
             res = await self._call(self._scripts["snapshot"], keys=self._group_keys(group),
@@ -481,6 +508,9 @@ class SharedBudget:
             await trio.sleep(HEARTBEAT)
             if self.usable():
                 await self.heartbeat()
+            if self._memo_dirty:
+                self._memo_dirty = False
+                await trio.to_thread.run_sync(self._write_memo)
 
     def _queue(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> None:
         # observe()/release() are synchronous (the client calls them between awaits), so
