@@ -225,3 +225,34 @@ def test_six_mounts_are_one_session_under_the_session_cap(tmp_path, redis_server
         assert not any("ended the session" in text for text in logs)
     finally:
         srv.stop()
+
+
+def test_a_cat_on_one_mount_is_not_queued_behind_another_mounts_bulk_copy(tmp_path, redis_server):
+    """Mount A copies 8 recordings with 4 cp at once (its queue is deep); a `cat` on mount
+    B then waits behind what was already reserved and A's one waiter, not A's whole queue."""
+    options = dict(OPTIONS, limit_heavy=2)
+    srv = spawn_emulator(tmp_path, **options)
+    try:
+        with fleet(tmp_path, srv, 2, redis_server.url) as (a, b):
+            names = sorted(os.listdir(a / "recordings"))
+            os.listdir(b / "recordings")
+            out = tmp_path / "bulk"
+            out.mkdir()
+            bulk = [subprocess.Popen(["cp", *[str(a / "recordings" / n) for n in names[i:8:4]], str(out)])
+                    for i in range(4)]
+            base = len(heavy(srv))
+            wait_until(lambda: len(heavy(srv)) >= base + 3, what="the bulk copy to fill the budget")
+            mark = len(heavy(srv))
+            target = os.getxattr(b / "recordings" / names[9], "user.rc.id").decode()
+            subprocess.run(["cat", str(b / "recordings" / names[9])], stdout=subprocess.DEVNULL, check=True,
+                           timeout=120)
+            for p in bulk:
+                assert p.wait(timeout=300) == 0
+        log = heavy(srv)
+        mine = next(i for i, e in enumerate(log) if i >= mark and target in e["path"])
+        ahead = [e for e in log[mark:mine] if e["route"] == "recording-content"]
+        # Reserved or in flight when the cat began: at most the limit (2); then A's one waiter.
+        assert len(ahead) <= 3, ahead
+        assert srv.stats()["rate_limited"] == 0
+    finally:
+        srv.stop()

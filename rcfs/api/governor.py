@@ -230,12 +230,14 @@ class RateGovernor:
                     continue
                 if self.shared is None or not self.shared.usable():
                     break
-                member = await self._reserve_shared(st, priority)
+                member = await self._reserve_shared(st, priority, f"w{key[1]}")
                 if member is not None:
                     break
         except BaseException:
-            if member is not None and self.shared is not None:
-                self.shared.cancel(group.value, member)
+            if self.shared is not None:
+                self.shared.leave(group.value, f"w{key[1]}")
+                if member is not None:
+                    self.shared.cancel(group.value, member)
             raise
         finally:
             st.waiters.remove(key)
@@ -244,7 +246,7 @@ class RateGovernor:
         st.last_sent = self._clock()
         return Ticket(group, self._clock(), member)
 
-    async def _reserve_shared(self, st: _GroupState, priority: Priority) -> str | None:
+    async def _reserve_shared(self, st: _GroupState, priority: Priority, waiter: str) -> str | None:
         """The head waiter's turn in the fleet: a reservation's member, or None to look again
         (after waiting for what Redis said, or at once when Redis failed: then `_delay`
         paces alone)."""
@@ -258,7 +260,7 @@ class RateGovernor:
         # far. Speculation takes only a slot that is free now (and leaves the reserve).
         max_wait = 0.0 if low else 4 * max(st.window, DEFAULT_WINDOW)
         res = await shared.acquire(group, limit=st.limit, window=st.window, max_wait=max_wait,
-                                   low=low, reserve=self._reserve_share)
+                                   low=low, reserve=self._reserve_share, waiter=waiter, priority=int(priority))
         if res is None:
             return None
         if res.limit > 0 and res.limit != st.limit and not st.learned:
@@ -279,7 +281,8 @@ class RateGovernor:
             self._block(st, res.wait)
             return None
         event = st.changed
-        with trio.move_on_after(min(res.wait, 1.0) if low else res.wait):
+        # At most a second between asks: a waiter that stops asking loses its place.
+        with trio.move_on_after(min(res.wait, 1.0)):
             await event.wait()
         return None
 

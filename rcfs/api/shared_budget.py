@@ -115,12 +115,26 @@ local function keep(key, ms)
 end
 """
 
-# KEYS[6]: peers. ARGV: limit, window_ms, margin_ms, max_wait_ms, member, hold_ms, poll_ms,
-# reserve_share, low, peer_ttl_ms
-# -> {granted 0/1, wait_ms, why (0 granted, 1 penalty/block, 2 all in flight, 3 too far), limit,
-#     live mounts}
+# KEYS[6]: peers, KEYS[7]: the group's waiters (score: priority, then arrival), KEYS[8]: when
+# each waiter last asked. ARGV: limit, window_ms, margin_ms, max_wait_ms, member, hold_ms,
+# poll_ms, reserve_share, low, peer_ttl_ms, waiter, priority
+# -> {granted 0/1, wait_ms, why (0 granted, 1 penalty/block, 2 not its turn or all in flight,
+#     3 too far), limit, live mounts}
+# Waiters are served in (priority, arrival) order across the fleet; each mount queues only
+# the head of its own queue, so a `cat` on one mount waits behind at most one waiter of each
+# other mount. A waiter that stopped asking (cancelled, its mount gone) drops out after 2 s.
 ACQUIRE = _NOW + """
 local live = redis.call('ZCOUNT', KEYS[6], now - tonumber(ARGV[10]), '+inf')
+local waiter = ARGV[11]
+local gone = redis.call('ZRANGEBYSCORE', KEYS[8], '-inf', now - 2000)
+for i = 1, #gone do
+  redis.call('ZREM', KEYS[7], gone[i])
+  redis.call('ZREM', KEYS[8], gone[i])
+end
+redis.call('ZADD', KEYS[7], 'NX', tonumber(ARGV[12]) * 10000000000 + now % 10000000000, waiter)
+redis.call('ZADD', KEYS[8], now, waiter)
+keep(KEYS[7], 60000)
+keep(KEYS[8], 60000)
 local limit = tonumber(redis.call('HGET', KEYS[5], 'limit') or ARGV[1])
 local win = tonumber(redis.call('HGET', KEYS[5], 'window') or ARGV[2])
 local margin, max_wait, member = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
@@ -139,11 +153,14 @@ if ARGV[9] == '1' then
   allowed = limit - math.min(math.max(1, math.ceil(tonumber(ARGV[8]) * limit)), math.max(0, limit - 1))
 end
 local fly = redis.call('ZCARD', KEYS[2])
-if fly >= allowed then return {0, poll, 2, limit, live} end
+local rank = redis.call('ZRANK', KEYS[7], waiter)
+if fly >= allowed or (rank and rank >= allowed - fly) then return {0, poll, 2, limit, live} end
 local at = now
 local e = redis.call('ZREVRANGE', KEYS[1], allowed - fly - 1, allowed - fly - 1, 'WITHSCORES')
 if e[2] then at = math.max(now, tonumber(e[2]) + win + margin) end
 if at - now > max_wait then return {0, at - now, 3, limit, live} end
+redis.call('ZREM', KEYS[7], waiter)
+redis.call('ZREM', KEYS[8], waiter)
 redis.call('ZADD', KEYS[2], at, member)
 keep(KEYS[2], at - now + hold + win)
 keep(KEYS[1], at - now + hold + 2 * win + margin)
@@ -361,6 +378,9 @@ class SharedBudget:
     def _group_keys(self, group: str) -> list[str]:
         return [self._key(kind, group) for kind in ("log", "fly", "pen", "blk", "cfg")]
 
+    def _queue_keys(self, group: str) -> list[str]:
+        return [self._key("queue", group), self._key("asked", group)]
+
     @property
     def _peers(self) -> str:
         return self._key("peers")
@@ -422,12 +442,19 @@ class SharedBudget:
     # -- rate-limit groups ------------------------------------------------------------
 
     async def acquire(self, group: str, *, limit: int, window: float, max_wait: float,
-                      low: bool = False, reserve: float = 0.2) -> Reservation | None:
-        """Reserve the earliest slot of `group` (None: Redis failed; pace locally)."""
+                      low: bool = False, reserve: float = 0.2, waiter: str = "",
+                      priority: int = 0) -> Reservation | None:
+        """Reserve the earliest slot of `group` (None: Redis failed; pace locally).
+
+        `waiter` names one waiting request across its repeated asks (its place in the
+        fleet's queue); `priority` orders the queue (0 first).
+        """
         member = f"{self.mount_id}:{next(self._seq)}"
+        waiter = f"{self.mount_id}:{waiter or member}"
         args = [limit, _ms(window), _ms(self.margin), _ms(max_wait), member, _ms(max(HOLD, window)),
-                _ms(POLL), reserve, "1" if low else "0", _ms(PEER_TTL)]
-        res = await self._call(self._scripts["acquire"], keys=[*self._group_keys(group), self._peers], args=args)
+                _ms(POLL), reserve, "1" if low else "0", _ms(PEER_TTL), waiter, int(priority)]
+        res = await self._call(self._scripts["acquire"],
+                               keys=[*self._group_keys(group), self._peers, *self._queue_keys(group)], args=args)
         if res is None:
             return None
         granted, wait_ms, why, eff_limit, live = (int(x) for x in res)
@@ -444,6 +471,12 @@ class SharedBudget:
     def cancel(self, group: str, member: str) -> None:
         """A reservation that was not used (cancelled, or a penalty came first) (queued)."""
         self._queue(self._redis.zrem, self._group_keys(group)[1], member)
+
+    def leave(self, group: str, waiter: str) -> None:
+        """A waiter that stopped waiting (cancelled) leaves the fleet's queue (queued)."""
+        waiter = f"{self.mount_id}:{waiter}"
+        for key in self._queue_keys(group):
+            self._queue(self._redis.zrem, key, waiter)
 
     def penalize(self, group: str, seconds: float) -> None:
         """Every mount sends nothing in `group` for `seconds` (queued)."""

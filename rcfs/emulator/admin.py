@@ -5,7 +5,7 @@
                                    "rate_limited": n, "bytes_served": n, "faults": {kind: n}}
     POST /_emulator/stats/reset    zero the counters (204)
     GET  /_emulator/requests       every rate-limited request in arrival order (the last
-                                   20000): {"requests": [{t (emulator clock, s), route, group,
+                                   20000): {"requests": [{t (emulator clock, s), route, path, group,
                                    status (200: let through, 429), forced, remaining,
                                    session (the OAuth session id)}]}
     GET  /_emulator/config         the live settings (same keys as below)

@@ -460,7 +460,8 @@ class Emulator:
                     self.stats.groups[group] += 1
                     decision = self.limiter.check(self.rate_key(request, session), group)
                     self.stats.log.append({
-                        "t": round(self.clock(), 4), "route": name, "group": group.lower(),
+                        "t": round(self.clock(), 4), "route": name, "path": request.url.path,
+                        "group": group.lower(),
                         "status": 200 if decision.allowed else 429, "forced": decision.forced,
                         "remaining": decision.remaining, "session": session.id if session else None})
                     if not decision.allowed:
