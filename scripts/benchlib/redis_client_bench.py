@@ -35,7 +35,8 @@ from benchlib.fleet_bench import redis_server  # noqa: E402
 from rcfs.api.shared_budget import ACQUIRE, SharedBudget  # noqa: E402
 
 RESULTS = ROOT / "bench-results" / "redis-client.md"
-ARGS = lambda member: [10**9, 60000, 50, 240000, member, 120000, 50, 0.2, "0", 5000]  # noqa: E731
+ARGS = lambda member: [10**9, 60000, 50, 240000, member, 120000, 50, 0.2, "0", 5000, "w" + member, 0]  # noqa: E731
+KEYS = ("log", "fly", "pen", "blk", "cfg", "peers", "queue", "asked")
 
 
 def pct(samples: list[float]) -> tuple[float, float, float]:
@@ -83,7 +84,7 @@ async def coredis_variant(url: str, calls: int) -> dict:
                            stream_timeout=0.5, connect_timeout=0.5)
     async with client:
         script = client.register_script(ACQUIRE)
-        keys = [f"bench-coredis:{k}" for k in ("log", "fly", "pen", "blk", "cfg", "peers")]
+        keys = [f"bench-coredis:{k}" for k in KEYS]
         for i in range(50):
             await script(keys=keys, args=ARGS(f"w{i}"))
         samples = []
@@ -116,7 +117,7 @@ async def direct_variant(url: str, calls: int) -> dict:
 
     r = redis.Redis(unix_socket_path=url[len("unix://"):], decode_responses=True)
     script = r.register_script(ACQUIRE)
-    keys = [f"bench-direct:{k}" for k in ("log", "fly", "pen", "blk", "cfg", "peers")]
+    keys = [f"bench-direct:{k}" for k in KEYS]
     for i in range(50):
         script(keys=keys, args=ARGS(f"w{i}"))
     samples = []
