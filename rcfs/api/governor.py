@@ -25,8 +25,9 @@ free, so speculation never starves a reader that is blocked on data.
 
 A fleet (issue 18, `shared`: rcfs.api.shared_budget): the waiter at the head of a group's
 queue also reserves its slot in the fleet's Redis log, sleeps until the slot's time and
-sends; so each mount holds at most one future reservation per group, and mounts take
-turns. READAHEAD/BACKGROUND only take a slot that is free now and leave the reserve. While
+sends. Only that head joins the fleet's queue (served in (priority, arrival) order across
+all mounts), so a request on one mount waits behind at most one waiter of each other mount.
+READAHEAD/BACKGROUND only take a slot that is free now and leave the reserve. While
 Redis fails, the mount paces alone at its share (limit / live mounts last seen), after
 holding its group for one window (the server's window may be full of the others'
 requests); once Redis answers again, it adds what it sent alone to the shared log and
