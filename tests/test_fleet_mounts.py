@@ -199,10 +199,6 @@ def test_redis_stalled_meets_the_deadline_then_the_fallback(account, redis_serve
         finally:
             redis_server.resume()
         assert all(not r["fleet"]["healthy"] and r["fleet"]["deadline_hits"] >= 1 for r in reports)
-        if srv.stats()["rate_limited"]:
-            Path("/tmp/fleet-debug.json").write_text(json.dumps({"log": heavy(srv), "reports": reports}, indent=1))
-            Path("/tmp/fleet-debug-m0.log").write_text(mount_log(mounts[0]))
-            Path("/tmp/fleet-debug-m1.log").write_text(mount_log(mounts[1]))
         assert srv.stats()["rate_limited"] == 0
         _wait_shared(mounts, True)
 
