@@ -43,7 +43,6 @@ import math
 import os
 import random
 import secrets
-import time
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
@@ -644,7 +643,3 @@ class SharedTokens:
 
 def _ms(seconds: float) -> int:
     return max(0, int(math.ceil(seconds * 1000)))
-
-
-def wall_time() -> float:
-    return time.time()
