@@ -105,9 +105,17 @@ class RemoteMediaOwner(FolderOwner):
 
     def __init__(self, tree: Tree, folder: Folder, *, client, reader: Reader, state: StateStore,
                  ttl: float, direct_io_above: int | None,
-                 priority_of: Callable[[int], Priority], listing_wait: float = LISTING_WAIT) -> None:
+                 priority_of: Callable[[int], Priority], listing_wait: float = LISTING_WAIT,
+                 extension_id: str = "~", label: str | None = None) -> None:
         super().__init__(tree, folder)
-        self.name = folder.name
+        # The path the log names (`faxes`, `company/users/102 Alice Smith/faxes`).
+        self.name = label or folder.name
+        # Whose mailbox this folder shows: `~` the signed-in user's, else an extension id.
+        self.extension_id = extension_id
+        # Node keys (inode numbers, learned sizes) of another mailbox carry its extension:
+        # the signed-in user's own mailbox is also under /company/users, and a call
+        # between two extensions is in both their logs, so one object can be in two places.
+        self.key_prefix = "" if extension_id == "~" else f"ext:{extension_id}:"
         self.client = client
         self.reader = reader
         self.state = state
