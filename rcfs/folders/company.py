@@ -23,8 +23,12 @@ when recordings the account no longer has disappear. A call between two extensio
 in both their logs: it is one file, keyed by its recording id. Names are
 `YYYY-MM-DD_HH-MM-SS_<extensions>_<from|to>_<other party>_<recording id>.<ext>`
 (`x102-x103_internal` for a call between two extensions): they sort by time and are
-built only from what both legs of a call share, so they never change between mounts
-(the extension `.mp3` becomes `.wav` once the type is learned, as in /recordings).
+built only from what both legs of a call share, so they never change, within a mount
+or between mounts. That includes the extension: the call log does not say whether a
+recording is MP3 or WAV, and /recordings renames a file once its type is learned, but
+an archive copied by name (`rsync -a` every night) would then copy every renamed file
+a second time. So a company recording is always named `.mp3`, and its real type is in
+`user.rc.content_type` once learned (players and `file` go by the bytes).
 Reads are as for every media file: one streaming request per file.
 """
 
@@ -255,7 +259,7 @@ class CompanyRecordingsOwner(RemoteMediaOwner):
         month = self.tree.mkdir(self.folder, month_name, key=f"crec-month:{month_name}")
         key = f"crec:{rid}"
         content_type = self.state.content_types.get(key, "audio/mpeg")
-        name = names.with_extension(self.stem(record, rid, created), content_type)
+        name = self.stem(record, rid, created) + ".mp3"  # never renamed: see the module docstring
         frm, to = parties(record)
         node = File(key=key, name=name, mtime=names.clamp_timestamp(created), url=str(rec["contentUri"]),
                     size=names.valid_size(self.state.sizes.get(key)), content_type=content_type)
@@ -277,12 +281,8 @@ class CompanyRecordingsOwner(RemoteMediaOwner):
         self.where[rid] = (month, added.name)
 
     def content_type_learned(self, node: File, content_type: str) -> None:
+        """Told in the xattr, never by a new name (see the module docstring)."""
         base = content_type.split(";", 1)[0].strip().lower()
         self.state.learn_content_type(node.key, base)
-        month = node.parent
-        if not isinstance(month, Folder) or names.extension_for(base) == names.extension_for(node.content_type):
-            return
-        self.tree.rename(month, node, names.with_extension(node.name.rsplit(".", 1)[0], base))
         node.content_type = base
         node.xattrs["user.rc.content_type"] = base
-        self.where[node.xattrs["user.rc.id"]] = (month, node.name)
