@@ -186,3 +186,25 @@ def test_a_403_on_one_extension_costs_only_that_folder(start_emulator, tmp_path)
         srv.admin("POST", "/_emulator/extensions/delete", {"id": carol.id})
         wait_until(lambda: names[carol.id] not in os.listdir(users) or None, "the deleted extension to go")
         assert len(os.listdir(users)) == len(store.company.extensions) - 1
+
+
+def test_company_recordings_refresh_incrementally(start_emulator, tmp_path):
+    """After the first full listing a refresh asks for the calls since the newest one
+    seen (less a day), and a new recorded call appears in its month."""
+    srv = start_emulator(**ROOMY)
+    with _mount(srv, tmp_path, extra=["--recordings-ttl", "1"]):
+        mnt = tmp_path / "m"
+        recordings = mnt / "company" / "recordings"
+        before = {n for m in os.listdir(recordings) for n in os.listdir(recordings / m)}
+        added = srv.admin("POST", "/_emulator/calls", {"extension": "103", "from": "+14155550177", "minutesAgo": 5})
+
+        def shown() -> set[str]:
+            return {n for m in os.listdir(recordings) for n in os.listdir(recordings / m)}
+
+        new = wait_until(lambda: shown() - before or None, "the new recording")
+        assert [n.rsplit("_", 1)[1] for n in new] == [f"{added['recordingId']}.mp3"]
+        assert next(iter(new)).split("_")[2:4] == ["x103", "from"]
+        queries = [line.split("dateFrom=", 1)[1][:4] for line in mount_log(mnt).splitlines()
+                   if "/account/~/call-log?" in line and "HTTP Request" in line]
+        assert int(queries[0]) <= 2000  # the first listing: the whole history
+        assert len(queries) >= 2 and all(int(year) >= dt.date.today().year - 1 for year in queries[1:])

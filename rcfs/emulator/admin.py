@@ -38,6 +38,11 @@
                                     arriving at an exact point of a client's sequence)}
                                    → 201 with the message JSON
     GET  /_emulator/info           ids, base URLs and counts of the seeded data
+    POST /_emulator/calls          add a recorded call that just ended (for refresh tests):
+                                   JSON {"extension": "<number>" (default the signed-in
+                                   user's), "from": "+1…" (default +16505550199),
+                                   "seconds": n (default 40), "minutesAgo": n (default 1)}
+                                   → 201 {"id": call id, "recordingId": …}
     POST /_emulator/extensions/delete  delete an extension of the company, as an admin
                                    does while a client has it mounted: JSON {"id": "<ext id>"}
                                    → {"deleted": true|false} (the signed-in admin cannot be)
@@ -288,6 +293,20 @@ def routes(emu: Emulator) -> list[BaseRoute]:
             "company_calls": sum(len(e.store.calls) for e in emu.company.extensions.values()),
         })
 
+    async def calls(request: Request, session: Session | None) -> Response:
+        body = await _json(emu, request)
+        from . import company as company_mod
+        number = str(body.get("extension") or emu.main_store.extension_number)
+        ext = emu.company.by_number(number)
+        if ext is None:
+            raise _bad(emu, f"no extension numbered [{number}]")
+        seconds, minutes = body.get("seconds", 40), body.get("minutesAgo", 1)
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 for v in (seconds, minutes)):
+            raise _bad(emu, "[seconds] and [minutesAgo] must be numbers >= 0")
+        call = company_mod.add_recorded_call(emu.company, ext, str(body.get("from", "+16505550199")),
+                                             emu.store.now() - dt.timedelta(minutes=minutes), int(seconds))
+        return JSONResponse({"id": call.id, "recordingId": call.recording.id}, status_code=201)
+
     async def extension_delete(request: Request, session: Session | None) -> Response:
         ext_id = str((await _json(emu, request)).get("id", ""))
         return JSONResponse({"deleted": emu.company.remove(ext_id)})
@@ -310,4 +329,5 @@ def routes(emu: Emulator) -> list[BaseRoute]:
         r("/_emulator/info", "admin-info", info, "GET"),
         r("/_emulator/sent", "admin-sent", sent, "GET"),
         r("/_emulator/extensions/delete", "admin-extension-delete", extension_delete, "POST"),
+        r("/_emulator/calls", "admin-calls", calls, "POST"),
     ]

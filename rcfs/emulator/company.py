@@ -268,6 +268,18 @@ def _internal_call(rng: random.Random, caller: Extension, callee: Extension, whe
             else "Accepted", from_=frm, to=to, recording=rec))
 
 
+def add_recorded_call(company: Company, ext: Extension, caller: str, when: dt.datetime,
+                      seconds: int) -> CallRecord:
+    """An inbound recorded call from `caller` to `ext` (admin: a call that just ended)."""
+    rng = random.Random(f"added:{ext.id}:{when.isoformat()}:{caller}")
+    audio = media.audio_mp3(rng.randrange(1 << 62), max(1, seconds))
+    rec = Recording(id=str(next(company.ids)), media=audio, duration=seconds, type="Automatic")
+    call = CallRecord(id=_call_id(rng), session_id=str(rng.randrange(10**10, 10**11)), start_time=when,
+                      duration=seconds, type="Voice", direction="Inbound", action="Phone Call",
+                      result="Accepted", from_=Party(phone_number=caller), to=_me(ext), recording=rec)
+    return ext.store.add_call(call)
+
+
 def _outside_calls(config: EmulatorConfig, company: Company, ext: Extension, now: dt.datetime, *,
                    total: int, recorded: int, salt: object) -> None:
     rng = _rng(config.seed, "outside", salt)
