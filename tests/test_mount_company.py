@@ -208,3 +208,14 @@ def test_company_recordings_refresh_incrementally(start_emulator, tmp_path):
                    if "/account/~/call-log?" in line and "HTTP Request" in line]
         assert int(queries[0]) <= 2000  # the first listing: the whole history
         assert len(queries) >= 2 and all(int(year) >= dt.date.today().year - 1 for year in queries[1:])
+
+
+def test_ten_thousand_extensions_list_page_by_page(start_emulator, tmp_path):
+    srv = start_emulator(**ROOMY, extra_extensions=10_000)
+    total = 10_000 + 8
+    with _mount(srv, tmp_path):
+        srv.reset_stats()
+        users = os.listdir(tmp_path / "m" / "company" / "users")
+        assert len(users) == len(set(users)) == total
+        assert srv.stats()["requests"]["extension-list"] == -(-total // 1000)  # 1,000 a page
+        assert "20000 Listed User 00000" in users and "29999 Listed User 09999" in users

@@ -148,6 +148,12 @@ def build_company(config: EmulatorConfig, main: Store, now: dt.datetime) -> Comp
         _big_company(config, company, now)
     else:
         _demo_company(config, company, now)
+    for n in range(config.extra_extensions):  # empty mailboxes: only the list is long
+        ext_id = _ext_id(company.main, 100_000 + n)
+        company.add(Extension(id=ext_id, number=str(20_000 + n), name=f"Listed User {n:05d}", type="User",
+                              status="Enabled", email=None, admin=False,
+                              store=company.new_store(ext_id, str(20_000 + n), f"+1650557{n % 10_000:04d}"),
+                              created=dt.datetime(2025, 1, 1, tzinfo=UTC)))
     return company
 
 

@@ -44,6 +44,7 @@ class EmulatorConfig:
     scale: str = "demo"  # demo | listing | bench | company (see seed.py)
     faxes: int | None = None  # override the number of faxes (listing tests: 10000)
     hide_sizes: float = 0.3  # share of attachments whose JSON omits `size`
+    extra_extensions: int = 0  # that many more (empty) extensions in the company (listing tests)
     hostile_names: bool = False  # attachments with fileName values that try to escape
     odd_records: bool = False  # a few messages whose JSON is odd (seed.ODD_RECORDS)
     # rate limits -------------------------------------------------------------------

@@ -64,6 +64,7 @@ _HELP = {
     "scale": "size of the generated account: demo | listing | bench | company (240 extensions, "
              "20,000 recorded calls)",
     "faxes": "number of faxes to generate (overrides the scale's count)",
+    "extra_extensions": "add this many empty extensions to the company (10,000-extension listings)",
     "hide_sizes": "share of attachments whose JSON omits `size` (0..1)",
     "hostile_names": "add MMS attachments whose fileName values try to escape",
     "odd_records": "add messages with odd JSON: 64-bit-overflowing sizes, dates in year 1 or 9999, "
