@@ -74,6 +74,7 @@ T_AUTHZ = EXT + "/authz-profile"
 T_AUTHZ_CHECK = T_AUTHZ + "/check"
 T_ACCOUNT_CALLLOG = ACCT + "/call-log"
 T_ACCOUNT_CALL = T_ACCOUNT_CALLLOG + "/{callRecordId}"
+T_ACCOUNT_CALLSYNC = ACCT + "/call-log-sync"
 
 T_GREETING_GET = T_GREETING + "/{greetingId}"
 T_RULES = EXT + "/answering-rule"
@@ -112,6 +113,7 @@ EXPECTED = {
     ("message-sync-other", 200), ("authz-profile", 200), ("authz-check", 200),
     ("call-log-account", 200), ("call-record-account", 200), ("extension-unknown", 404),
     ("user-message-list-other", 403), ("user-call-log-account", 403), ("user-authz-profile", 200),
+    ("call-log-sync-fsync", 200), ("call-log-sync-isync", 200), ("call-log-sync-no-count", 400),
 }
 
 
@@ -333,6 +335,15 @@ class Walk:
         self.call("call-record-account", "GET", T_ACCOUNT_CALL,
                   f"{acct}/call-log/{company['records'][-1]['id']}", expect=200)
         self.call("extension-unknown", "GET", T_LIST, acct + "/extension/1/message-store", expect=404)
+        fsync = self.call("call-log-sync-fsync", "GET", T_ACCOUNT_CALLSYNC, acct + "/call-log-sync", expect=200,
+                          params={"syncType": "FSync", "recordCount": 5})
+        assert len(fsync["records"]) == 5
+        added = self.server.admin("POST", "/_emulator/calls", {"extension": "103"})
+        isync = self.call("call-log-sync-isync", "GET", T_ACCOUNT_CALLSYNC, acct + "/call-log-sync", expect=200,
+                          params={"syncType": "ISync", "syncToken": fsync["syncInfo"]["syncToken"]})
+        assert [r["id"] for r in isync["records"]] == [added["id"]]
+        self.call("call-log-sync-no-count", "GET", T_ACCOUNT_CALLSYNC, acct + "/call-log-sync", expect=400,
+                  params={"syncType": "FSync"})
         # The regular user: another mailbox and the company log are 403 CMN-408.
         admin_token, self.token = self.token, self.server.token(self.server.user_jwt)
         try:

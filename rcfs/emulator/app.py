@@ -64,7 +64,7 @@ PERMISSIONS: dict[str, str] = {
     "message-list": "ReadMessages", "message-get": "ReadMessages", "message-sync": "ReadMessages",
     "message-content": "ReadMessages",
     "message-update": "EditMessages", "message-patch": "EditMessages", "message-delete": "EditMessages",
-    "call-log": "ReadCallLog", "call-log-account": "ReadCallLog",
+    "call-log": "ReadCallLog", "call-log-account": "ReadCallLog", "call-log-sync-account": "ReadCallLog",
     "call-record": "ReadCallLog", "call-record-account": "ReadCallLog",
     "recording-get": "ReadCallRecording", "recording-content": "ReadCallRecording",
     "fax-send": "Faxes", "sms-send": "SMS", "mms-send": "SMS",

@@ -91,6 +91,9 @@ class Company:
         self.main = main
         self.extensions: dict[str, Extension] = {}
         self.ids = itertools.count(8_000_000_001)  # ids of the other extensions' data
+        # Calls added after seeding, in order: (sequence, extension id, call id); what
+        # the account call-log ISync replays (seeded calls are sequence 0).
+        self.added_calls: list[tuple[int, str, str]] = []
         self.add(Extension(id=main.extension_id, number=main.extension_number, name=main_name,
                            type="User", status="Enabled", email="demo.user@example.com", admin=True,
                            store=main, created=dt.datetime(2024, 1, 2, 9, 0, tzinfo=UTC)))
@@ -283,7 +286,9 @@ def add_recorded_call(company: Company, ext: Extension, caller: str, when: dt.da
     call = CallRecord(id=_call_id(rng), session_id=str(rng.randrange(10**10, 10**11)), start_time=when,
                       duration=seconds, type="Voice", direction="Inbound", action="Phone Call",
                       result="Accepted", from_=Party(phone_number=caller), to=_me(ext), recording=rec)
-    return ext.store.add_call(call)
+    ext.store.add_call(call)
+    company.added_calls.append((len(company.added_calls) + 1, ext.id, call.id))
+    return call
 
 
 def _outside_calls(config: EmulatorConfig, company: Company, ext: Extension, now: dt.datetime, *,

@@ -434,6 +434,51 @@ def _call_log(account_level: bool):
     return handler
 
 
+SYNC_CALLS_MAX = 250  # ISync answers at most this many records (the spec's CallLogSyncResponse)
+
+
+async def sync_account_call_log(emu: Emulator, request: Request, session: Session | None) -> Response:
+    """`GET …/account/{accountId}/call-log-sync` (Heavy, FullCompanyCallLog): FSync gives
+    the newest `recordCount` (required) calls since `dateFrom` (at most 30 days back) and a
+    token; ISync gives the calls logged since the token (at most 250), newest first."""
+    q = request.query_params
+    token = q.get("syncToken")
+    sync_type = q.get("syncType") or ("ISync" if token else "FSync")
+    if sync_type not in ("FSync", "ISync"):
+        raise bad_param(emu, "syncType", sync_type)
+    now = emu.store.now()
+    company = emu.company
+    if sync_type == "FSync":
+        count = int_param(emu, request, "recordCount", 0, minimum=1)
+        if not count:
+            raise bad_param(emu, "recordCount", "", "Parameter [recordCount] is required for FSync")
+        date_from = parse_time(emu, "dateFrom", q.get("dateFrom"))
+        if date_from is not None and date_from < now - 30 * DAY:
+            raise bad_param(emu, "dateFrom", q.get("dateFrom"), "Parameter [dateFrom] is limited to the last 30 days")
+        items = [(ext.id, c) for ext, c in company.calls() if date_from is None or c.start_time >= date_from]
+        items.sort(key=lambda pair: (pair[1].start_time, pair[1].id), reverse=True)
+        items = items[:count]
+    else:
+        decoded = emu.sync_tokens.decode(token or "")
+        if decoded is None or decoded[1].get("calls") != "account" or decoded[0] > len(company.added_calls):
+            raise _sync_invalid(emu)
+        items = []
+        for _seq, ext_id, call_id in company.added_calls[decoded[0]:]:
+            ext = company.get(ext_id)
+            call = ext.store.calls.get(call_id) if ext is not None else None
+            if call is not None:
+                items.append((ext_id, call))
+        items.reverse()
+        items = items[:SYNC_CALLS_MAX]
+    return JSONResponse({
+        "uri": f"{emu.platform_base}{emu.canonical_path(request)}?syncType={sync_type}",
+        "records": [emu.render_call(c, account_level=True, extension_id=e) for e, c in items],
+        "syncInfo": {"syncType": sync_type,
+                     "syncToken": emu.sync_tokens.encode(len(company.added_calls), {"calls": "account"}),
+                     "syncTime": iso(now)},
+    })
+
+
 async def get_call(emu: Emulator, request: Request, session: Session | None) -> Response:
     """`GET …/call-log/{callRecordId}` (Heavy): the extension's, or any of the company's."""
     if "extensionId" in request.path_params:
@@ -682,6 +727,7 @@ def routes(emu: Emulator) -> list[BaseRoute]:
         r(ext + "/message-sync", "message-sync", "Light", sync_messages, ["GET"]),
         r(ext + "/call-log", "call-log", "Heavy", _call_log(False), ["GET"]),
         r(acct + "/call-log", "call-log-account", "Heavy", _call_log(True), ["GET"]),
+        r(acct + "/call-log-sync", "call-log-sync-account", "Heavy", sync_account_call_log, ["GET"]),
         r(ext + "/call-log/{callRecordId}", "call-record", "Heavy", get_call, ["GET"]),
         r(acct + "/call-log/{callRecordId}", "call-record-account", "Heavy", get_call, ["GET"]),
         r(acct + "/recording/{recordingId}", "recording-get", "Heavy", get_recording, ["GET"]),
