@@ -75,6 +75,7 @@ class MountOptions:
     uid: int | None = None  # owner the tree presents (None: the mounting user); mount -o uid=
     gid: int | None = None
     background: bool = True  # learn unknown sizes and recording types while the API is idle
+    company: bool = True  # /company for admins (rcfs.folders.company); False: never asked
 
 
 def check_mountpoint(path: Path, *, nonempty: bool = False) -> None:
@@ -196,7 +197,7 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
                               region=region)
         outbox: OutboxOwner = owners["outbox"]  # type: ignore[assignment]
         mailbox_media = [o for o in owners.values() if isinstance(o, RemoteMediaOwner)]
-        users, recordings = await company_view(client)
+        users, recordings = await company_view(client) if opts.company else (False, False)
         company = build_company(opts, tree, client, reader, state, users=users, recordings=recordings)
         owners.update(company)
 
