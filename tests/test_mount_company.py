@@ -176,8 +176,10 @@ def test_a_403_on_one_extension_costs_only_that_folder(start_emulator, tmp_path)
         users = mnt / "company" / "users"
         names = {os.getxattr(users / u, "user.rc.id").decode(): u for u in os.listdir(users)}
         assert os.listdir(users / names[alice.id] / "faxes")
+        srv.reset_stats()
         denied = _run("ls", str(users / names[bob.id] / "faxes"))
         assert denied.returncode != 0 and os.strerror(errno.EACCES) in denied.stderr
+        assert srv.stats()["statuses"].get("403") == 1  # asked once, not once per request kind
         assert "[ReadMessages]" in mount_log(mnt)
         assert len(os.listdir(users)) == len(store.company.extensions)  # the listing is whole
         assert os.listdir(mnt / "faxes")  # and the user's own folders are untouched

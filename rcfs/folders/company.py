@@ -34,6 +34,7 @@ Reads are as for every media file: one streaming request per file.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
 import logging
@@ -127,15 +128,16 @@ class CompanyUsersOwner(FolderOwner):
     async def _load(self) -> None:
         """Apply the extension list page by page; then drop the extensions not in it."""
         seen: set[str] = set()
-        pages = self.client.extension_pages()
-        async for page in pages:
-            for record in page:
-                ext_id = record.get("id")
-                if isinstance(ext_id, bool) or not isinstance(ext_id, (int, str)) or not str(ext_id).isdigit():
-                    log.warning("skipping an extension record without a usable id")
-                    continue
-                seen.add(str(ext_id))
-                self._apply(str(ext_id), record)
+        # aclosing: a listing cut short (deadline, unmount) closes the page generator now.
+        async with contextlib.aclosing(self.client.extension_pages()) as pages:
+            async for page in pages:
+                for record in page:
+                    ext_id = record.get("id")
+                    if isinstance(ext_id, bool) or not isinstance(ext_id, (int, str)) or not str(ext_id).isdigit():
+                        log.warning("skipping an extension record without a usable id")
+                        continue
+                    seen.add(str(ext_id))
+                    self._apply(str(ext_id), record)
         for ext_id in [e for e in self.names if e not in seen]:
             self._drop(ext_id)
         self.listed = True
@@ -208,24 +210,25 @@ class CompanyRecordingsOwner(RemoteMediaOwner):
         full = self.newest is None or self.loads % FULL_EVERY == 0
         date_from = self.since if full else max(self.since, self.newest - LATE_CALLS)
         seen: set[str] = set()
-        async for page in self.client.account_call_log_pages(date_from):
-            for record in page:
-                self.calls_seen += 1
-                rec = record.get("recording") if isinstance(record, dict) else None
-                if not isinstance(rec, dict) or not rec.get("contentUri") or not rec.get("id"):
-                    continue
-                rid = str(rec["id"])
-                seen.add(rid)
-                if rid in self.where:
-                    continue
-                try:
-                    created = names.parse_time(record.get("startTime")) or dt.datetime.now(dt.timezone.utc)
-                    self._add(record, rec, rid, created)
-                except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as exc:
-                    log.warning("skipping malformed company call record %s: %s", record.get("id"), exc)
-                    continue
-                if self.newest is None or created > self.newest:
-                    self.newest = created
+        async with contextlib.aclosing(self.client.account_call_log_pages(date_from)) as pages:
+            async for page in pages:
+                for record in page:
+                    self.calls_seen += 1
+                    rec = record.get("recording") if isinstance(record, dict) else None
+                    if not isinstance(rec, dict) or not rec.get("contentUri") or not rec.get("id"):
+                        continue
+                    rid = str(rec["id"])
+                    seen.add(rid)
+                    if rid in self.where:
+                        continue
+                    try:
+                        created = names.parse_time(record.get("startTime")) or dt.datetime.now(dt.timezone.utc)
+                        self._add(record, rec, rid, created)
+                    except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as exc:
+                        log.warning("skipping malformed company call record %s: %s", record.get("id"), exc)
+                        continue
+                    if self.newest is None or created > self.newest:
+                        self.newest = created
         if full:
             for rid in [r for r in self.where if r not in seen]:
                 month, name = self.where.pop(rid)

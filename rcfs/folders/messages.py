@@ -18,7 +18,7 @@ import datetime as dt
 import logging
 
 from .. import names
-from ..api.errors import ApiError
+from ..api.errors import ApiError, PermissionDenied
 from ..tree import File, Folder
 from .media import RemoteMediaOwner
 
@@ -78,6 +78,8 @@ class MessageFolderOwner(RemoteMediaOwner):
             result = await self.client.sync_messages(message_type=self.message_type, date_from=self.since,
                                                      record_count=1, extension_id=self.extension_id)
             token = result.sync_token
+        except PermissionDenied:
+            raise  # the listing would be refused too (another user's mailbox): ask once, not twice
         except ApiError as exc:
             log.info("no sync token for %s (%s); later refreshes will re-list", self.message_type, exc)
         records = await self.client.list_messages(message_type=self.message_type, date_from=self.since,
