@@ -197,8 +197,8 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
                               region=region)
         outbox: OutboxOwner = owners["outbox"]  # type: ignore[assignment]
         mailbox_media = [o for o in owners.values() if isinstance(o, RemoteMediaOwner)]
-        users, recordings = await company_view(client) if opts.company else (False, False)
-        company = build_company(opts, tree, client, reader, state, users=users, recordings=recordings)
+        view = await company_view(client) if opts.company else CompanyView()
+        company = build_company(opts, tree, client, reader, state, users=view.users, recordings=view.recordings)
         owners.update(company)
 
         def sent(channel: str) -> None:
@@ -208,6 +208,7 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
         # /greetings and /exports (issue 10): uploads share the outbox's sender.
         greetings: GreetingsOwner = owners["greetings"]  # type: ignore[assignment]
         exports: ExportsOwner = owners["exports"]  # type: ignore[assignment]
+        exports.allowed = view.exports
         sender = Sender(client, outbox, outbox.spool, on_sent=sent, greetings=greetings)
         outbox.on_queued = sender.wake
         greetings.on_queued = sender.wake
@@ -325,16 +326,25 @@ WIDE_SCOPES = frozenset({"Account", "AllExtensions", "UserExtensions", "NonUserE
                          "Federation"})
 
 
-async def company_view(client: RingCentralClient) -> tuple[bool, bool]:
-    """(other users' mailboxes, the company's recordings): what the signed-in user may
-    see beyond their own mailbox, from the authorization profile (one request at
-    mount). rcfs shows /company only for what this grants, so it provokes no 403 it
-    could have foreseen; if the profile cannot be read, there is no /company."""
+@dataclasses.dataclass
+class CompanyView:
+    """What the signed-in user may do beyond their own mailbox (the authorization profile)."""
+
+    users: bool = False  # read other extensions' mailboxes
+    recordings: bool = False  # read the company call log and its recordings
+    exports: bool = True  # message-store exports (they cover every extension: admins only)
+
+
+async def company_view(client: RingCentralClient) -> CompanyView:
+    """What the signed-in user may see beyond their own mailbox, from the authorization
+    profile (one request at mount). rcfs shows /company only for what this grants and
+    refuses an export the profile does not allow, so it provokes no 403 it could have
+    foreseen; if the profile cannot be read, there is no /company (and exports are tried)."""
     try:
         profile = await client.get_authz_profile()
     except ApiError as exc:
         log.info("cannot read the authorization profile (%s); no /company", exc)
-        return False, False
+        return CompanyView()
     scopes: dict[str, set[str]] = {}
     for item in profile.get("permissions") or []:
         if not isinstance(item, dict):
@@ -342,9 +352,9 @@ async def company_view(client: RingCentralClient) -> tuple[bool, bool]:
         pid = (item.get("permission") or {}).get("id") if isinstance(item.get("permission"), dict) else None
         if isinstance(pid, str):
             scopes.setdefault(pid, set()).update(s for s in item.get("scopes") or [] if isinstance(s, str))
-    users = bool(scopes.get("ReadMessages", set()) & WIDE_SCOPES)
-    recordings = "FullCompanyCallLog" in scopes and "ReadCallRecording" in scopes
-    return users, recordings
+    return CompanyView(users=bool(scopes.get("ReadMessages", set()) & WIDE_SCOPES),
+                       recordings="FullCompanyCallLog" in scopes and "ReadCallRecording" in scopes,
+                       exports="Users" in scopes)
 
 
 def build_company(opts: MountOptions, tree: Tree, client: RingCentralClient, reader: Reader,

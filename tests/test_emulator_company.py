@@ -115,6 +115,8 @@ async def test_a_regular_user_reaches_only_their_own_mailbox(make_emulator, emul
         check = (await c.get(f"{ACCT}/extension/~/authz-profile/check",
                              params={"permissionId": "ReadMessages", "targetExtensionId": bob.id})).json()
         assert check["successful"] is False
+        report = await c.post(f"{ACCT}/message-store-report", json={})
+        assert report.status_code == 403 and report.json()["permissionName"] == "Users"
 
 
 async def test_a_denied_or_deleted_extension(make_emulator, emulator_client):

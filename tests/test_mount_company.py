@@ -162,9 +162,14 @@ def test_a_regular_user_has_no_company_and_meets_no_403(start_emulator, tmp_path
             assert listed.returncode == 0, listed.stderr
         assert os.listdir(mnt / "faxes")  # the user's own mailbox (extension 102) is there
         assert not os.path.exists(mnt / "company")
+        # An export covers every extension (admins only): refused without asking.
+        made = _run("mkdir", str(mnt / "exports" / "2026-01-01..2026-01-31"))
+        assert made.returncode != 0 and os.strerror(errno.EACCES) in made.stderr
+        assert "[Users]" in mount_log(mnt)
     stats = srv.stats()
     assert stats["statuses"].get("403", 0) == 0, stats["statuses"]
     assert stats["requests"].get("authz-profile") == 1
+    assert stats["requests"].get("report-create", 0) == 0
 
 
 def test_a_403_on_one_extension_costs_only_that_folder(start_emulator, tmp_path):

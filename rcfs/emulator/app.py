@@ -87,6 +87,9 @@ OTHER_EXTENSION_ROUTES: dict[str, str] = {
 ADMIN_ROUTES: dict[str, str] = {
     "call-log-account": "FullCompanyCallLog", "call-record-account": "FullCompanyCallLog",
     "call-log-sync-account": "FullCompanyCallLog",
+    # Message-store exports cover every extension: "only users with the admin role" (B4).
+    "report-create": "Users", "report-get": "Users", "report-archives": "Users",
+    "report-archive-content": "Users",
 }
 
 # The store of the extension the request being answered addresses (`Emulator.store`).

@@ -571,13 +571,14 @@ async def list_extensions(emu: Emulator, request: Request, session: Session | No
 
 # The user permissions the authorization profile knows, and who holds them how widely.
 _PROFILE = ("ReadExtensions", "ReadMessages", "EditMessages", "ReadCallLog", "ReadCallRecording",
-            "FullCompanyCallLog")
+            "FullCompanyCallLog", "Users")
+_ADMIN_ONLY = ("FullCompanyCallLog", "Users")
 
 
 def _permission(emu: Emulator, session: Session | None, permission: str) -> dict[str, Any] | None:
     """An `ActivePermissionResource`, None when the user lacks `permission` entirely."""
     admin = emu.is_admin(session)
-    if permission == "FullCompanyCallLog" and not admin:
+    if permission in _ADMIN_ONLY and not admin:
         return None
     if permission == "ReadExtensions":
         scopes = ["Account"]  # the company directory: every user sees every extension
