@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "the demo's temporary state")
     m.add_argument("--demo-scale", default="demo", choices=["demo", "listing", "bench", "company"],
                    help="size of the demo account (default: demo)")
+    m.add_argument("--demo-user", action="store_true",
+                   help="sign in to the demo as a regular user (extension 102) instead of the super "
+                        "admin: no /company, and exports are refused")
     m.add_argument("--demo-window", type=float, default=10.0,
                    help="the demo emulator's rate-limit window in seconds (real API: 60); the "
                         "demo runs 6x faster so copying the whole account takes seconds (default: 10)")
@@ -307,7 +310,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
                     emulator_stderr.close()
             cfg = EmulatorConfig()
             creds = Credentials(server_url=demo.platform_url, client_id=cfg.client_id,
-                                client_secret=cfg.client_secret, jwt=cfg.jwt)
+                                client_secret=cfg.client_secret, jwt=cfg.user_jwt if args.demo_user else cfg.jwt)
             print(f"rcfs: demo emulator at {demo.platform_url} (media {demo.media_url})", file=sys.stderr)
         assert creds is not None
         options = MountOptions(
