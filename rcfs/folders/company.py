@@ -170,8 +170,8 @@ class CompanyUsersOwner(FolderOwner):
     def _open(self, folder: Folder) -> None:
         """Make the mailbox of an extension's folder, the first time it is looked into."""
         ext_id = folder.xattrs.get("user.rc.id")
-        if not ext_id or ext_id in self.mailboxes:
-            return
+        if not ext_id or ext_id in self.mailboxes or self.folder.children.get(folder.name) is not folder:
+            return  # opened already, or gone from the account (a stale handle still names it)
         mailbox = self.make_mailbox(folder, ext_id, f"company/users/{folder.name}")
         self.mailboxes[ext_id] = mailbox
         for owner in mailbox.owners.values():
