@@ -479,6 +479,7 @@ class RingCentralClient:
     * `max_connections`: HTTP keep-alive pool size.
     * `wall_clock`: epoch seconds for token expiry (tests inject one).
     * `media_hosts`: host names besides the derived ones that may receive the token.
+    * `shared`: a `SharedBudget` (issue 18): the fleet's rate-limit budget and token pair.
 
     Where the token goes (`check_url`): every request goes to a host of `trusted_hosts`
     = the platform host of `server_url`, its media twin (`platform.X` -> `media.X`, so
@@ -503,11 +504,13 @@ class RingCentralClient:
         user_agent: str = "rcfs/0.1",
         wall_clock: Callable[[], float] = time.time,
         media_hosts: Iterable[str] = (),
+        shared: Any = None,
     ) -> None:
         self.credentials = dataclasses.replace(credentials, server_url=credentials.server_url.rstrip("/"))
         self.timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
         self.retry = retry or RetryPolicy()
-        self.governor = governor or RateGovernor()
+        # shared: a fleet's SharedBudget (rcfs.api.shared_budget): one budget, one login.
+        self.governor = governor or RateGovernor(shared=shared)
         self.stats = ClientStats()
         self._rng = random.Random()
         self._learned_groups: dict[str, Group] = {}
@@ -528,6 +531,7 @@ class RingCentralClient:
             revoke=self._revoke_request,
             store=token_store,
             wall_clock=wall_clock,
+            shared=shared.tokens() if shared is not None else None,
         )
 
     def __repr__(self) -> str:
