@@ -150,6 +150,9 @@ class Store:
         # Called as observer("new" | "updated", message) after every change: the push
         # gateway (gateway.py) turns them into notifications.
         self.observers: list[Callable[[str, Message], None]] = []
+        # The account's extensions (rcfs.emulator.company.Company) when this is the
+        # signed-in user's store of a seeded company; None: a one-extension account.
+        self.company = None
         self._ids = itertools.count(7_000_000_001)
         self._seq = itertools.count(1)
 

@@ -34,8 +34,12 @@ class RecordingsOwner(RemoteMediaOwner):
         super().__init__(*args, **kw)
         self.since = since
 
+    def key_for(self, rid: str) -> str:
+        """A recording's node key (`key_prefix`: see RemoteMediaOwner)."""
+        return f"{self.key_prefix}rec:{rid}"
+
     async def load(self) -> None:
-        records = await self.client.list_call_log(date_from=self.since)
+        records = await self.client.list_call_log(date_from=self.since, extension_id=self.extension_id)
         seen = self._add_records(records)
         for rid in list(self.entries):
             if rid not in seen:
@@ -64,7 +68,9 @@ class RecordingsOwner(RemoteMediaOwner):
 
     # push ------------------------------------------------------------------------------
     def push_filters(self) -> tuple[str, ...]:
-        return (TELEPHONY_FILTER,)
+        # The signed-in user's calls. (Company mode's folders of other extensions are not
+        # pushed yet: they keep their TTL; their filter would name the extension's id.)
+        return (TELEPHONY_FILTER,) if self.extension_id == "~" else ()
 
     def wants(self, notice) -> bool:
         return (notice.kind == "telephony" and notice.status == "Disconnected"
@@ -80,7 +86,7 @@ class RecordingsOwner(RemoteMediaOwner):
             if wanted <= set(self.entries):
                 continue
             for wait in (*CALL_LOG_WAITS, None):
-                records = await self.client.list_call_log(date_from=self.since,
+                records = await self.client.list_call_log(date_from=self.since, extension_id=self.extension_id,
                                                           telephony_session_id=notice.telephony_session_id)
                 before = set(self.folder.children)
                 self._add_records(records)
@@ -96,7 +102,7 @@ class RecordingsOwner(RemoteMediaOwner):
 
     def _recording_node(self, record: dict, rec: dict, created: dt.datetime) -> str:
         rid = str(rec["id"])
-        key = f"rec:{rid}"
+        key = self.key_for(rid)
         content_type = self.state.content_types.get(key, "audio/mpeg")
         stem = names.base_name(created, record.get("direction"), names.other_party(record), rid)
         name = names.with_extension(stem, content_type)
@@ -125,7 +131,7 @@ class RecordingsOwner(RemoteMediaOwner):
         self.state.learn_content_type(node.key, base)
         if names.extension_for(base) == names.extension_for(node.content_type):
             return
-        rid = node.key.split(":", 1)[1]
+        rid = node.xattrs.get("user.rc.id") or node.key.rsplit(":", 1)[1]
         stem = node.name.rsplit(".", 1)[0]
         self.tree.rename(self.folder, node, names.with_extension(stem, base))
         node.content_type = base
