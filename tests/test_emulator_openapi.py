@@ -300,7 +300,7 @@ class Walk:
         # Push (gateway.py): the ws token (an empty body), and a recorded call found in the
         # call log by its telephony session once it has ended.
         self.call("wstoken", "POST", T_WSTOKEN, p + T_WSTOKEN, expect=200)
-        placed = s.admin("POST", "/_emulator/calls", {"from": "+15551230003", "seconds": 31})
+        placed = s.admin("POST", "/_emulator/calls/live", {"from": "+15551230003", "seconds": 31})
         found = self.call("call-log-by-telephony-session", "GET", T_CALLLOG, ext + "/call-log", expect=200,
                           params={"telephonySessionId": placed["telephonySessionId"], "recordingType": "All"})
         assert [r["recording"]["id"] for r in found["records"]] == [placed["recordingId"]]

@@ -161,7 +161,7 @@ def test_subscription_over_the_socket_and_the_real_event_bodies(server):
             body = [env["body"] for _, env in got if env["event"].endswith("/voicemail")][0]
             assert body["id"] == vm["id"] and body["attachments"][0]["type"] == "AudioRecording"
 
-            call = admin(server, "POST", "/_emulator/calls", {"from": "+16175550100", "seconds": 31})
+            call = admin(server, "POST", "/_emulator/calls/live", {"from": "+16175550100", "seconds": 31})
             codes = []
             for _ in range(3):
                 _, env = await recv_type(s, "ServerNotification")

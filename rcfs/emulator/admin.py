@@ -65,7 +65,7 @@ Push (gateway.py, same rules):
                                    connection would), {"stall": seconds} (every socket a
                                    black hole for that long), {"fail_recoveries": n},
                                    {"subscription_id_header": bool}, {"single_use_tokens": bool}
-    POST /_emulator/calls          place and end a (recorded) call: JSON {"from"|"to": "+1…",
+    POST /_emulator/calls/live     place and end a (recorded) call: JSON {"from"|"to": "+1…",
                                    "direction": "Inbound"|"Outbound", "seconds": recording
                                    length, "talkSeconds": wall seconds before it ends (0),
                                    "callLogDelay": seconds after the end before the call log

@@ -585,6 +585,7 @@ class Emulator:
                     addressed = _ADDRESSED.set(self.addressed_store(name, request, session))
                 if group is not None:
                     self.settle_sends()
+                    self.gateway.run_due()  # a placed call's later steps (gateway.place_call)
                 if self.held_messages:
                     self.deliver_held(name)
                 response = await handler(request, session)

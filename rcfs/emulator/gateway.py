@@ -20,7 +20,7 @@ Facts from shared/ringcentral/PUSH-AND-ADMIN.md §A; tags [D]/[L]/[I] as there.
   (`newCount`/`updatedCount`/`newMessageIds`), instant SMS, fax, voicemail, extension
   and account telephony sessions (with `recordings`). They fire when the store changes
   (an injected message, a send, a send settling, a read-status change, a delete) and
-  when a call placed with `POST /_emulator/calls` rings, is answered and ends.
+  when a call placed with `POST /_emulator/calls/live` rings, is answered and ends.
 * `Heartbeat` frames are echoed. Only text frames from the client count as traffic:
   WebSocket pings never reach this code (the server answers them), as production [L].
   No client frame for `idleTimeout` -> `Error WSG-902` and close; `absoluteTimeout`
@@ -61,7 +61,6 @@ from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import parse_qsl, urlsplit
 
 import anyio
-from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
@@ -142,6 +141,10 @@ class Gateway:
         self.subscription_id_header = False
         self.single_use_tokens = False
         self.counts: collections.Counter = collections.Counter()
+        # (due on self.clock(), action): the later steps of a placed call. Run by every
+        # socket's watchdog and before every API request is answered (`run_due`), so they
+        # happen on time with a socket open and are in place for any request without one.
+        self.timed: list[tuple[float, Callable[[], None]]] = []
         emu.store.observers.append(self._store_changed)
 
     # settings ----------------------------------------------------------------------
@@ -553,6 +556,7 @@ class Gateway:
                 conn.stalled_until = 0.0
                 conn.wake.set()
                 return
+            self.run_due()
             if sending.pending_count(self.emu.store):
                 self.emu.settle_sends()  # a queued send leaves Queued: its change is pushed
             await anyio.sleep(min(0.25, max(0.01, min(idle_at, absolute_at) - now)))
@@ -563,6 +567,15 @@ class Gateway:
             if s.connection is None and s.disconnected_at is not None \
                     and now - s.disconnected_at > self.recovery_timeout:
                 del self.sessions[sid]
+
+    def run_due(self) -> None:
+        if not self.timed:
+            return
+        now = self.clock()
+        due = sorted((t for t in self.timed if t[0] <= now), key=lambda t: t[0])
+        self.timed = [t for t in self.timed if t[0] > now]
+        for _, action in due:
+            action()
 
     # switches --------------------------------------------------------------------------------
     def drop_all(self) -> int:
@@ -612,11 +625,10 @@ def _call_id() -> str:
     return "".join(secrets.choice(alphabet) for _ in range(15))
 
 
-async def place_call(emu: Emulator, body: dict) -> tuple[dict, Callable[[], Any] | None]:
+def place_call(emu: Emulator, body: dict) -> dict:
     """Place a (recorded) call: Setup and Answered now; Disconnected after `talkSeconds`;
-    the call-log record (with its recording) `callLogDelay` seconds after that.
-
-    Returns (answer JSON, the rest as a background coroutine function or None)."""
+    the call-log record (with its recording) `callLogDelay` seconds after that (both on
+    the gateway's timer, `Gateway.run_due`). Returns the answer JSON."""
     from . import media
 
     store = emu.store
@@ -663,15 +675,11 @@ async def place_call(emu: Emulator, body: dict) -> tuple[dict, Callable[[], Any]
     if talk == 0 and delay == 0:
         end()
         store.add_call(call)
-        return answer, None
-
-    async def later() -> None:
-        await anyio.sleep(talk)
-        end()
-        await anyio.sleep(delay)
-        store.add_call(call)
-
-    return answer, later
+        return answer
+    now = gw.clock()
+    gw.timed.append((now + talk, end))
+    gw.timed.append((now + talk + delay, lambda: store.add_call(call)))
+    return answer
 
 
 def routes(emu: Emulator) -> list[BaseRoute]:
@@ -707,10 +715,10 @@ def routes(emu: Emulator) -> list[BaseRoute]:
             body = json.loads(await request.body() or b"{}")
             if not isinstance(body, dict):
                 raise ValueError("body must be a JSON object")
-            answer, rest = await place_call(emu, body)
+            answer = place_call(emu, body)
         except ValueError as exc:
             return emu.api_error(400, "CMN-101", str(exc))
-        return JSONResponse(answer, status_code=201, background=BackgroundTask(rest) if rest else None)
+        return JSONResponse(answer, status_code=201)
 
     def admin(path: str, name: str, handler, method: str) -> Route:
         return Route(path, emu.endpoint(name, None, handler, auth="none"), methods=[method], name=name)
@@ -721,5 +729,5 @@ def routes(emu: Emulator) -> list[BaseRoute]:
         WebSocketRoute("/ws", gw.serve, name="wsg"),
         admin("/_emulator/push", "admin-push", push_get, "GET"),
         admin("/_emulator/push", "admin-push-set", push_set, "POST"),
-        admin("/_emulator/calls", "admin-calls", calls, "POST"),
+        admin("/_emulator/calls/live", "admin-calls-live", calls, "POST"),
     ]

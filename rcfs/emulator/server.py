@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
                "POST /_emulator/stats/reset, GET|POST /_emulator/config, "
                "POST /_emulator/ratelimit/reset, POST /_emulator/messages, GET /_emulator/info, "
                "GET|POST /_emulator/push (the WebSocket gateway's state and switches), "
-               "POST /_emulator/calls (a recorded call, pushed as telephony-session events). "
+               "POST /_emulator/calls/live (a recorded call, pushed as telephony-session events). "
                "Log in with POST /restapi/oauth/token (Basic client-id:client-secret, "
                "grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer, assertion=<jwt>).",
     )
