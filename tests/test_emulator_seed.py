@@ -101,7 +101,7 @@ def test_demo_voicemails(demo: Store) -> None:
 
 def test_demo_sms_and_mms(demo: Store) -> None:
     sms = of_type(demo, "SMS")
-    assert len(sms) == seed.SMS_TOTAL
+    assert len(sms) == seed.SMS_TOTAL + seed.TEXTS_TOTAL
     mms = [m for m in sms if any(a.type == "MmsAttachment" for a in m.attachments)]
     assert len(mms) == seed.MMS_COUNT
     part_types = set()
