@@ -315,6 +315,10 @@ def test_file_agrees_with_every_demo_media_object(demo: Store, tmp_path: Path) -
                          timeout=60, check=True, text=True).stdout.splitlines()
     assert len(out) == len(objects)
     for (label, obj), detected in zip(objects, out):
+        if obj.content_type == "text/plain" and re.search(rb"[\x00-\x08\x0e-\x1f]", obj.read(0, obj.size)):
+            # A text carrying terminal escapes (seed._CONTROL_CHAT) is data to `file`.
+            assert detected.strip() == "application/octet-stream", (label, detected)
+            continue
         assert detected.strip() in MIME_ALIASES.get(obj.content_type, {obj.content_type}), (label, detected)
         assert obj.extension == media.extension_for(obj.content_type)
     kinds = {obj.content_type for _, obj in objects}
