@@ -38,6 +38,7 @@ from .folders.media import RemoteMediaOwner
 from .folders.outbox import OutboxOwner
 from .folders.messages import MESSAGE_TYPES, MessageFolderOwner
 from .folders.recordings import RecordingsOwner
+from .folders.texts import TextsOwner
 from . import status as status_report
 from . import systemd
 from .background import BackgroundLearner
@@ -206,7 +207,13 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
         sender = Sender(client, outbox, outbox.spool, on_sent=sent, greetings=greetings)
         outbox.on_queued = sender.wake
         greetings.on_queued = sender.wake
-        media_owners = [o for o in owners.values() if isinstance(o, RemoteMediaOwner)]
+        # /texts (issue 16): appends go out through a Sender of their own spool, channel "sms".
+        texts: TextsOwner = owners["texts"]  # type: ignore[assignment]
+        texts_sender = Sender(client, texts, texts.spool, channels=("sms",),
+                              on_sent=lambda channel: texts.invalidate())
+        texts.on_queued = texts_sender.wake
+        media_owners = [o for o in owners.values() if isinstance(o, RemoteMediaOwner)
+                        and not isinstance(o, TextsOwner)]
         learner = BackgroundLearner(client, media_owners, state,
                                     on_size=lambda key, size: ops.size_learned(key, size) if ops else None,
                                     on_content_type=lambda key, ct: ops.content_type_learned(key, ct) if ops else None)
@@ -218,6 +225,7 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
 
         def control_xattrs() -> dict[str, str | Callable[[], str]]:
             return {"user.rc.outbox_waiting": str(outbox.waiting_count()),
+                    "user.rc.texts_waiting": str(texts.waiting_count()),
                     "user.rc.greetings_waiting": str(greetings.waiting_count()),
                     status_report.STATUS_XATTR: status_json}
 
@@ -235,6 +243,7 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
         target = os.path.realpath(opts.mountpoint)
         outbox.mount_target = target
         greetings.mount_target = target
+        texts.mount_target = target
         pyfuse3.init(ops, target, fuse_options)
         clean = False
         try:
@@ -242,6 +251,7 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
                 await nursery.start(reader.run)
                 if not opts.read_only:
                     await nursery.start(sender.run)
+                    await nursery.start(texts_sender.run)
                 nursery.start_soon(_watch_signals, pyfuse3.terminate)
                 await nursery.start(exports.manager.run)
                 if opts.background:
@@ -259,6 +269,9 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
             state.flush()
             pyfuse3.close(unmount=clean)
             waiting = outbox.waiting_count()
+            if texts.waiting_count():
+                log.warning("%d text(s) not sent yet; they stay in the spool and go out at the next mount",
+                            texts.waiting_count())
             if greetings.waiting_count():
                 log.warning("%d greeting upload(s) not finished yet; they stay in the spool and go out at "
                             "the next mount", greetings.waiting_count())
@@ -293,11 +306,14 @@ def build_owners(opts: MountOptions, tree: Tree, client: RingCentralClient, read
     media = dict(client=client, reader=reader, state=state, direct_io_above=opts.direct_io_above,
                  priority_of=reader_priority, listing_wait=opts.listing_wait)
     owners: dict[str, FolderOwner] = {}
-    for name in ("faxes", "voicemail", "recordings", "mms", "outbox", "greetings", "exports"):
-        writable = name in ("outbox", "greetings", "exports")
+    for name in ("faxes", "voicemail", "recordings", "mms", "texts", "outbox", "greetings", "exports"):
+        writable = name in ("texts", "outbox", "greetings", "exports")
         folder = tree.mkdir(tree.root, name, key=f"dir:{name}", writable=writable)
         if name in MESSAGE_TYPES:
             owners[name] = MessageFolderOwner(tree, folder, ttl=opts.message_ttl, since=opts.since, **media)
+        elif name == "texts":
+            owners[name] = TextsOwner(tree, folder, None if opts.read_only else Spool(account_dir / "texts-spool"),
+                                      ttl=opts.message_ttl, since=opts.since, default_region=region, **media)
         elif name == "recordings":
             owners[name] = RecordingsOwner(tree, folder, ttl=opts.recording_ttl, since=opts.since, **media)
         elif name == "outbox":

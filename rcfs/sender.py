@@ -53,6 +53,7 @@ from . import names
 from .api.client import Priority
 from .api.errors import ApiError, AuthError, BadResponse, NetworkError, NotFound, RateLimited, Rejected, ServerError
 from .folders.outbox import OutboxOwner
+from .folders.texts import sms_text
 
 if TYPE_CHECKING:
     from .folders.greetings import GreetingsOwner
@@ -71,7 +72,8 @@ class Sender:
                  on_sent: Callable[[str], None] = lambda channel: None,
                  max_attempts: int = 8, base_delay: float = 2.0, max_delay: float = 300.0,
                  settle: float = 60.0,
-                 poll_first: float = 2.0, poll_max: float = 60.0, max_polls: int = 40) -> None:
+                 poll_first: float = 2.0, poll_max: float = 60.0, max_polls: int = 40,
+                 channels: tuple[str, ...] = ("fax", "mms")) -> None:
         self.client = client
         self.outbox = outbox
         self.spool = spool
@@ -84,8 +86,12 @@ class Sender:
         self.poll_first = poll_first
         self.poll_max = poll_max
         self.max_polls = max_polls
-        self._wakeup = {ch: trio.Event() for ch in ("fax", "mms", "greeting", "poll")}
+        # The channels this sender works: the outbox's ("fax", "mms"), or "sms" for a
+        # Sender whose `outbox` is a texts owner (rcfs.folders.texts: appends to send).
+        self.channels = channels
+        self._wakeup = {ch: trio.Event() for ch in (*channels, "greeting", "poll")}
         self._mms_sender: str | None = None
+        self._sms_sender: str | None = None
         self._polls: dict[str, int] = {}
         self._rng = random.Random()
 
@@ -96,8 +102,8 @@ class Sender:
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._worker, "fax")
-            nursery.start_soon(self._worker, "mms")
+            for channel in self.channels:
+                nursery.start_soon(self._worker, channel)
             nursery.start_soon(self._poller)
             if self.greetings is not None:
                 nursery.start_soon(self._worker, "greeting")
@@ -181,6 +187,11 @@ class Sender:
             if sender is None:
                 await self._fail(item, "the account has no phone number with the MMS feature (MmsSender)")
                 return
+        elif item.channel == "sms":
+            sender = options.get("from") or await self._default_sms_sender()
+            if sender is None:
+                await self._fail(item, "the account has no phone number with the SMS feature (SmsSender)")
+                return
         if item.state not in ("queued", "sending") or not self._still_there(item):
             return  # cancelled (rm) while its files were being read: nothing goes out
         item.state = "sending"
@@ -203,6 +214,9 @@ class Sender:
                     cover_index=int(cover) if cover else None,
                     cover_page_text=options.get("cover_text"),
                     priority=Priority.OUTBOX)
+            elif item.channel == "sms":
+                to = [n for n in item.options.get("to", "").split(",") if n] or [item.recipient]
+                body = await self.client.send_sms(sender, to, sms_text(files[0][1]), priority=Priority.OUTBOX)
             else:
                 body = await self.client.send_mms(sender, [item.recipient], files, text=options.get("text"),
                                                   priority=Priority.OUTBOX)
@@ -278,6 +292,15 @@ class Sender:
                     break
         return self._mms_sender
 
+    async def _default_sms_sender(self) -> str | None:
+        if self._sms_sender is None:
+            numbers = await self.client.list_phone_numbers(priority=Priority.OUTBOX)
+            senders = [r for r in numbers if "SmsSender" in (r.get("features") or []) and r.get("phoneNumber")]
+            senders.sort(key=lambda r: not r.get("primary"))
+            if senders:
+                self._sms_sender = str(senders[0]["phoneNumber"])
+        return self._sms_sender
+
     # reconciliation ------------------------------------------------------------------------------
     async def _reconcile(self, item: Item) -> dict | None:
         if item.channel == "greeting":
@@ -300,7 +323,13 @@ class Sender:
             created = names.parse_time(record.get("creationTime"))
             if created is None or created.timestamp() < started - RECONCILE_SLACK:
                 continue
-            if self._same_attachments(item, record):
+            if item.channel == "sms":
+                # A text has no attachment to compare: its text is the record's subject.
+                same = record.get("subject") == sms_text(
+                    await trio.to_thread.run_sync(self.spool.part_bytes, item.parts[0]))
+            else:
+                same = self._same_attachments(item, record)
+            if same:
                 candidates.append((created, record))
         if not candidates:
             return None
