@@ -291,3 +291,35 @@ def test_kill_after_close_sends_once_at_the_next_mount(start_emulator, tmp_path)
         assert "from an earlier mount waiting to be sent" in mount_log(tmp_path / "b")
     news = sent_since(srv, before)
     assert [m["text"] for m in news] == ["Survives a crash"]
+
+
+def test_an_answer_that_never_arrived_is_reconciled_by_its_text_and_not_sent_again(mnt, srv):
+    conv = mnt / "texts" / "+16505550198.txt"
+    before = sent(srv)
+    srv.configure(faults={"send_drop_answer": 1})  # stored, but the connection is cut before the body
+    subprocess.run(["bash", "-c", 'echo "Only once, please" >> "$F"'], env={**os.environ, "F": str(conv)}, check=True)
+    wait_until(lambda: xattr(conv, "state") in ("sent", "delivered"), what="the text marked sent", timeout=90)
+    news = sent_since(srv, before)
+    assert [m["text"] for m in news] == ["Only once, please"]
+    assert xattr(conv, "message_id") == str(news[0]["id"])
+    assert "not sending it again" in mount_log(mnt)
+
+
+def test_a_message_deleted_by_the_service_stays_while_mounted_and_rsync_append_follows(mnt, srv, tmp_path):
+    conv = mnt / "texts" / "+16505550198.txt"
+    copy = tmp_path / "copy.txt"
+    subprocess.run(["rsync", "--append", str(conv), str(copy)], check=True)
+    shown = conv.read_bytes()
+    assert copy.read_bytes() == shown
+    records = api(srv, "/message-store", messageType="SMS", dateFrom="2000-01-01T00:00:00Z", perPage=1000,
+                  phoneNumber="+16505550198")["records"]
+    victim = next(r for r in records if r.get("subject") and r["subject"] in shown.decode())
+    r = httpx.delete(srv.platform + EXT + f"/message-store/{victim['id']}", timeout=30,
+                     headers={"Authorization": f"Bearer {srv.token()}"})
+    assert r.status_code == 204
+    srv.admin("POST", "/_emulator/messages", {"type": "SMS", "from": "+16505550198", "text": "after the delete"})
+    grown = wait_until(lambda: (lambda d: d if b"after the delete" in d else None)(conv.read_bytes()),
+                       what="the new text in the transcript", timeout=60)
+    assert grown.startswith(shown)  # the deleted message's lines stay: the file only grew
+    subprocess.run(["rsync", "--append", str(conv), str(copy)], check=True)
+    assert copy.read_bytes() == grown
