@@ -225,6 +225,7 @@ def test_every_refusal_has_its_errno_and_sends_nothing(mnt, srv, tmp_path):
     assert refused(lambda: (mnt / "texts" / ".+16505550198.txt.swp").write_text("x")) == errno.EPERM
     assert refused(lambda: os.rename(conv, mnt / "texts" / "+16505550198.txt~")) == errno.EPERM
     assert refused(lambda: os.unlink(conv)) == errno.EPERM
+    assert refused(lambda: (mnt / "texts" / "notes.txt").open("a").write("x")) == errno.EINVAL
     r = subprocess.run(["mv", str(edited), str(conv)], capture_output=True, text=True)
     assert r.returncode != 0
     # An empty append (a newline alone, or nothing) sends nothing.
@@ -323,3 +324,20 @@ def test_a_message_deleted_by_the_service_stays_while_mounted_and_rsync_append_f
     assert grown.startswith(shown)  # the deleted message's lines stay: the file only grew
     subprocess.run(["rsync", "--append", str(conv), str(copy)], check=True)
     assert copy.read_bytes() == grown
+
+
+def test_a_text_that_fails_shows_it_in_xattrs_and_touch_sends_it_again(mnt, srv):
+    srv.configure(failing_numbers=["+14155550166"])
+    try:
+        conv = mnt / "texts" / "+14155550166.txt"
+        before = sent(srv)
+        subprocess.run(["bash", "-c", 'echo "Will this arrive?" >> "$F"'], env={**os.environ, "F": str(conv)},
+                       check=True)
+        wait_until(lambda: xattr(conv, "state") == "failed", what="the text failed", timeout=90)
+        assert "delivery failed (SendingFailed" in xattr(conv, "error")
+        assert [m["text"] for m in sent_since(srv, before)] == ["Will this arrive?"]
+        subprocess.run(["touch", str(conv)], check=True)
+        wait_until(lambda: len(sent_since(srv, before)) == 2, what="the text sent again", timeout=90)
+        assert [m["text"] for m in sent_since(srv, before)] == ["Will this arrive?"] * 2
+    finally:
+        srv.configure(failing_numbers=[])

@@ -467,7 +467,21 @@ class TextsOwner(MessageFolderOwner):
         raise Refused(errno.EPERM, f"/texts: cannot remove {name!r}: {APPEND_ONLY}")
 
     async def touch(self, node: Node, mtime: float | None) -> None:
-        return None  # `touch` of a transcript changes nothing, and is no error
+        """`touch` of a transcript sends its failed appends again (as in the outbox);
+        otherwise it changes nothing, and is no error."""
+        if not isinstance(node, File) or self.spool is None:
+            return
+        failed = [i for i in self.items.values() if i.path and i.path[0] == node.name and i.state == "failed"]
+        for item in failed:
+            item.state = "queued"
+            item.attempts = 0
+            item.next_attempt = 0.0
+            item.error = item.message_id = item.delivery_status = None
+            item.history.append([time.time(), "queued", "touched"])
+            await trio.to_thread.run_sync(self.spool.save, item)
+            log.info("texts: /texts/%s: a failed text queued again (touched)", node.name)
+        if failed:
+            self.on_queued()
 
     async def create(self, folder: Folder, name: str, flags: int, pid: int) -> tuple[File, Opened]:
         if folder is not self.folder:
