@@ -23,6 +23,11 @@ permanent ones (a 4xx with an error code, a missing permission) fail the item wi
 API's words. Delivery is then polled (`GET message`, Light, background priority) until
 the status leaves Queued: Sent -> delivered, SendingFailed -> failed with the fax error code.
 
+Texts (channel "sms"): a Sender whose `outbox` is the texts owner (`rcfs.folders.texts`)
+and whose spool is its own; one JSON POST per append (Medium). Reconciled like an MMS,
+but by the text: an outbound SMS to that number, created since the attempt, whose
+`subject` is the appended text.
+
 Greetings (channel "greeting", items of `rcfs.folders.greetings`, their own spool):
 one upload POST each (`upload_greeting` with the answering rule, the type and
 `apply=true`; Heavy), journalled `sending` before it exactly like a fax. After an

@@ -341,3 +341,24 @@ def test_a_text_that_fails_shows_it_in_xattrs_and_touch_sends_it_again(mnt, srv)
         assert [m["text"] for m in sent_since(srv, before)] == ["Will this arrive?"] * 2
     finally:
         srv.configure(failing_numbers=[])
+
+
+def test_odd_and_hostile_records_make_safe_names_and_text(start_emulator, tmp_path):
+    srv = start_emulator(odd_records=True, hostile_names=True)
+    with mounted(tmp_path / "m", state_dir=tmp_path / "state", **creds(srv)):
+        texts = tmp_path / "m" / "texts"
+        names = os.listdir(texts)
+        # The sender known only by a name holding a C1 control and a bidi override.
+        eve = [n for n in names if "Eve" in n]
+        assert len(eve) == 1 and eve[0].endswith(".txt")
+        for name in names:
+            assert not any(unicodedata.category(c) in ("Cc", "Cf") for c in name), name
+            text = (texts / name).read_text()
+            assert not any(c in BIDI or (unicodedata.category(c) == "Cc" and c != "\n") for c in text), name
+        hostile = "".join((texts / n).read_text() for n in names)
+        assert "Files with awkward names" in hostile and "[MMS: mms/" in hostile
+        # Every MMS path a transcript names is a file in /mms.
+        for line in hostile.splitlines():
+            if "[MMS: " in line:
+                path = line.split("[MMS: ", 1)[1][:-1]
+                assert (tmp_path / "m" / path).is_file(), path
