@@ -256,16 +256,37 @@ def test_texts_of_an_exact_limit_go_and_of_one_more_unit_do_not(mnt, srv):
     assert sent_since(srv, before) == []
 
 
+def read_lines(stream, n: int, timeout: float) -> list[str]:
+    """The next `n` lines of a pipe, waiting at most `timeout` seconds in all (a bound)."""
+    import selectors
+    sel = selectors.DefaultSelector()
+    sel.register(stream, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    data = b""
+    try:
+        while data.count(b"\n") < n:
+            left = deadline - time.monotonic()
+            if left <= 0 or not sel.select(timeout=left):
+                raise AssertionError(f"only {data!r} from tail -f within {timeout} s")
+            chunk = os.read(stream.fileno(), 65536)
+            if not chunk:
+                raise AssertionError(f"tail -f ended after {data!r}")
+            data += chunk
+    finally:
+        sel.close()
+    return [line + "\n" for line in data.decode().split("\n")[:n]]
+
+
 def test_tail_f_shows_an_injected_text(mnt, srv):
     conv = mnt / "texts" / "+16505550198.txt"
-    tail = subprocess.Popen(["tail", "-n", "0", "-f", str(conv)], stdout=subprocess.PIPE, text=True)
+    tail = subprocess.Popen(["tail", "-n", "0", "-f", str(conv)], stdout=subprocess.PIPE)
     try:
         time.sleep(1.5)  # tail has opened the file and taken its size
         srv.admin("POST", "/_emulator/messages", {"type": "SMS", "from": "+16505550198",
                                                   "text": "Knock knock \u2764\ufe0f\nwho's there"})
-        line = tail.stdout.readline()  # bounded: the test times the whole run out, never a duration
-        assert line.endswith("+16505550198 → me    Knock knock \u2764\ufe0f\n")
-        assert tail.stdout.readline().strip() == "who's there"
+        lines = read_lines(tail.stdout, 2, timeout=60)
+        assert lines[0].endswith("+16505550198 → me    Knock knock \u2764\ufe0f\n")
+        assert lines[1].strip() == "who's there"
     finally:
         tail.terminate()
         tail.wait(timeout=10)
