@@ -252,6 +252,10 @@ def test_texts_of_an_exact_limit_go_and_of_one_more_unit_do_not(mnt, srv):
         with open(conv, "a", encoding="utf-8") as fh:
             fh.write(text + "c\n")
     assert exc.value.errno == errno.EMSGSIZE
+    # `echo` of one unit too many fails at its write (bash ignores the error of a close).
+    r = subprocess.run(["bash", "-c", 'echo "$T" >> "$F"'], env={**os.environ, "F": str(conv), "T": text + "c"},
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "Message too long" in r.stderr
     time.sleep(1.5)
     assert sent_since(srv, before) == []
 

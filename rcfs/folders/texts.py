@@ -113,6 +113,7 @@ class _Append:
     decoder: codecs.IncrementalDecoder = dataclasses.field(
         default_factory=lambda: codecs.getincrementaldecoder("utf-8")("strict"))
     units: int = 0
+    tail: str = ""  # the last two characters decoded
     error: Refused | None = None
     finished: bool = False
 
@@ -448,8 +449,12 @@ class TextsOwner(MessageFolderOwner):
             w.error = Refused(errno.EILSEQ, f"{name}: the text is not UTF-8; nothing sent")
             raise w.error from None
         w.units += utf16_units(text)
-        # One trailing newline is not part of the message: allow for it here, exactly at close.
-        if w.units > SMS_MAX_UNITS + 2:
+        w.tail = (w.tail + text)[-2:]
+        # One trailing newline is not part of the message. Refused at the write that makes
+        # the text too long for good, not at close: a shell ignores the error of the close
+        # that ends `echo ... >> f`, so only a failed write reaches the user.
+        ending = 2 if w.tail == "\r\n" else 1 if w.tail.endswith("\n") else 0
+        if w.units - ending > SMS_MAX_UNITS:
             w.error = Refused(errno.EMSGSIZE, f"{name}: longer than one SMS ({SMS_MAX_UNITS} UTF-16 code "
                                               "units, the API's limit); nothing sent")
             raise w.error
