@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import itertools
 from typing import Callable, Iterable
 
@@ -29,7 +30,6 @@ def conversation_id(numbers: list[str]) -> int:
     inbound and outbound alike, and a user's two numbers texting one person are two
     conversations; seeded, injected and sent texts all take their id from here. Real ids
     exceed 2^53 (CONTRACT §1), so these do too."""
-    import hashlib
     digest = hashlib.sha256("|".join(sorted(set(numbers))).encode()).digest()
     return int.from_bytes(digest[:8], "big") & (2**63 - 1) | 2**62
 
