@@ -137,6 +137,7 @@ class TextsOwner(MessageFolderOwner):
         self.shown: set[str] = set()  # message ids rendered into a transcript
         self.my_numbers: list[str] = []  # the extension's numbers; SMS senders first
         self.default_sender = ""
+        self._numbers_asked = False
         self.items: dict[str, Item] = {}  # appends being sent (the Sender's view)
         self._handles: dict[int, object] = {}
         self._next_handle = 1
@@ -167,7 +168,8 @@ class TextsOwner(MessageFolderOwner):
 
     # listing ---------------------------------------------------------------------------------
     async def load(self) -> None:
-        if not self.my_numbers:
+        if not self._numbers_asked:
+            self._numbers_asked = True  # once a mount: an extension without numbers is no reason to ask again
             try:
                 records = await self.client.list_phone_numbers(priority=Priority.FOREGROUND)
             except ApiError as exc:
