@@ -169,12 +169,12 @@ class TextsOwner(MessageFolderOwner):
     # listing ---------------------------------------------------------------------------------
     async def load(self) -> None:
         if not self._numbers_asked:
-            self._numbers_asked = True  # once a mount: an extension without numbers is no reason to ask again
             try:
                 records = await self.client.list_phone_numbers(priority=Priority.FOREGROUND)
+                self._numbers_asked = True  # an extension without numbers is no reason to ask again
             except ApiError as exc:
                 log.info("texts: cannot list the extension's numbers (%s); conversations are "
-                         "named without the number they were texted from", exc)
+                         "named without the number they were texted from until it can", exc)
                 records = []
             senders = [r for r in records if isinstance(r, dict) and isinstance(r.get("phoneNumber"), str)
                        and "SmsSender" in (r.get("features") or [])]
