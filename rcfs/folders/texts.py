@@ -57,7 +57,7 @@ import trio
 
 from .. import names
 from ..api.client import Priority
-from ..api.errors import ApiError
+from ..api.errors import AuthError, NotFound, Rejected
 from ..phone import InvalidNumber, to_e164
 from ..spool import FINAL_STATES, Item, Part, Spool, new_item_id
 from ..tree import File, Folder, Node, Tree
@@ -169,13 +169,16 @@ class TextsOwner(MessageFolderOwner):
     # listing ---------------------------------------------------------------------------------
     async def load(self) -> None:
         if not self._numbers_asked:
+            # Names depend on the numbers (" via "), so a passing failure fails the listing
+            # (shown again at the next look) rather than naming files that later change.
+            # A refusal (no permission to read the numbers) is for good: named without them.
             try:
                 records = await self.client.list_phone_numbers(priority=Priority.FOREGROUND)
-                self._numbers_asked = True  # an extension without numbers is no reason to ask again
-            except ApiError as exc:
-                log.info("texts: cannot list the extension's numbers (%s); conversations are "
-                         "named without the number they were texted from until it can", exc)
+            except (AuthError, Rejected, NotFound) as exc:
+                log.warning("texts: cannot read the extension's numbers (%s); conversations are "
+                            "named without the number they were texted from", exc)
                 records = []
+            self._numbers_asked = True
             senders = [r for r in records if isinstance(r, dict) and isinstance(r.get("phoneNumber"), str)
                        and "SmsSender" in (r.get("features") or [])]
             senders.sort(key=lambda r: not r.get("primary"))
