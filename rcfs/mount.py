@@ -220,7 +220,8 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
         started = time.time()
 
         def status_json() -> str:
-            report = status_report.collect(client, reader, tree, learner=learner, outbox=outbox, started=started)
+            report = status_report.collect(client, reader, tree, learner=learner, outbox=outbox, started=started,
+                                           texts=texts)
             return json.dumps(report, separators=(",", ":"))
 
         def control_xattrs() -> dict[str, str | Callable[[], str]]:

@@ -8,8 +8,10 @@ from __future__ import annotations
 import collections
 import errno
 import os
+import re
 import signal
 import subprocess
+import sys
 import time
 import unicodedata
 from pathlib import Path
@@ -181,6 +183,10 @@ def test_appending_to_a_new_name_starts_a_conversation_in_e164(mnt, srv):
                    check=True)
     msg = one_new_sms(srv, before, "hi")
     assert [p["phoneNumber"] for p in msg["to"]] == ["+14155550177"]
+    status = subprocess.run([sys.executable, "-m", "rcfs", "status", str(mnt)], capture_output=True, text=True,
+                            check=True).stdout
+    line = next(line for line in status.splitlines() if line.startswith("texts "))
+    assert int(re.search(r"(\d+) sent", line).group(1)) >= 1, status
     path = mnt / "texts" / "+14155550177.txt"
     wait_until(lambda: "me → +14155550177    hi\n" in path.read_text(), what="the new conversation's transcript")
     assert "+14155550177.txt" in os.listdir(mnt / "texts")
