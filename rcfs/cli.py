@@ -124,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long an ls waits for a listing (a rate-limited API can take minutes) "
                         "before showing the previous one; a first listing that is not in by then "
                         "fails with EAGAIN and goes on in the background (default: 60)")
+    m.add_argument("--outbox-settle", type=float, default=5.0, metavar="SECONDS",
+                   help="a file written into /outbox is sent once it has been closed and left "
+                        "alone (not reopened, written, truncated or renamed) this long, so a "
+                        "program's temporary file renamed at once goes out under its final "
+                        "name, or not at all; it is on disk from its close on (default: 5)")
     m.add_argument("--cache-size", default="256M", help="memory for the block cache (default: 256M)")
     m.add_argument("--block-size", default="1M", help="cache block size (default: 1M)")
     m.add_argument("--read-ahead", default="1024", metavar="KB",
@@ -245,6 +250,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
     settings.check_sizes(cache_bytes=cache_bytes, block_size=block_size, read_ahead_kb=read_ahead_kb)
     direct_io_above = settings.parse_size_or_off(args.direct_io_above, "--direct-io-above")
     since = settings.parse_since(args.since)
+    outbox_settle = _not_negative(args.outbox_settle, "--outbox-settle")
     unknown = [o for o in ",".join(args.fuse_opts).split(",") if o and o not in ("allow_other", "ro")]
     if unknown:
         raise SettingsError(f"unsupported -o option(s): {', '.join(unknown)} (supported: allow_other, ro)")
@@ -314,6 +320,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
             nonempty=args.nonempty, read_ahead_kb=read_ahead_kb, direct_io_above=direct_io_above,
             message_ttl=args.listing_ttl, recording_ttl=args.recordings_ttl,
             listing_wait=_positive(args.listing_wait, "--listing-wait"),
+            outbox_settle=outbox_settle,
             uid=args.uid,
             gid=args.gid,
             background=args.background,
@@ -356,6 +363,12 @@ def cmd_mount(args: argparse.Namespace) -> int:
 def _positive(value: float, flag: str) -> float:
     if not value > 0:
         raise SettingsError(f"{flag}: expected a number of seconds above 0, got {value}")
+    return value
+
+
+def _not_negative(value: float, flag: str) -> float:
+    if not 0 <= value <= 24 * 3600:
+        raise SettingsError(f"{flag}: expected a number of seconds from 0 to 86400, got {value}")
     return value
 
 

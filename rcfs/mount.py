@@ -70,6 +70,7 @@ class MountOptions:
     message_ttl: float = 30.0
     recording_ttl: float = 300.0
     listing_wait: float = 60.0  # seconds an ls waits for a listing (rcfs.folders.media)
+    outbox_settle: float = 5.0  # seconds an outbox item stays closed and untouched before it is sent
     nonempty: bool = False
     read_ahead_kb: int = 1024
     direct_io_above: int | None = 256 << 20  # None: always through the page cache
@@ -318,7 +319,7 @@ def build_owners(opts: MountOptions, tree: Tree, client: RingCentralClient, read
         elif name == "recordings":
             owners[name] = RecordingsOwner(tree, folder, ttl=opts.recording_ttl, since=opts.since, **media)
         elif name == "outbox":
-            owners[name] = OutboxOwner(tree, folder, spool, default_region=region)
+            owners[name] = OutboxOwner(tree, folder, spool, default_region=region, settle=opts.outbox_settle)
         elif name == "greetings":
             owners[name] = GreetingsOwner(tree, folder, Spool(account_dir / "greetings-spool"),
                                           model=GreetingsModel(client), ttl=opts.message_ttl, **media)

@@ -71,7 +71,7 @@ def collect(client: "RingCentralClient", reader: "Reader", tree: "Tree", *,
                                 "rate_limited": learner.stats.rate_limited, "failures": learner.stats.failures}
     if outbox is not None:
         states = collections.Counter(item.state for item in outbox.items.values())
-        report["outbox"] = {"waiting": states.get("queued", 0), "sending": states.get("sending", 0),
+        report["outbox"] = {"waiting": states.get("queued", 0) + states.get("settling", 0), "sending": states.get("sending", 0),
                             "failed": states.get("failed", 0), "held": states.get("held", 0),
                             "sent": states.get("sent", 0) + states.get("delivered", 0)}
     if texts is not None:  # replies appended to /texts (rcfs.folders.texts)
