@@ -105,8 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start the built-in emulator with a seeded demo account and mount that "
                         "(needs rcfs[emulator]); Ctrl-C unmounts, stops the emulator and removes "
                         "the demo's temporary state")
-    m.add_argument("--demo-scale", default="demo", choices=["demo", "listing", "bench"],
+    m.add_argument("--demo-scale", default="demo", choices=["demo", "listing", "bench", "company"],
                    help="size of the demo account (default: demo)")
+    m.add_argument("--demo-user", action="store_true",
+                   help="sign in to the demo as a regular user (extension 102) instead of the super "
+                        "admin: no /company, and exports are refused")
     m.add_argument("--demo-window", type=float, default=10.0,
                    help="the demo emulator's rate-limit window in seconds (real API: 60); the "
                         "demo runs 6x faster so copying the whole account takes seconds (default: 10)")
@@ -155,9 +158,19 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--daemon", action="store_true", help="go to the background once mounted")
     m.add_argument("--uid", type=int, help="owner the files are shown with (default: you)")
     m.add_argument("--gid", type=int, help="group the files are shown with (default: your group)")
+    m.add_argument("--no-company", dest="company", action="store_false",
+                   help="no /company even for an admin (the whole account is not walked by "
+                        "desktop indexers or a `cp -r` of the mount; saves the one request that "
+                        "asks what the user may see)")
     m.add_argument("--no-background", dest="background", action="store_false",
                    help="do not learn unknown sizes and recording types while the API is idle "
                         "(they are then learned only when a file is opened)")
+    m.add_argument("--shared-budget", metavar="URL",
+                   help="share one rate-limit budget and one login with every other mount of this "
+                        "account through Redis: redis://HOST:PORT/DB, rediss://... (TLS) or "
+                        "unix:///path/redis.sock (also: shared_budget in the config file). The "
+                        "password comes from the config file (shared_budget_password) or "
+                        "RCFS_REDIS_PASSWORD, never from here. Default: this mount paces alone")
     m.add_argument("-v", "--verbose", action="count", default=0, help="log what happens (INFO)")
     m.add_argument("--debug", action="store_true", help="log everything (DEBUG)")
     m.add_argument("--log-file", help="log to this file instead of stderr (created mode 0600)")
@@ -275,6 +288,10 @@ def cmd_mount(args: argparse.Namespace) -> int:
     if not args.demo:
         creds = settings.resolve_credentials(server_url=args.server_url, client_id=args.client_id,
                                              config_path=args.config)
+    shared_url, shared_password = None, None
+    if args.shared_budget or not args.demo:  # (the demo does not read your account's config)
+        shared_url, shared_password = settings.resolve_shared_budget(flag=args.shared_budget,
+                                                                     config_path=args.config)
 
     # From here on every exit path (an error, Ctrl-C, SIGTERM, an unmount) goes through
     # the `finally` below, which stops the demo emulator and removes the demo's state.
@@ -309,7 +326,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
                     emulator_stderr.close()
             cfg = EmulatorConfig()
             creds = Credentials(server_url=demo.platform_url, client_id=cfg.client_id,
-                                client_secret=cfg.client_secret, jwt=cfg.jwt)
+                                client_secret=cfg.client_secret, jwt=cfg.user_jwt if args.demo_user else cfg.jwt)
             print(f"rcfs: demo emulator at {demo.platform_url} (media {demo.media_url})", file=sys.stderr)
         assert creds is not None
         options = MountOptions(
@@ -324,6 +341,9 @@ def cmd_mount(args: argparse.Namespace) -> int:
             uid=args.uid,
             gid=args.gid,
             background=args.background,
+            company=args.company,
+            shared_budget=shared_url,
+            shared_budget_password=shared_password,
         )
 
         def ready() -> None:

@@ -393,3 +393,25 @@ def test_odd_and_hostile_records_make_safe_names_and_text(start_emulator, tmp_pa
             if "[MMS: " in line:
                 path = line.split("[MMS: ", 1)[1][:-1]
                 assert (tmp_path / "m" / path).is_file(), path
+
+
+def test_another_users_texts_are_shown_read_only_in_company_mode(start_emulator, tmp_path):
+    srv = start_emulator()
+    with mounted(tmp_path / "m", state_dir=tmp_path / "state", **creds(srv)):
+        users = tmp_path / "m" / "company" / "users"
+        before = sent(srv)
+        for user in sorted(os.listdir(users)):
+            texts = users / user / "texts"
+            names = os.listdir(texts)
+            for name in names:
+                data = (texts / name).read_bytes()
+                assert data.endswith(b"\n") and os.stat(texts / name).st_size == len(data)
+            if names:
+                with pytest.raises(OSError) as exc:
+                    with open(texts / names[0], "a") as fh:
+                        fh.write("as someone else\n")
+                assert exc.value.errno in (errno.EACCES, errno.EROFS, errno.EPERM)
+            with pytest.raises(OSError):
+                (texts / "+14155550123.txt").open("a").close()
+        assert any(os.listdir(users / u / "texts") for u in os.listdir(users))
+        assert sent_since(srv, before) == []

@@ -126,8 +126,7 @@ class TextsOwner(MessageFolderOwner):
     def __init__(self, tree: Tree, folder: Folder, spool: Spool | None, *, extension_id: str = "~",
                  read_only: bool = False, default_region: str = "US",
                  on_queued: Callable[[], None] = lambda: None, **kw) -> None:
-        super().__init__(tree, folder, message_type="SMS", **kw)
-        self.extension_id = extension_id
+        super().__init__(tree, folder, message_type="SMS", extension_id=extension_id, **kw)
         self.read_only = read_only or spool is None
         self.spool = spool
         self.default_region = default_region
@@ -168,6 +167,10 @@ class TextsOwner(MessageFolderOwner):
 
     # listing ---------------------------------------------------------------------------------
     async def load(self) -> None:
+        if not self._numbers_asked and self.extension_id != "~":
+            # Another user's mailbox: their numbers are not asked for (its texts are
+            # read-only, and a conversation is then named after its other parties alone).
+            self._numbers_asked = True
         if not self._numbers_asked:
             # Names depend on the numbers (" via "), so a passing failure fails the listing
             # (shown again at the next look) rather than naming files that later change.
