@@ -11,9 +11,10 @@ nearest folder above it that has one.
 | /exports                    | `rcfs.folders.exports`       | mkdir a date range to export    |
 | /company/users, /recordings | `rcfs.folders.company`       | extensions; company recordings  |
 
-The media folders (faxes, voicemail, recordings, mms) of one extension make a mailbox
-(`rcfs.mailbox`): the top level is the signed-in user's, and each /company/users/<ext> is
-another made by the same code, its owners given that extension's id.
+The media folders (faxes, voicemail, recordings, mms) and the texts of one extension make
+a mailbox (`rcfs.mailbox`): the top level is the signed-in user's, and each
+/company/users/<ext> is another made by the same code, its owners given that extension's
+id (its texts read-only).
 
 The outbox and /greetings share the write path (spool, MIME check, journal) in
 `rcfs.folders.spooled`, and the sender (`rcfs.sender`); /texts has a spool of its own
