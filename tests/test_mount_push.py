@@ -71,7 +71,7 @@ def test_new_fax_voicemail_and_recording_appear_through_push(start_emulator, tmp
     srv = start_emulator(window=1.0)
     mp = tmp_path / "m"
     with mounted(mp, state_dir=tmp_path / "s", push=True, extra_args=LONG_TTL, **args_for(srv)):
-        for top in ("faxes", "voicemail", "recordings", "mms"):
+        for top in ("faxes", "voicemail", "recordings", "mms", "texts"):
             os.listdir(mp / top)
         up(mp)
         assert push_status(mp)["filters"] == 2  # the mailbox and the user's ended calls
@@ -89,6 +89,12 @@ def test_new_fax_voicemail_and_recording_appear_through_push(start_emulator, tmp
         vm = admin(srv, "POST", "/_emulator/messages", {"type": "VoiceMail", "seconds": 2})
         wait_for("the new voicemail in ls", lambda: listed(mp, "voicemail", vm["id"]), mp)
 
+        # /texts (issue 16): a text from a new number is a new conversation file.
+        before = set(os.listdir(mp / "texts"))
+        admin(srv, "POST", "/_emulator/messages", {"type": "SMS", "from": "+14155550142", "text": "pushed text"})
+        new = wait_for("the new conversation in /texts", lambda: set(os.listdir(mp / "texts")) - before, mp)
+        assert any("pushed text" in (mp / "texts" / n).read_text() for n in new)
+
         # The call log has the recording only 1.5 s after the call ended: rcfs asks again.
         call = admin(srv, "POST", "/_emulator/calls/live", {"from": "+16175550111", "seconds": 31,
                                                        "callLogDelay": 1.5})
@@ -99,7 +105,7 @@ def test_new_fax_voicemail_and_recording_appear_through_push(start_emulator, tmp
         # Incremental: message-sync (ISync) for each message event, never a full listing;
         # the call log only asked by telephony session, never re-listed whole.
         assert requests.get("message-list", 0) == 0
-        assert 2 <= requests["message-sync"] <= 4  # faxes, voicemail (+ nothing else changed)
+        assert 2 <= requests["message-sync"] <= 6  # faxes, voicemail, texts and mms (SMS)
         assert requests.get("call-log", 0) >= 2  # once before the call log had it, then again
         assert push_status(mp)["notifications"] >= 3
 

@@ -865,10 +865,11 @@ class RingCentralClient:
             envelope["text"] = text
         return await self._multipart(f"{EXTENSION_PATH}/mms", envelope, files, "attachment", priority=priority)
 
-    async def send_sms(self, from_number: str, to: Sequence[str], text: str) -> dict:
+    async def send_sms(self, from_number: str, to: Sequence[str], text: str, *,
+                       priority: Priority = Priority.FOREGROUND) -> dict:
         """Send a plain SMS (JSON body). Returns the message record."""
         body = {"from": {"phoneNumber": from_number}, "to": [{"phoneNumber": n} for n in to], "text": text}
-        return await self._json("POST", f"{EXTENSION_PATH}/sms", json=body)
+        return await self._json("POST", f"{EXTENSION_PATH}/sms", json=body, priority=priority)
 
     async def upload_greeting(
         self,
