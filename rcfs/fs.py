@@ -71,6 +71,20 @@ def reader_priority(pid: int) -> Priority:
     return Priority.BACKGROUND if background else Priority.FOREGROUND
 
 
+# Programs that list xattrs only to mark files with an ACL or a security context.
+_ACL_ONLY_LISTERS = frozenset(("ls", "dir", "vdir"))
+
+
+def _asks_only_for_acls(pid: int) -> bool:
+    """Whether the process `pid` is `ls` (by /proc/PID/comm; cut at 15 characters, which
+    cannot matter for these names)."""
+    try:
+        with open(f"/proc/{pid}/comm", "rb") as fh:
+            return fh.read(64).strip().decode("utf-8", "replace") in _ACL_ONLY_LISTERS
+    except OSError:
+        return False  # gone already, or not visible: answer as to anyone
+
+
 def errno_for(exc: BaseException) -> int:
     """The errno a reader sees for a domain error."""
     if isinstance(exc, Refused):
@@ -428,21 +442,33 @@ class Operations(pyfuse3.Operations):
     @_handler
     async def getxattr(self, inode, name, ctx):
         if not name.startswith(b"user."):
-            # `ls -l` asks every file for security.selinux and POSIX ACLs: answer those
-            # without building the file's xattrs (scripts/bench --anchors, warm ls -l).
-            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+            # `ls -l` asks every file for security.selinux and system.posix_acl_access.
+            # ENOTSUP ("this filesystem has no such attributes at all") makes coreutils
+            # remember the device and stop asking; ENODATA ("this file has none") would
+            # cost two round trips per file, forever: the kernel caches neither answer
+            # (design/FUSE-SPEED.md). Never ENOSYS: the kernel would then refuse every
+            # getxattr, user.rc.* included, without asking us.
+            raise pyfuse3.FUSEError(errno.ENOTSUP)
         value = self._xattrs(self._node(inode)).get(os.fsdecode(name))
         if callable(value):
             value = value()
         if value is None:
-            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)  # a user.rc.* name this node lacks
         # The root's control values are ours (the status report may exceed the cap meant
         # for values taken from the API); the kernel's own limit is 64 KiB.
         cap = CONTROL_XATTR_MAX if inode == ROOT_INODE else XATTR_VALUE_MAX
-        return value.encode("utf-8", errors="replace")[:cap]
+        return names.safe_value(value).encode("utf-8", errors="replace")[:cap]
 
     @_handler
     async def listxattr(self, inode, ctx):
+        if _asks_only_for_acls(ctx.pid):
+            # coreutils >= 9.4 lists every file's xattrs during `ls -l`, only to find
+            # ACL and SELinux names, which rcfs never has; with more than 152 bytes of
+            # names it even asks three times per file. To `ls` alone the answer is
+            # "not supported": it then remembers the device and asks nothing more,
+            # which shows exactly what the list would have shown (no `+`, no context).
+            # getfattr, cp -a, rsync -X and tar --xattrs get the names.
+            raise pyfuse3.FUSEError(errno.ENOTSUP)
         return [k.encode() for k in sorted(self._xattrs(self._node(inode)))]
 
     @_handler
