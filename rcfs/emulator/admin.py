@@ -2,7 +2,9 @@
 
     GET  /_emulator/stats          {"requests": {route: n}, "total_requests", "groups":
                                    {"light": n, ...}, "statuses": {"200": n, ...},
-                                   "rate_limited": n, "bytes_served": n, "faults": {kind: n}}
+                                   "rate_limited": n, "bytes_served": n, "faults": {kind: n},
+                                   "media_requests": [[route, path, Range header], ...]: the
+                                   last 2000 content requests in arrival order}
     POST /_emulator/stats/reset    zero the counters (204)
     GET  /_emulator/config         the live settings (same keys as below)
     POST /_emulator/config         change settings at run time; JSON object with any of
