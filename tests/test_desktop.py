@@ -47,9 +47,8 @@ def args_for(srv):
 
 
 def media_files(root: Path) -> list[Path]:
-    # /greetings (a handful of files) is not probed by the background learner: its sizes
-    # are learned when a greeting is first opened (noted in issue 10's closing note).
-    return account_files(root, tops=("faxes", "voicemail", "recordings", "mms"))
+    # /greetings too: the background learner probes the greetings the rules play (issue 20).
+    return account_files(root)
 
 
 def gio_info(paths: list[Path]) -> dict[str, tuple[str, int]]:

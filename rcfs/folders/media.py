@@ -213,6 +213,20 @@ class RemoteMediaOwner(FolderOwner):
     def presented_size(self, node: File) -> int:
         return node.size if node.size is not None else PROVISIONAL_SIZE
 
+    # what the background learner may probe (rcfs.background) ---------------------------
+    def probe_targets(self):
+        """(node, Source) for each file of this folder whose content a probe can reach:
+        the file shown, and the object on the media host behind it (for message and
+        recording files the same key)."""
+        for node in iter_files(self.folder):
+            if node.url:
+                yield node, Source(key=node.key, url=node.url, size=node.size)
+
+    def probe_learned_size(self, node: File, key: str, size: int) -> None:
+        """A probe of `key` (behind `node`) found its size. Files keyed like their
+        content learn it through the adapter's `size_learned` already; an owner whose
+        files are keyed otherwise (greetings) shows it here."""
+
     # reads ----------------------------------------------------------------------------
     async def open(self, node: File, flags: int, pid: int) -> Opened:
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
