@@ -4,7 +4,10 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 
-APT_PACKAGES=(fuse3 libfuse3-dev pkg-config gcc attr file libmagic1 libglib2.0-bin shared-mime-info rsync curl psmisc tar strace)
+# Every program a test runs comes from here or from Debian's base system:
+# tests/test_setup_installs.py finds them in the code and fails on one that does not.
+APT_PACKAGES=(fuse3 libfuse3-dev pkg-config gcc attr file libmagic1 libglib2.0-bin shared-mime-info rsync curl psmisc tar strace
+              unzip systemd)
 
 need_apt=()
 for pkg in "${APT_PACKAGES[@]}"; do
