@@ -32,7 +32,7 @@ async def _with_learner(tmp_path: Path, test, **config):
     emu = Emulator(cfg, seed.build_store(cfg))
     async with trio.open_nursery() as nursery:
         await nursery.start(partial(serve, emu, host="127.0.0.1"))
-        creds = Credentials(emu.platform_base, cfg.client_id, cfg.client_secret, cfg.jwt)
+        creds = Credentials(emu.platform_base, cfg.client_id, cfg.client_secret, cfg.jwt, media_url=emu.media_base)
         async with RingCentralClient(creds, retry=RETRY, timeout=5.0) as client:
             reader = Reader(client)
             await nursery.start(reader.run)
