@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 # Long timeouts are safe for immutable media; listings change, so their entries expire sooner.
 STATIC_TIMEOUT = 300.0
 ENTRY_TIMEOUT = 10.0
+PROVISIONAL_ATTR_TIMEOUT = ENTRY_TIMEOUT  # a provisional size (see _attrs)
 CONTROL_XATTR_PID = "user.rc.pid"
 XATTR_VALUE_MAX = 4096  # bytes; values from the API are capped so no record can flood a reader
 CONTROL_XATTR_MAX = 65536  # XATTR_SIZE_MAX: the root's control values (status report)
@@ -226,7 +227,9 @@ class Operations(pyfuse3.Operations):
         pyfuse3.invalidate_entry_async(folder.inode, os.fsencode(name), ignore_enoent=True)
 
     # attributes ----------------------------------------------------------------------
-    def _attrs(self, node: Node) -> pyfuse3.EntryAttributes:
+    def _attrs(self, node: Node, owner: FolderOwner | None = None) -> pyfuse3.EntryAttributes:
+        """`owner`: the node's owner when the caller knows it (readdir: one for all)."""
+        owner = owner or self.owner_of(node)
         attr = pyfuse3.EntryAttributes()
         attr.st_ino = node.inode
         attr.st_mode = self.tree.mode(node)
@@ -247,11 +250,16 @@ class Operations(pyfuse3.Operations):
         else:
             assert isinstance(node, File)
             attr.st_nlink = 1
-            attr.st_size = self.owner_of(node).presented_size(node)
+            attr.st_size = owner.presented_size(node)
             attr.st_blocks = (attr.st_size + 511) // 512
             attr.entry_timeout = ENTRY_TIMEOUT
-            attr.attr_timeout = STATIC_TIMEOUT if node.size_known else 0.0
-        override = self.owner_of(node).attr_timeout(node)
+            # A provisional size is replaced by invalidating the kernel's copy the moment
+            # the real one is learned (size_learned), so it need not expire at once: with
+            # a timeout of 0, every `ls -l` paid one GETATTR per such file (a third of a
+            # big fax folder: 4x slower than tmpfs). ENTRY_TIMEOUT bounds how long a lost
+            # invalidation could show it.
+            attr.attr_timeout = STATIC_TIMEOUT if node.size_known else PROVISIONAL_ATTR_TIMEOUT
+        override = owner.attr_timeout(node)
         if override is not None:
             attr.attr_timeout = override
             attr.entry_timeout = min(attr.entry_timeout, max(override, 0.0))
@@ -350,10 +358,12 @@ class Operations(pyfuse3.Operations):
             listing = _Listing(folder)
             self._dirs[fh] = (inode, listing)
         i = bisect.bisect_right(listing.cookies, start_id)
+        # Below the top level every entry has the folder's owner: found once, not per entry.
+        owner = None if folder is self.tree.root else self._owner_for_child(folder)
         for child in itertools.islice(listing.nodes, i, None):
             if child.parent is not folder or folder.children.get(child.name) is not child:
                 continue  # removed (or renamed) since the snapshot
-            if not pyfuse3.readdir_reply(token, os.fsencode(child.name), self._attrs(child), child.cookie):
+            if not pyfuse3.readdir_reply(token, os.fsencode(child.name), self._attrs(child, owner), child.cookie):
                 return
             self.tree.remember(child)
 

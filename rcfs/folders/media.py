@@ -2,12 +2,12 @@
 that refresh after a TTL with single flight, and reads through the block-cache reader.
 
 Unknown sizes (recordings, attachments without `size`): such a file shows a provisional
-size (PROVISIONAL_SIZE) with an attribute timeout of 0 until its size is learned. `ls -l`
-therefore costs no request. `open()` resolves the size with the first content request
-(which also starts the download, so nothing is wasted) before any byte is read, and the
-kernel re-asks getattr after it (timeout 0, and the adapter invalidates the cached
-attributes when a size is learned), so `cat`, `cp`, `rsync`, `tar` and `sha256sum` see
-the exact size. Once learned, a size is exact for good and persisted across remounts;
+size (PROVISIONAL_SIZE) until its size is learned. `ls -l` therefore costs no request.
+`open()` resolves the size with the first content request (which also starts the
+download, so nothing is wasted) before any byte is read, and the kernel re-asks getattr
+after it (the adapter invalidates the cached attributes when a size is learned; the
+provisional ones also expire after a short timeout), so `cat`, `cp`, `rsync`, `tar` and
+`sha256sum` see the exact size. Once learned, a size is exact for good and persisted across remounts;
 `rcfs.background` learns the rest while the API is idle.
 
 Why not size 0: GLib types every empty regular file `application/x-zerosize` without
