@@ -137,3 +137,27 @@ def test_xattr_values_carry_no_control_or_format_characters(mnt):
     for name in os.listxattr(fax):
         value = os.getxattr(fax, name).decode()
         assert not any(ch in value for ch in ("\x1b", "\u202e", "\x9b")), (name, value)
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace (apt-get install strace)")
+def test_warm_ls_l_costs_the_daemon_a_handful_of_requests_not_one_per_file(mnt, tmp_path):
+    """Counted at the daemon: every answer to the kernel is one writev on /dev/fuse. A
+    warm `ls -l` needs the listing (READDIRPLUS, which carries every entry's attributes)
+    and nothing per file: neither xattrs nor attributes of files whose size is still
+    provisional (a third of these faxes: with a timeout of 0 each cost a GETATTR)."""
+    faxes = mnt / "faxes"
+    files = os.listdir(faxes)
+    assert sum(1 for name in files if os.stat(faxes / name).st_size == 4096) >= 30  # (provisional sizes)
+    subprocess.run(["ls", "-l", str(faxes)], check=True, capture_output=True, timeout=300)
+    daemon = int(os.getxattr(mnt, "user.rc.pid"))
+    trace = tmp_path / "daemon.trace"
+    tracer = subprocess.Popen(["strace", "-f", "-p", str(daemon), "-e", "trace=writev", "-o", str(trace)],
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        assert "attached" in tracer.stderr.readline()  # (tracing before ls starts)
+        subprocess.run(["ls", "-l", str(faxes)], check=True, capture_output=True, timeout=300)
+    finally:
+        tracer.terminate()
+        tracer.wait(timeout=30)
+    answers = [line for line in trace.read_text().splitlines() if "writev(" in line]
+    assert 1 <= len(answers) <= len(files) // 10, len(answers)
