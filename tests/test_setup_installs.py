@@ -36,7 +36,7 @@ PACKAGE = {
     "git": "git", "curl": "curl", "file": "file", "fuser": "psmisc", "getfattr": "attr",
     "gio": "libglib2.0-bin", "rsync": "rsync", "strace": "strace", "unzip": "unzip",
     "fusermount3": "fuse3", "fusermount": "fuse3", "systemd-analyze": "systemd", "systemctl": "systemd",
-    "rclone": "rclone", "httpdirfs": "httpdirfs", "dpkg": "dpkg", "dpkg-query": "dpkg",
+    "rclone": "rclone", "httpdirfs": "httpdirfs", "dpkg": "dpkg", "dpkg-query": "dpkg", "dpkg-deb": "dpkg",
 }
 # Programs only a benchmark runs, which installs them itself (file that does it).
 INSTALLED_BY_THEIR_SCRIPT = {"rclone": "scripts/benchlib/anchors.py", "httpdirfs": "scripts/benchlib/anchors.py"}
