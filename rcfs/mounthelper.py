@@ -35,7 +35,7 @@ SECRETS = {"client_secret", "jwt", "jwt_file", "password", "client_id", "token"}
 # option=value -> `rcfs mount` flag
 VALUED = {"config": "--config", "state_dir": "--state-dir", "since": "--since", "cache_size": "--cache-size",
           "log_file": "--log-file", "listing_ttl": "--listing-ttl", "recordings_ttl": "--recordings-ttl",
-          "server_url": "--server-url"}
+          "server_url": "--server-url", "outbox_settle": "--outbox-settle"}
 
 
 class HelperError(Exception):

@@ -187,6 +187,7 @@ class EmulatorProcess:
     client_secret: str
     jwt: str
     stderr_path: Path
+    user_jwt: str = "rcfs-demo-user-jwt"  # the regular user's credential (company.py)
 
     @property
     def pid(self) -> int:
@@ -217,10 +218,11 @@ class EmulatorProcess:
         """`POST /_emulator/stats/reset`."""
         self.admin("POST", "/_emulator/stats/reset")
 
-    def token(self) -> str:
-        """A fresh access token from the JWT grant (costs one Auth request)."""
+    def token(self, jwt: str | None = None) -> str:
+        """A fresh access token from the JWT grant (costs one Auth request); `jwt`:
+        another user's credential (default the super admin's)."""
         r = httpx.post(self.platform + "/restapi/oauth/token",
-                       data={"grant_type": JWT_GRANT, "assertion": self.jwt},
+                       data={"grant_type": JWT_GRANT, "assertion": jwt or self.jwt},
                        headers={"Authorization": basic_auth(self.client_id, self.client_secret)},
                        timeout=HTTP_TIMEOUT)
         assert r.status_code == 200, r.text
@@ -273,7 +275,7 @@ def spawn_emulator(tmp_dir: Path, **options: Any) -> EmulatorProcess:
             if line.startswith(READY_PREFIX):
                 fields = dict(part.split("=", 1) for part in line[len(READY_PREFIX):].split())
                 return EmulatorProcess(proc, fields["platform"], fields["media"], config.client_id,
-                                       config.client_secret, config.jwt, stderr_path)
+                                       config.client_secret, config.jwt, stderr_path, config.user_jwt)
     except BaseException:
         proc.kill()
         proc.wait(timeout=5)
