@@ -167,6 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--no-background", dest="background", action="store_false",
                    help="do not learn unknown sizes and recording types while the API is idle "
                         "(they are then learned only when a file is opened)")
+    m.add_argument("--shared-budget", metavar="URL",
+                   help="share one rate-limit budget and one login with every other mount of this "
+                        "account through Redis: redis://HOST:PORT/DB, rediss://... (TLS) or "
+                        "unix:///path/redis.sock (also: shared_budget in the config file). The "
+                        "password comes from the config file (shared_budget_password) or "
+                        "RCFS_REDIS_PASSWORD, never from here. Default: this mount paces alone")
     m.add_argument("-v", "--verbose", action="count", default=0, help="log what happens (INFO)")
     m.add_argument("--debug", action="store_true", help="log everything (DEBUG)")
     m.add_argument("--log-file", help="log to this file instead of stderr (created mode 0600)")
@@ -284,6 +290,10 @@ def cmd_mount(args: argparse.Namespace) -> int:
     if not args.demo:
         creds = settings.resolve_credentials(server_url=args.server_url, client_id=args.client_id,
                                              config_path=args.config)
+    shared_url, shared_password = None, None
+    if args.shared_budget or not args.demo:  # (the demo does not read your account's config)
+        shared_url, shared_password = settings.resolve_shared_budget(flag=args.shared_budget,
+                                                                     config_path=args.config)
 
     # From here on every exit path (an error, Ctrl-C, SIGTERM, an unmount) goes through
     # the `finally` below, which stops the demo emulator and removes the demo's state.
@@ -335,6 +345,8 @@ def cmd_mount(args: argparse.Namespace) -> int:
             gid=args.gid,
             background=args.background,
             company=args.company,
+            shared_budget=shared_url,
+            shared_budget_password=shared_password,
         )
 
         def ready() -> None:

@@ -9,6 +9,7 @@ mounted-but-dead (reads fail loudly) rather than silently empty, because a mirro
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import errno
@@ -22,7 +23,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import AsyncIterator, Callable
 
 import pyfuse3
 import trio
@@ -30,6 +31,7 @@ import trio
 from .api.auth import TokenStore
 from .api.client import Credentials, RingCentralClient
 from .api.errors import ApiError, AuthError
+from .api.shared_budget import SharedBudget, scope_of
 from .exports_model import ExportManager
 from .folders.base import FolderOwner
 from .folders.company import CompanyRecordingsOwner, CompanyUsersOwner
@@ -77,6 +79,8 @@ class MountOptions:
     gid: int | None = None
     background: bool = True  # learn unknown sizes and recording types while the API is idle
     company: bool = True  # /company for admins (rcfs.folders.company); False: never asked
+    shared_budget: str | None = None  # a fleet's Redis URL (issue 18; rcfs.api.shared_budget)
+    shared_budget_password: str | None = dataclasses.field(default=None, repr=False)
 
 
 def check_mountpoint(path: Path, *, nonempty: bool = False) -> None:
@@ -170,6 +174,25 @@ async def _watch_signals(cancel: Callable[[], None]) -> None:
             return
 
 
+@contextlib.asynccontextmanager
+async def _client(opts: MountOptions, token_store: TokenStore) -> AsyncIterator[RingCentralClient]:
+    """The API client; with `--shared-budget`, inside the fleet's Redis connection, which
+    outlives it (the client's last requests still commit their slots)."""
+    if not opts.shared_budget:
+        async with RingCentralClient(opts.credentials, token_store=token_store) as client:
+            yield client
+        return
+    creds = opts.credentials
+    async with SharedBudget(opts.shared_budget, password=opts.shared_budget_password,
+                            scope=scope_of(creds.server_url, creds.client_id, creds.jwt),
+                            memo=token_store.path.parent / "fleet.json") as shared:
+        if not shared.healthy:
+            log.warning("shared budget not reachable at mount time: pacing alone until it answers")
+        async with RingCentralClient(creds, token_store=token_store, shared=shared) as client:
+            shared.info = lambda: {"requests": client.stats.total_requests}
+            yield client
+
+
 async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None) -> None:
     """Mount and serve until unmounted or signalled. Raises MountError on setup failure."""
     # The CLI checked the state dir (rcfs.settings.prepare_state_dir); its mode is the user's.
@@ -179,7 +202,7 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
     token_store = TokenStore(acct_dir / "tokens.json")
     state = StateStore(acct_dir / "state.json")
 
-    async with RingCentralClient(opts.credentials, token_store=token_store) as client:
+    async with _client(opts, token_store) as client:
         try:
             await client.auth.access_token()  # fail early on bad credentials
         except AuthError as exc:

@@ -64,6 +64,9 @@ def collect(client: "RingCentralClient", reader: "Reader", tree: "Tree", *,
         "bytes_received": stats.bytes_received,
         "downloads": downloads,
     }
+    shared = getattr(client.governor, "shared", None)
+    if shared is not None:
+        report["fleet"] = shared.report()
     if learner is not None:
         report["background"] = {"pending": learner.pending_counts(), "sizes_learned": learner.stats.sizes_learned,
                                 "types_learned": learner.stats.types_learned,
@@ -153,7 +156,25 @@ def render(report: dict[str, Any], mountpoint: str = "") -> str:
     if ob is not None:
         lines.append(f"outbox             {ob['waiting']} waiting, {ob['sending']} sending, "
                      f"{ob['failed']} failed, {ob['sent']} sent, {ob['held']} held")
+    fleet = report.get("fleet")
+    if fleet is not None:
+        lines.extend(_render_fleet(fleet))
     return "\n".join(lines)
+
+
+def _render_fleet(fleet: dict[str, Any]) -> list[str]:
+    """The shared budget (issue 18): Redis health, live mounts, the fleet's use per group."""
+    health = "ok" if fleet["healthy"] else f"DOWN ({fleet.get('last_error') or '?'}), pacing alone"
+    lines = [f"fleet              {fleet['url']}  redis {health}  {fleet['live_mounts']} live mount(s)  "
+             f"{fleet['calls']} calls, {fleet['failures']} failed ({fleet['deadline_hits']} past the "
+             f"deadline), {fleet['recoveries']} recoveries"]
+    for name, g in (fleet.get("groups") or {}).items():
+        limit = "?" if g.get("limit") is None else g["limit"]
+        blocked = f"  blocked {g['blocked_for']:g} s" if g.get("blocked_for") else ""
+        lines.append(f"  shared {name:<9} {g['used']}/{limit} used per {g['window']:g} s{blocked}")
+    for m in fleet.get("mounts") or []:
+        lines.append(f"  mount  {m.get('host', '?')} pid {m.get('pid', '?')}  requests {m.get('requests', '?')}")
+    return lines
 
 
 def cmd_status(mountpoint: str, *, watch: float | None = None, as_json: bool = False) -> int:

@@ -304,3 +304,26 @@ def emulator_server(request: pytest.FixtureRequest, start_emulator) -> EmulatorP
     """A subprocess emulator; options from `request.param` (dict) when parametrised."""
     options = getattr(request, "param", None) or {}
     return start_emulator(**options)
+
+
+# redis (issue 18: the fleet's shared budget) -----------------------------------------------
+
+@pytest.fixture
+def redis_server() -> Iterator[Any]:
+    """A real `redis-server` on a unix socket of its own (short path: sockets are limited
+    to 107 bytes), no persistence, stopped by PID (resumed first if a test paused it)."""
+    import shutil
+    import tempfile
+
+    from redishelp import REDIS_SERVER, RedisServer
+
+    if REDIS_SERVER is None:
+        pytest.skip("needs redis-server (apt-get install redis-server)")
+    directory = Path(tempfile.mkdtemp(prefix="rcfs-redis-"))
+    server = RedisServer(directory)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)

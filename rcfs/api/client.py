@@ -504,6 +504,7 @@ class RingCentralClient:
     * `max_connections`: HTTP keep-alive pool size.
     * `wall_clock`: epoch seconds for token expiry (tests inject one).
     * `media_urls`: media origins besides the derived one and `credentials.media_url`.
+    * `shared`: a `SharedBudget` (issue 18): the fleet's rate-limit budget and token pair.
 
     Where the token goes (`check_url`): every request goes to an origin of
     `trusted_origins`, compared whole (scheme, host and port): the origin of
@@ -531,11 +532,13 @@ class RingCentralClient:
         user_agent: str = "rcfs/0.1",
         wall_clock: Callable[[], float] = time.time,
         media_urls: Iterable[str] = (),
+        shared: Any = None,
     ) -> None:
         self.credentials = dataclasses.replace(credentials, server_url=credentials.server_url.rstrip("/"))
         self.timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
         self.retry = retry or RetryPolicy()
-        self.governor = governor or RateGovernor()
+        # shared: a fleet's SharedBudget (rcfs.api.shared_budget): one budget, one login.
+        self.governor = governor or RateGovernor(shared=shared)
         self.stats = ClientStats()
         self._rng = random.Random()
         self._learned_groups: dict[str, Group] = {}
@@ -557,6 +560,7 @@ class RingCentralClient:
             revoke=self._revoke_request,
             store=token_store,
             wall_clock=wall_clock,
+            shared=shared.tokens() if shared is not None else None,
         )
 
     def __repr__(self) -> str:

@@ -6,6 +6,10 @@
                                    "media_requests": [[route, path, Range header], ...]: the
                                    last 2000 content requests in arrival order}
     POST /_emulator/stats/reset    zero the counters (204)
+    GET  /_emulator/requests       every rate-limited request in arrival order (the last
+                                   20000): {"requests": [{t (emulator clock, s), route, path, group,
+                                   status (200: let through, 429), forced, remaining,
+                                   session (the OAuth session id)}]}
     GET  /_emulator/config         the live settings (same keys as below)
     POST /_emulator/config         change settings at run time; JSON object with any of
                                    window, limit_light, limit_medium, limit_heavy,
@@ -255,6 +259,9 @@ def routes(emu: Emulator) -> list[BaseRoute]:
     async def stats(request: Request, session: Session | None) -> Response:
         return JSONResponse(emu.stats.as_dict())
 
+    async def request_log(request: Request, session: Session | None) -> Response:
+        return JSONResponse({"requests": list(emu.stats.log)})
+
     async def stats_reset(request: Request, session: Session | None) -> Response:
         emu.stats.reset()
         return Response(status_code=204)
@@ -323,6 +330,7 @@ def routes(emu: Emulator) -> list[BaseRoute]:
     return [
         r("/_emulator/stats", "admin-stats", stats, "GET"),
         r("/_emulator/stats/reset", "admin-stats-reset", stats_reset, "POST"),
+        r("/_emulator/requests", "admin-requests", request_log, "GET"),
         r("/_emulator/config", "admin-config", get_config, "GET"),
         r("/_emulator/config", "admin-config-set", set_config, "POST"),
         r("/_emulator/ratelimit/reset", "admin-ratelimit-reset", ratelimit_reset, "POST"),

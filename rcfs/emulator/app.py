@@ -123,10 +123,14 @@ class Stats:
     # The latest content requests in arrival order, (route, path, Range header): tests tell
     # a client's 1-byte probes from its reads, and which came while which was running.
     media_log: collections.deque = dataclasses.field(default_factory=lambda: collections.deque(maxlen=MEDIA_LOG_MAX))
+    # Every rate-limited request in arrival order (`GET /_emulator/requests`): tests of
+    # several clients sharing one budget read who was answered what, and when.
+    log: collections.deque = dataclasses.field(default_factory=lambda: collections.deque(maxlen=20000))
 
     def reset(self) -> None:
         """Zero every counter."""
         self.media_log.clear()
+        self.log.clear()
         self.requests.clear()
         self.groups.clear()
         self.statuses.clear()
@@ -571,6 +575,11 @@ class Emulator:
                 if group is not None:
                     self.stats.groups[group] += 1
                     decision = self.limiter.check(self.rate_key(request, session), group)
+                    self.stats.log.append({
+                        "t": round(self.clock(), 4), "route": name, "path": request.url.path,
+                        "group": group.lower(),
+                        "status": 200 if decision.allowed else 429, "forced": decision.forced,
+                        "remaining": decision.remaining, "session": session.id if session else None})
                     if not decision.allowed:
                         self.stats.rate_limited += 1
                         response = self.api_error(429, "CMN-301", "Request rate exceeded")
