@@ -33,6 +33,7 @@ PACKAGE = {
     "dd": "coreutils", "du": "coreutils", "install": "coreutils", "ls": "coreutils",
     "mkdir": "coreutils", "mv": "coreutils", "sha256sum": "coreutils", "true": "coreutils",
     "mktemp": "coreutils", "truncate": "coreutils", "sed": "sed",
+    "redis-server": "redis-server", "redis-cli": "redis-tools",
     "find": "findutils", "tar": "tar", "mount": "mount", "umount": "mount", "setpriv": "util-linux",
     "git": "git", "curl": "curl", "file": "file", "fuser": "psmisc", "getfattr": "attr",
     "gio": "libglib2.0-bin", "rsync": "rsync", "strace": "strace", "unzip": "unzip",
