@@ -81,6 +81,25 @@ def _replace_unsafe(text: str) -> str:
                    for ch in text)
 
 
+# Controls that only break a line or a column: a space keeps the value readable.
+_WHITESPACE_CONTROLS = frozenset("\t\n\r\v\f\x1c\x1d\x1e\x1f\x85")
+
+
+def safe_value(text: str) -> str:
+    """An extended-attribute value from the API, safe to print on a terminal.
+
+    `attr -g`, `getfattr --only-values` and scripts print values raw, so an ESC or a C1
+    CSI in a caller id (`+1555\x1b[2J0188`) would drive the reader's terminal, and a
+    bidi override would disguise the text. Every Cc/Cf character is replaced as in
+    names: line and column breaks by a space, the rest by `_`. Nothing else changes
+    (values are not names: `/`, leading dots and spaces stay).
+    """
+    if text.isprintable():
+        return text  # the common case: no per-character work
+    return "".join((" " if ch in _WHITESPACE_CONTROLS else "_")
+                   if unicodedata.category(ch) in _HIDDEN_CATEGORIES else ch for ch in text)
+
+
 def _truncate_utf8(text: str, max_bytes: int) -> str:
     data = text.encode("utf-8")
     if len(data) <= max_bytes:

@@ -2,7 +2,9 @@
 
     GET  /_emulator/stats          {"requests": {route: n}, "total_requests", "groups":
                                    {"light": n, ...}, "statuses": {"200": n, ...},
-                                   "rate_limited": n, "bytes_served": n, "faults": {kind: n}}
+                                   "rate_limited": n, "bytes_served": n, "faults": {kind: n},
+                                   "media_requests": [[route, path, Range header], ...]: the
+                                   last 2000 content requests in arrival order}
     POST /_emulator/stats/reset    zero the counters (204)
     GET  /_emulator/requests       every rate-limited request in arrival order (the last
                                    20000): {"requests": [{t (emulator clock, s), route, path, group,
