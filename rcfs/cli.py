@@ -167,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--no-background", dest="background", action="store_false",
                    help="do not learn unknown sizes and recording types while the API is idle "
                         "(they are then learned only when a file is opened)")
+    m.add_argument("--no-push", dest="push", action="store_false",
+                   help="no push notifications: do not keep a WebSocket to RingCentral's gateway; "
+                        "listings are then re-checked on look after --listing-ttl / --recordings-ttl "
+                        "(default: push on; while it is up, an idle mount sends no request)")
     m.add_argument("--shared-budget", metavar="URL",
                    help="share one rate-limit budget and one login with every other mount of this "
                         "account through Redis: redis://HOST:PORT/DB, rediss://... (TLS) or "
@@ -344,6 +348,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
             uid=args.uid,
             gid=args.gid,
             background=args.background,
+            push=args.push,
             company=args.company,
             shared_budget=shared_url,
             shared_budget_password=shared_password,

@@ -22,6 +22,8 @@ import functools
 import itertools
 import logging
 import os
+import stat
+import threading
 from typing import Any, Callable
 
 import pyfuse3
@@ -161,6 +163,14 @@ class Operations(pyfuse3.Operations):
         self._dirs: dict[int, tuple[int, _Listing | None]] = {}  # fh -> (inode, snapshot)
         self._next_fh = itertools.count(1)
         self.initialized = trio.Event()  # set once the kernel's INIT request arrived
+        # Announcing new entries to inotify watchers (see `folder_changed`): the mount's
+        # resolved path (set by rcfs.mount; None: no announcements), the names being
+        # announced, the announcing threads' kernel ids, and the folders whose mode shows
+        # the write bit meanwhile (the kernel checks it before asking us).
+        self.mount_target: str | None = None
+        self._announcing: set[tuple[int, str]] = set()
+        self._announcer_tids: set[int] = set()
+        self._announce_folders: dict[int, int] = {}  # folder inode -> announcements under way
 
     def init(self) -> None:
         self.initialized.set()
@@ -241,6 +251,88 @@ class Operations(pyfuse3.Operations):
             return
         pyfuse3.invalidate_entry_async(folder.inode, os.fsencode(name), ignore_enoent=True)
 
+    def folder_changed(self, folder: Folder, added: set[str], removed: set[str]) -> None:
+        """An owner's sync changed `folder` (a push event): drop what the kernel cached
+        of those names and of the folder, so the next `ls` and lookup ask again; then
+        announce the new names to inotify watchers (an open file manager).
+
+        Why the announcement: the kernel raises inotify events only for system calls
+        made on the mount; FUSE invalidations raise none (measured on Linux 6.18), so an
+        open GNOME Files window would show a new voicemail only after a reload. So rcfs
+        makes the call itself: a worker thread (never the FUSE loop, which must stay free
+        to answer it) runs mknod(2) (mkdir(2) for a folder) on each new name. rcfs
+        answers that thread's LOOKUP "no such entry" and its MKNOD with the entry that
+        exists, so the kernel instantiates it and raises IN_CREATE, exactly as for a file
+        created there. Nothing is created anywhere and no API request is made; the
+        folder shows the write bit while its announcement runs, because the kernel
+        checks it before asking us (default_permissions). A name some process looked up
+        first is already known to the kernel: it answers EEXIST itself and raises no
+        event (that process saw the file anyway)."""
+        for name in sorted(added | removed):
+            self._invalidate_entry(folder, name)
+        self._invalidate_attrs(folder)
+        fresh = sorted(n for n in added if (folder.inode, n) not in self._announcing
+                       and isinstance(self.tree.child(folder, n), (File, Folder)))
+        if fresh and self.mount_target is not None and self._kernel_knows(folder):
+            self._announcing.update((folder.inode, n) for n in fresh)
+            trio.lowlevel.spawn_system_task(self._announce, folder, fresh, name="rcfs announce")
+
+    def _mount_path(self, node: Node) -> str:
+        parts = []
+        while node.parent is not None:
+            parts.append(node.name)
+            node = node.parent
+        assert self.mount_target is not None
+        return os.path.join(self.mount_target, *reversed(parts))
+
+    async def _announce(self, folder: Folder, names: list[str]) -> None:
+        path = self._mount_path(folder)
+        kinds = [isinstance(self.tree.child(folder, n), Folder) for n in names]
+        self._announce_folders[folder.inode] = self._announce_folders.get(folder.inode, 0) + 1
+        self._invalidate_attrs(folder)
+        try:
+            with trio.move_on_after(30):  # bounded: a wedged kernel call is abandoned
+                done = await trio.to_thread.run_sync(self._announce_in_thread, path, names, kinds,
+                                                     abandon_on_cancel=True)
+                log.debug("announced %d of %d new name(s) in %s to inotify", done, len(names), folder.name)
+        except Exception:  # noqa: BLE001 - an announcement is a courtesy, never a failure
+            log.exception("announcing new entries of %s failed", folder.name)
+        finally:
+            for name in names:
+                self._announcing.discard((folder.inode, name))
+            left = self._announce_folders.get(folder.inode, 1) - 1
+            if left:
+                self._announce_folders[folder.inode] = left
+            else:
+                self._announce_folders.pop(folder.inode, None)
+            self._invalidate_attrs(folder)
+
+    def _announce_in_thread(self, path: str, names: list[str], kinds: list[bool]) -> int:
+        tid = threading.get_native_id()
+        self._announcer_tids.add(tid)
+        done = 0
+        try:
+            for name, is_dir in zip(names, kinds):
+                target = os.path.join(path, name)
+                try:
+                    if is_dir:
+                        os.mkdir(target, 0o500)
+                    else:
+                        os.mknod(target, stat.S_IFREG | 0o400)
+                    done += 1
+                except OSError as exc:  # EEXIST: the kernel knew the name already
+                    log.debug("announcing %s: %s", name, exc.strerror)
+        finally:
+            self._announcer_tids.discard(tid)
+        return done
+
+    def _announced(self, folder: Folder, name: str, ctx) -> Node | None:
+        """The entry to answer an announcing thread's MKNOD/MKDIR with, or None."""
+        text = os.fsdecode(name)
+        if (folder.inode, text) not in self._announcing or getattr(ctx, "pid", None) not in self._announcer_tids:
+            return None
+        return self.tree.child(folder, text)
+
     # attributes ----------------------------------------------------------------------
     def _attrs(self, node: Node, owner: FolderOwner | None = None) -> pyfuse3.EntryAttributes:
         """`owner`: the node's owner when the caller knows it (readdir: one for all)."""
@@ -262,6 +354,9 @@ class Operations(pyfuse3.Operations):
             attr.entry_timeout = STATIC_TIMEOUT if top else ENTRY_TIMEOUT
             # Listings change: let the kernel re-ask (answered from memory).
             attr.attr_timeout = 1.0
+            if node.inode in self._announce_folders:  # see folder_changed
+                attr.st_mode |= stat.S_IWUSR
+                attr.attr_timeout = 0.0
         else:
             assert isinstance(node, File)
             attr.st_nlink = 1
@@ -325,6 +420,8 @@ class Operations(pyfuse3.Operations):
             node: Node | None = folder
         elif text == "..":
             node = folder.parent or self.tree.root
+        elif (folder.inode, text) in self._announcing and getattr(ctx, "pid", None) in self._announcer_tids:
+            node = None  # the announcing thread's own lookup: see folder_changed
         else:
             node = await self._owner_for_child(folder).lookup(folder, text)
         if node is None:
@@ -389,8 +486,21 @@ class Operations(pyfuse3.Operations):
         self._dirs.pop(fh, None)
 
     @_handler
+    async def mknod(self, parent_inode, name, mode, rdev, ctx):
+        folder = self._folder(parent_inode)
+        node = self._announced(folder, name, ctx)
+        if not isinstance(node, File):
+            raise pyfuse3.FUSEError(errno.ENOSYS)  # as before: no special files here
+        self.tree.remember(node)
+        return self._attrs(node)
+
+    @_handler
     async def mkdir(self, parent_inode, name, mode, ctx):
         folder = self._folder(parent_inode)
+        announced = self._announced(folder, name, ctx)
+        if isinstance(announced, Folder):
+            self.tree.remember(announced)
+            return self._attrs(announced)
         node = await self._owner_for_child(folder).mkdir(folder, os.fsdecode(name))
         self.tree.remember(node)
         return self._attrs(node)

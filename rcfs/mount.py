@@ -41,6 +41,7 @@ from .folders.media import RemoteMediaOwner
 from .folders.outbox import OutboxOwner
 from .folders.texts import TextsOwner
 from . import status as status_report
+from .push import PushChannel
 from . import systemd
 from .background import BackgroundLearner
 from .fs import Operations, reader_priority
@@ -79,6 +80,7 @@ class MountOptions:
     uid: int | None = None  # owner the tree presents (None: the mounting user); mount -o uid=
     gid: int | None = None
     background: bool = True  # learn unknown sizes and recording types while the API is idle
+    push: bool = True  # events over RingCentral's WebSocket gateway (rcfs.push)
     company: bool = True  # /company for admins (rcfs.folders.company); False: never asked
     shared_budget: str | None = None  # a fleet's Redis URL (issue 18; rcfs.api.shared_budget)
     shared_budget_password: str | None = dataclasses.field(default=None, repr=False)
@@ -249,10 +251,12 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
                                     on_size=lambda key, size: ops.size_learned(key, size) if ops else None,
                                     on_content_type=lambda key, ct: ops.content_type_learned(key, ct) if ops else None)
         started = time.time()
+        push = PushChannel(client, owners.values()) if opts.push else None
 
         def status_json() -> str:
             report = status_report.collect(client, reader, tree, learner=learner, outbox=outbox, started=started,
                                            company=company, texts=texts)
+            report["push"] = push.status() if push is not None else {"state": "off"}
             return json.dumps(report, separators=(",", ":"))
 
         def control_xattrs() -> dict[str, str | Callable[[], str]]:
@@ -263,6 +267,8 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
 
         ops = Operations(tree, owners, state, block_size=reader.block_size,
                          control_xattrs=control_xattrs, space=outbox.statfs_free)
+        for owner in owners.values():
+            owner.on_change = ops.folder_changed
         users_owner = company.get("company/users")
         if isinstance(users_owner, CompanyUsersOwner):
             users_owner.on_owner, users_owner.on_owner_gone = ops.add_owner, ops.remove_owner
@@ -278,6 +284,7 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
         target = os.path.realpath(opts.mountpoint)
         outbox.mount_target = target
         greetings.mount_target = target
+        ops.mount_target = target  # new entries announced to inotify (Operations.folder_changed)
         texts.mount_target = target
         pyfuse3.init(ops, target, fuse_options)
         clean = False
@@ -291,6 +298,10 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
                 await nursery.start(exports.manager.run)
                 if opts.background:
                     nursery.start_soon(learner.run)
+                if push is not None:
+                    await nursery.start(push.run)
+                else:
+                    log.info("push is off (--no-push): listings are re-checked on look after their TTL")
                 nursery.start_soon(_notify_when_serving, ops, str(opts.mountpoint))
                 if opts.read_ahead_kb:
                     nursery.start_soon(_raise_read_ahead, ops, target, opts.read_ahead_kb)

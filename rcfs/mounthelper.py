@@ -102,6 +102,8 @@ def parse(argv: list[str]) -> tuple[str, list[str]]:
             args.append("--allow-other")
         elif name == "nonempty":
             args.append("--nonempty")
+        elif name == "nopush":
+            args.append("--no-push")  # no WebSocket to the push gateway (rcfs.push)
         elif name == "uid":
             args += ["--uid", str(_user_id(value))]
         elif name == "gid":

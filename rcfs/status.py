@@ -148,6 +148,17 @@ def render(report: dict[str, Any], mountpoint: str = "") -> str:
         p = bg["pending"]
         lines.append(f"background         {p['sizes']} sizes and {p['types']} types to learn; learned "
                      f"{bg['sizes_learned']} sizes, {bg['types_learned']} types in {bg['requests']} requests")
+    push = report.get("push")
+    if push is not None:
+        if push["state"] == "off":
+            lines.append("push               off (--no-push): listings re-checked on look after their TTL")
+        else:
+            state = {"up": "up: listings trusted, changes arrive as events",
+                     "down": f"DOWN ({push.get('why') or '?'}): polling on look after the TTL, reconnecting",
+                     "starting": "connecting"}.get(push["state"], push["state"])
+            lines.append(f"push               {state}; {push['notifications']} events, {push['syncs']} syncs, "
+                         f"{push['connects']} connects ({push['recovered']} recovered), "
+                         f"{push['heartbeats']} heartbeats")
     co = report.get("company")
     if co is not None:
         parts = []

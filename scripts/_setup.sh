@@ -8,8 +8,9 @@ VENV="$ROOT/.venv"
 # tests/test_setup_installs.py finds them in the code and fails on one that does not.
 # redis-server, redis-tools: the fleet tests' real Redis (issue 18; the tests start their own on a socket)
 # git: the benchmarks label their results with the commit
+# inotify-tools: inotifywait, how the push tests see what a file manager would (issue 17)
 APT_PACKAGES=(fuse3 libfuse3-dev pkg-config gcc attr file libmagic1 libglib2.0-bin shared-mime-info rsync curl psmisc tar strace
-              redis-server redis-tools unzip systemd git)
+              redis-server redis-tools unzip systemd git inotify-tools)
 
 need_apt=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -54,7 +54,7 @@ def emulator_media_url(server_url: str) -> str:
 @contextlib.contextmanager
 def mounted(mountpoint: Path, *, server_url: str, client_id: str, client_secret: str, jwt: str,
             state_dir: Path, extra_args: list[str] = (), log_path: Path | None = None,
-            timeout: float = 30.0, background: bool = False,
+            timeout: float = 30.0, background: bool = False, push: bool = False,
             media_url: str | None = None) -> Iterator[subprocess.Popen]:
     """Mount the account at `server_url` on `mountpoint` until the block ends.
 
@@ -63,6 +63,9 @@ def mounted(mountpoint: Path, *, server_url: str, client_id: str, client_secret:
     `background`: run the background learner (rcfs.background). Off unless a test asks:
     its probes are extra requests whenever a group is idle, which tests that count the
     requests of a foreground workload would see at random; tests/test_desktop.py runs it.
+    `push`: keep the push channel (rcfs.push). Off unless a test asks, for the same
+    reason (a ws token and a subscription at mount time) and because a healthy channel
+    makes listings ignore their TTL, which the polling tests measure.
     """
     mountpoint.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, RC_SERVER_URL=server_url, RC_CLIENT_ID=client_id,
@@ -70,7 +73,7 @@ def mounted(mountpoint: Path, *, server_url: str, client_id: str, client_secret:
     log_path = log_path or mountpoint.parent / f"{mountpoint.name}.log"
     log_fh = open(log_path, "w")
     cmd = [sys.executable, "-m", "rcfs", "mount", str(mountpoint), "--state-dir", str(state_dir),
-           "--debug", *([] if background else ["--no-background"]), *extra_args]
+           "--debug", *([] if background else ["--no-background"]), *([] if push else ["--no-push"]), *extra_args]
     proc = subprocess.Popen(cmd, env=env, stdout=log_fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + timeout

@@ -55,6 +55,7 @@ def missing(reason: str) -> None:
 ACCT = "/restapi/v1.0/account/{accountId}"
 EXT = ACCT + "/extension/{extensionId}"
 T_TOKEN = "/restapi/oauth/token"
+T_WSTOKEN = "/restapi/oauth/wstoken"
 T_REVOKE = "/restapi/oauth/revoke"
 T_LIST = EXT + "/message-store"
 T_MSG = T_LIST + "/{messageId}"
@@ -103,7 +104,7 @@ EXPECTED = {
     ("fax-unsupported-type", 415), ("no-token", 401), ("revoked-token", 401),
     ("message-unknown", 404), ("content-range-past-end", 416), ("rate-limited", 429),
     ("phone-number-list", 200), ("fax-failed-get", 200), ("fax-send-throttled", 429),
-    ("fax-send-unavailable", 503),
+    ("fax-send-unavailable", 503), ("wstoken", 200), ("call-log-by-telephony-session", 200),
 
     ("answering-rules", 200), ("answering-rules-simple", 200), ("answering-rule", 200),
     ("greeting-get", 200), ("greeting-presets", 200), ("greeting-preset", 200), ("report-create", 202), ("report-get", 200),
@@ -140,13 +141,14 @@ def _format_checker():
     checker.checkers = dict(oas30_format_checker.checkers)
 
     # Without the optional rfc3987 package `uri` is not checked at all; the emulator's
-    # URIs must be absolute http(s) URLs, which is what clients follow verbatim.
+    # URIs must be absolute http(s) URLs, which is what clients follow verbatim (ws(s) for
+    # the push gateway's address, WsTokenResponse.uri: production sends wss://…/ws).
     @checker.checks("uri")
     def is_uri(value: object) -> bool:
         if not isinstance(value, str):
             return True
         parts = urllib.parse.urlsplit(value)
-        return parts.scheme in ("http", "https") and bool(parts.netloc)
+        return parts.scheme in ("http", "https", "ws", "wss") and bool(parts.netloc)
 
     return checker
 
@@ -295,6 +297,13 @@ class Walk:
         call = calls["records"][0]
         self.call("call-record", "GET", T_CALL, f"{ext}/call-log/{call['id']}", expect=200)
         self.call("recording", "GET", T_RECORDING, call["recording"]["uri"], expect=200)
+        # Push (gateway.py): the ws token (an empty body), and a recorded call found in the
+        # call log by its telephony session once it has ended.
+        self.call("wstoken", "POST", T_WSTOKEN, p + T_WSTOKEN, expect=200)
+        placed = s.admin("POST", "/_emulator/calls/live", {"from": "+15551230003", "seconds": 31})
+        found = self.call("call-log-by-telephony-session", "GET", T_CALLLOG, ext + "/call-log", expect=200,
+                          params={"telephonySessionId": placed["telephonySessionId"], "recordingType": "All"})
+        assert [r["recording"]["id"] for r in found["records"]] == [placed["recordingId"]]
 
         self.call("phone-number-list", "GET", T_PHONE_NUMBERS, ext + "/phone-number", expect=200)
         self.call("phone-number-list", "GET", T_PHONE_NUMBERS, ext + "/phone-number", expect=200,

@@ -164,6 +164,8 @@ def test_helper_translates_mount_options():
     assert args[args.index("--config") + 1] == "/etc/rcfs/a.toml"
     _, args = parse(["none", "/srv/rc", "-o", "outbox_settle=10"])
     assert args[args.index("--outbox-settle") + 1] == "10"
+    _, args = parse(["none", "/srv/rc", "-o", "nopush"])
+    assert "--no-push" in args
     with pytest.raises(HelperError, match="unknown option"):
         parse(["none", "/srv/rc", "-o", "frobnicate"])
     with pytest.raises(HelperError, match="usage"):

@@ -674,11 +674,14 @@ class RingCentralClient:
         date_to: dt.datetime | str | None = None,
         *,
         per_page: int = 1000,
+        telephony_session_id: str | None = None,
         priority: Priority = Priority.FOREGROUND,
         extension_id: str = "~",
     ) -> list[dict]:
         """Every call that has a recording in [date_from, date_to], all pages followed
-        (of `extension_id`'s call log; `~`: the signed-in user's)."""
+        (of `extension_id`'s call log; `~`: the signed-in user's); with
+        `telephony_session_id`, only that call's legs (how a recording is found once its
+        telephony session has ended: PUSH-AND-ADMIN §A7)."""
         params = [
             ("dateFrom", format_time(date_from or dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc))),
             ("recordingType", "All"),
@@ -686,6 +689,8 @@ class RingCentralClient:
         ]
         if date_to is not None:
             params.insert(1, ("dateTo", format_time(date_to)))
+        if telephony_session_id is not None:
+            params.append(("telephonySessionId", telephony_session_id))
         return await self._all_pages(f"{extension_path(extension_id)}/call-log", params, priority)
 
     # -- typed calls: the company (admins) ----------------------------------------------
@@ -716,6 +721,15 @@ class RingCentralClient:
             ("perPage", str(max(1, min(1000, per_page)))),
         ]
         return self._pages(f"{ACCOUNT_PATH}/call-log", params, priority)
+
+    async def ws_token(self) -> dict:
+        """`POST /restapi/oauth/wstoken` (Auth group): `{uri, ws_access_token, expires_in}`
+        for the push gateway. Sent with an empty body, as the official clients do. The
+        token is a secret: it goes only into the gateway URL (rcfs.push), never a log."""
+        body = await self._json("POST", "/restapi/oauth/wstoken")
+        if not isinstance(body.get("ws_access_token"), str) or not isinstance(body.get("uri"), str):
+            raise BadResponse("wstoken answer lacks ws_access_token or uri")
+        return body
 
     async def get_recording(self, recording_id: str | int, *, priority: Priority = Priority.FOREGROUND) -> dict:
         """Recording metadata {id, contentUri, contentType, duration} (Heavy group)."""

@@ -61,6 +61,24 @@
                                    faxPageCount, ..., attachments [{fileName,
                                    contentType, size, sha256}]}]} (sending.sent_report)
 
+Push (gateway.py, same rules):
+
+    GET  /_emulator/push           the WebSocket gateway: open connections with their
+                                   subscription and filters, sessions, counts (connections,
+                                   notifications, heartbeats, recoveries, timeouts), timeouts
+    POST /_emulator/push           switches: {"drop": true} (close every socket as a lost
+                                   connection would), {"stall": seconds} (every socket a
+                                   black hole for that long), {"fail_recoveries": n},
+                                   {"subscription_id_header": bool}, {"single_use_tokens": bool}
+    POST /_emulator/calls/live     place and end a (recorded) call: JSON {"from"|"to": "+1…",
+                                   "direction": "Inbound"|"Outbound", "seconds": recording
+                                   length, "talkSeconds": wall seconds before it ends (0),
+                                   "callLogDelay": seconds after the end before the call log
+                                   has it (0), "recorded": true, "recordingType", "format":
+                                   "mp3"|"wav"} -> 201 {telephonySessionId, sessionId, callId,
+                                   recordingId}; telephony-session events Setup, Answered
+                                   and Disconnected (with `recordings`) are pushed
+
 None of these count against rate limits; they are counted in `requests` under
 their route names (`admin-*`).
 """

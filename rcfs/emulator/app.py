@@ -176,15 +176,17 @@ class Emulator:
         self.fault_rng = random.Random(config.faults.seed)
         self.account_path = f"/restapi/v1.0/account/{store.account_id}"
 
-        from . import admin, greetings, media_routes, platform, reports  # they import this one
+        from . import admin, gateway, greetings, media_routes, platform, reports  # they import this one
 
         self.sync_tokens = platform.SyncTokens()
         # (route name, message): injected messages that arrive just before the next
         # request of that route is answered (admin `deliverBefore`: races made exact).
         self.held_messages: list[tuple[str, Message]] = []
+        self.gateway = gateway.Gateway(self)  # push notifications over WebSocket
         errors = {404: self._not_found, 405: self._not_allowed}
         self.platform_app = Starlette(routes=platform.routes(self) + reports.routes(self)
-                                      + greetings.routes(self) + admin.routes(self),
+                                      + greetings.routes(self) + admin.routes(self)
+                                      + gateway.routes(self),
                                       exception_handlers=errors)
         media = media_routes.routes(self)
         if config.plain_view:  # benchmark-only view for tools that do not speak the API
@@ -476,6 +478,8 @@ class Emulator:
             "extension": {"id": int(ext_id),
                           "uri": f"{self.platform_base}{self.account_path}/extension/{ext_id}"},
         }
+        if call.telephony_session_id is not None:
+            out["telephonySessionId"] = call.telephony_session_id
         if call.recording is not None:
             out["recording"] = {
                 "id": call.recording.id,
@@ -591,6 +595,7 @@ class Emulator:
                     addressed = _ADDRESSED.set(self.addressed_store(name, request, session))
                 if group is not None:
                     self.settle_sends()
+                    self.gateway.run_due()  # a placed call's later steps (gateway.place_call)
                 if self.held_messages:
                     self.deliver_held(name)
                 response = await handler(request, session)

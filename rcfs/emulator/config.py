@@ -76,5 +76,10 @@ class EmulatorConfig:
     ignore_range: bool = False  # media answers 200 with the whole body whatever Range says
     foreign_media_rate: float = 0.0  # share of attachment URIs that point at foreign_media_base
     foreign_media_base: str = "https://media.rcfs-foreign.invalid"
+    # push over WebSocket (gateway.py): None = production's value scaled by window/60 ---
+    ws_idle_timeout: float | None = None  # production 1800 s: no client frame -> WSG-902
+    ws_absolute_timeout: float | None = None  # production 86400 s -> WSG-903
+    ws_recovery_timeout: float | None = None  # production 180 s: a dropped session recovers
+    ws_token_ttl: float | None = None  # production 600 s
     # faults --------------------------------------------------------------------------
     faults: Faults = dataclasses.field(default_factory=Faults)

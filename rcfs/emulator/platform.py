@@ -406,8 +406,10 @@ def _call_log(account_level: bool):
             per_page = MAX_PER_PAGE
         else:
             per_page = min(MAX_PER_PAGE, int_param(emu, request, "perPage", DEFAULT_PER_PAGE))
+        telephony_session = q.get("telephonySessionId") or None
         filters = dict(date_from=date_from, date_to=date_to, with_recording=with_recording,
-                       recording_type=recording_type, types=types, directions=directions)
+                       recording_type=recording_type, types=types, directions=directions,
+                       telephony_session_id=telephony_session)
         if account_level:
             # The company's log: every extension's, each record under its own extension.
             items = [(ext.id, c) for ext in emu.company.extensions.values()
@@ -416,6 +418,8 @@ def _call_log(account_level: bool):
         else:
             items = [(None, c) for c in emu.store.query_calls(**filters)]
         query = [("type", t) for t in types] + [("direction", d) for d in directions]
+        if telephony_session is not None:
+            query.append(("telephonySessionId", telephony_session))
         query.append(("dateFrom", iso(date_from)))
         if raw_to:
             query.append(("dateTo", iso(date_to)))

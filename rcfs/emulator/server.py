@@ -91,6 +91,10 @@ _HELP = {
     "send_drop_answer": "fault: the next N send POSTs are stored, then their connection drops unanswered",
     "send_answer_delay_ms": "fault: milliseconds a send POST waits after storing, before answering",
 
+    "ws_idle_timeout": "push gateway: seconds without a client frame before WSG-902 (none: 1800 x window/60)",
+    "ws_absolute_timeout": "push gateway: seconds a socket may live before WSG-903 (none: 86400 x window/60)",
+    "ws_recovery_timeout": "push gateway: seconds a dropped session can be recovered (none: 180 x window/60)",
+    "ws_token_ttl": "push gateway: lifetime of a ws token in seconds (none: 600 x window/60)",
     "cut_at": "fault: share of a media body sent before a reset/truncate cuts it (0..1)",
     "compress_json": "gzip/deflate JSON answers when the request's Accept-Encoding allows",
     "session_cap": "live sessions per user and app; a new one ends the oldest (production: 5)",
@@ -224,7 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
                     f"shown in brackets; flags win over the environment.",
         epilog="Admin endpoints (no auth) on the platform host: GET /_emulator/stats, "
                "POST /_emulator/stats/reset, GET|POST /_emulator/config, "
-               "POST /_emulator/ratelimit/reset, POST /_emulator/messages, GET /_emulator/info. "
+               "POST /_emulator/ratelimit/reset, POST /_emulator/messages, GET /_emulator/info, "
+               "GET|POST /_emulator/push (the WebSocket gateway's state and switches), "
+               "POST /_emulator/calls/live (a recorded call, pushed as telephony-session events). "
                "Log in with POST /restapi/oauth/token (Basic client-id:client-secret, "
                "grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer, assertion=<jwt>).",
     )

@@ -120,6 +120,7 @@ class CallRecord:
     to: Party
     recording: Recording | None = None
     message_id: int | None = None  # link to a voicemail/fax in the message store
+    telephony_session_id: str | None = None  # calls placed live (gateway.place_call)
 
 
 @dataclasses.dataclass
@@ -158,6 +159,9 @@ class Store:
         self.recordings: dict[str, Recording] = {}
         self.greetings: dict[str, Greeting] = {}
         self.changes: list[Change] = []
+        # Called as observer("new" | "updated", message) after every change: the push
+        # gateway (gateway.py) turns them into notifications.
+        self.observers: list[Callable[[str, Message], None]] = []
         # The account's extensions (rcfs.emulator.company.Company) when this is the
         # signed-in user's store of a seeded company; None: a one-extension account.
         self.company = None
@@ -176,14 +180,21 @@ class Store:
 
     # messages ------------------------------------------------------------
     def add_message(self, msg: Message) -> Message:
+        change = "updated" if msg.id in self.messages else "new"
         self.messages[msg.id] = msg
         self._record_change(msg)
+        self._tell(change, msg)
         return msg
 
     def touch(self, msg: Message) -> None:
         """Mark a message changed (read status, availability, send status)."""
         msg.last_modified = self.now()
         self._record_change(msg)
+        self._tell("updated", msg)
+
+    def _tell(self, change: str, msg: Message) -> None:
+        for observer in self.observers:
+            observer(change, msg)
 
     def _record_change(self, msg: Message) -> None:
         self.changes.append(Change(next(self._seq), msg.last_modified or self.now(), msg.id))
@@ -229,11 +240,14 @@ class Store:
 
     def query_calls(self, *, date_from: dt.datetime | None = None, date_to: dt.datetime | None = None,
                     with_recording: bool = False, recording_type: str | None = None,
-                    types: Iterable[str] = (), directions: Iterable[str] = ()) -> list[CallRecord]:
+                    types: Iterable[str] = (), directions: Iterable[str] = (),
+                    telephony_session_id: str | None = None) -> list[CallRecord]:
         """Matching call records, newest first."""
         types, directions = set(types), set(directions)
         out = []
         for c in self.calls.values():
+            if telephony_session_id is not None and c.telephony_session_id != telephony_session_id:
+                continue
             if date_from is not None and c.start_time < date_from:
                 continue
             if date_to is not None and c.start_time > date_to:

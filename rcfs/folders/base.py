@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+from typing import Callable
+
 from ..tree import File, Folder, Node, Tree
 
 
@@ -40,6 +42,27 @@ class FolderOwner:
     def __init__(self, tree: Tree, folder: Folder) -> None:
         self.tree = tree
         self.folder = folder
+        # Set by rcfs.push: trusted(t) is True while the push channel is healthy and its
+        # subscription was active at trio time t, when a listing started (no TTL needed).
+        self.trusted: Callable[[float | None], bool] = lambda started: False
+        # Set by the mount: called with (folder, names added, names removed) when a sync
+        # changed a listing, so the adapter can tell the kernel (rcfs.fs.folder_changed).
+        self.on_change: Callable[[Folder, set[str], set[str]], None] | None = None
+
+    # push (rcfs.push) -----------------------------------------------------------------
+    def push_filters(self) -> tuple[str, ...]:
+        """The event filters this folder needs in the mount's one subscription."""
+        return ()
+
+    def wants(self, notice) -> bool:
+        """Whether a push notice (rcfs.push.Notice) may change this folder."""
+        return False
+
+    async def pushed(self, notices: list) -> None:
+        """Bring the folder in step after `notices` (only those `wants` took)."""
+
+    async def resync(self) -> None:
+        """One incremental sync, if the folder was listed: events may have been missed."""
 
     # listing ------------------------------------------------------------------------
     async def refresh(self, folder: Folder) -> None:

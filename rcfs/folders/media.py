@@ -124,6 +124,7 @@ class RemoteMediaOwner(FolderOwner):
         self.priority_of = priority_of
         self.listing_wait = listing_wait
         self.loaded_at: float | None = None  # trio clock of the last successful refresh
+        self.load_started: float | None = None  # ... and when that refresh started (push trust)
         self.listed = False  # a listing was made once: from then on a failed refresh serves it
         # message/call id -> names of the entries it produced in the folder
         self.entries: dict[str, list[str]] = {}
@@ -139,7 +140,42 @@ class RemoteMediaOwner(FolderOwner):
 
     # listing ------------------------------------------------------------------------
     def is_fresh(self) -> bool:
-        return self.loaded_at is not None and trio.current_time() - self.loaded_at < self.ttl
+        # While push is healthy every change arrives as an event: no TTL (rcfs.push).
+        return self.loaded_at is not None and (self.trusted(self.load_started)
+                                               or trio.current_time() - self.loaded_at < self.ttl)
+
+    async def sync(self) -> None:
+        """Bring a listed folder in step now (a push event, or a resync after one may have
+        been missed): one load after any under way, then the kernel is told what changed.
+        A folder never listed is left alone: its first look lists it whole."""
+        if not self.listed and self._load is None:
+            return
+        before = set(self.folder.children)
+        for _ in range(3):  # bounded: a load under way asked before the change
+            if self._load is None:
+                break
+            await self._load.done.wait()
+        if not self.listed:
+            return  # the first listing failed: the next look tries again
+        self.invalidate()
+        load = self._load or self._start_load()
+        await load.done.wait()
+        self.announce(before)
+        if load.error is not None:
+            self.invalidate()  # the next look asks again
+            raise load.error
+
+    def announce(self, before: set[str]) -> None:
+        """Tell the adapter which names appeared and went since `before`."""
+        after = set(self.folder.children)
+        if after != before and self.on_change is not None:
+            self.on_change(self.folder, after - before, before - after)
+
+    async def pushed(self, notices: list) -> None:
+        await self.sync()
+
+    async def resync(self) -> None:
+        await self.sync()
 
     def invalidate(self) -> None:
         """The next look at this folder asks the API again (e.g. after a send)."""
@@ -214,6 +250,7 @@ class RemoteMediaOwner(FolderOwner):
         else:
             # Invalidated meanwhile: shown now, but the next look asks again.
             self.loaded_at = trio.current_time() if generation == self._generation else None
+            self.load_started = load.started
             self.listed = True
             self.state.maybe_flush()
         finally:

@@ -25,6 +25,8 @@ from .media import RemoteMediaOwner
 log = logging.getLogger(__name__)
 
 MESSAGE_TYPES = {"faxes": "Fax", "voicemail": "VoiceMail", "mms": "SMS"}
+# Push (rcfs.push): message-store changes of the user's mailbox, every type.
+MAILBOX_FILTER = "/restapi/v1.0/account/~/extension/~/message-store"
 DOCUMENT_TYPES = ("RenderedDocument", "SourceDocument")
 
 
@@ -53,6 +55,14 @@ class MessageFolderOwner(RemoteMediaOwner):
         self.message_type = message_type or MESSAGE_TYPES[self.folder.name]
         self.since = since
         self.sync_token: str | None = None
+
+    def push_filters(self) -> tuple[str, ...]:
+        # One filter for every message folder: a change of any type names its type. (Company
+        # mode's folders of other extensions are not pushed yet: they keep their TTL.)
+        return (MAILBOX_FILTER,) if self.extension_id == "~" else ()
+
+    def wants(self, notice) -> bool:
+        return self.message_type in notice.message_types
 
     async def load(self) -> None:
         if self.sync_token is not None:

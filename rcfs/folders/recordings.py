@@ -12,12 +12,21 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
+import trio
+
 from .. import names
 from ..tree import File
 from .media import RemoteMediaOwner
 from .messages import parties
 
 log = logging.getLogger(__name__)
+
+
+# Push (rcfs.push): the user's calls, only once they end (a recording is complete then).
+TELEPHONY_FILTER = "/restapi/v1.0/account/~/extension/~/telephony/sessions?statusCode=Disconnected"
+# Seconds between asks of the call log for an ended call's recording: the call log may
+# lag the end of the call (PUSH-AND-ADMIN §A7); bounded, then the next sync finds it.
+CALL_LOG_WAITS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
 
 
 class RecordingsOwner(RemoteMediaOwner):
@@ -31,6 +40,13 @@ class RecordingsOwner(RemoteMediaOwner):
 
     async def load(self) -> None:
         records = await self.client.list_call_log(date_from=self.since, extension_id=self.extension_id)
+        seen = self._add_records(records)
+        for rid in list(self.entries):
+            if rid not in seen:
+                self.remove_entries(rid)
+
+    def _add_records(self, records: list) -> set[str]:
+        """Add the recordings of `records` not shown yet; returns every recording id seen."""
         seen: set[str] = set()
         for record in records:
             if not isinstance(record, dict):
@@ -48,9 +64,41 @@ class RecordingsOwner(RemoteMediaOwner):
                 self.entries[rid] = [self._recording_node(record, rec, created)]
             except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as exc:
                 log.warning("skipping malformed call record %s: %s", record.get("id"), exc)
-        for rid in list(self.entries):
-            if rid not in seen:
-                self.remove_entries(rid)
+        return seen
+
+    # push ------------------------------------------------------------------------------
+    def push_filters(self) -> tuple[str, ...]:
+        # The signed-in user's calls. (Company mode's folders of other extensions are not
+        # pushed yet: they keep their TTL; their filter would name the extension's id.)
+        return (TELEPHONY_FILTER,) if self.extension_id == "~" else ()
+
+    def wants(self, notice) -> bool:
+        return (notice.kind == "telephony" and notice.status == "Disconnected"
+                and bool(notice.recording_ids) and notice.telephony_session_id is not None)
+
+    async def pushed(self, notices: list) -> None:
+        """A call with recordings ended: ask the call log for that session (one Heavy
+        request; again, a few times, while the call log has not got it yet)."""
+        if not self.listed:
+            return  # the first look lists the folder whole
+        for notice in notices:
+            wanted = set(notice.recording_ids)
+            if wanted <= set(self.entries):
+                continue
+            for wait in (*CALL_LOG_WAITS, None):
+                records = await self.client.list_call_log(date_from=self.since, extension_id=self.extension_id,
+                                                          telephony_session_id=notice.telephony_session_id)
+                before = set(self.folder.children)
+                self._add_records(records)
+                self.announce(before)
+                if wanted <= set(self.entries):
+                    break
+                if wait is None:
+                    log.info("the call log has no recording for an ended call yet; the next "
+                             "sync of /%s shows it", self.name)
+                    self.invalidate()
+                    break
+                await trio.sleep(wait)
 
     def _recording_node(self, record: dict, rec: dict, created: dt.datetime) -> str:
         rid = str(rec["id"])

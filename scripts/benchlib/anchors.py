@@ -201,9 +201,10 @@ def rcfs_system(name: str = "rcfs", *extra: str) -> System:
         d = fresh_dir(bench, "rcfs-")
         env = dict(os.environ, RC_SERVER_URL=emu.platform, RC_CLIENT_ID=CLIENT_ID,
                    RC_CLIENT_SECRET=CLIENT_SECRET, RC_JWT=JWT, RC_MEDIA_URL=emu.media)
-        # --no-background: the idle-time learner's probes would land in the request counts
+        # --no-background: the idle-time learner's probes would land in the request counts;
+        # --no-push: so would the push channel's ws token and subscription
         argv = [sys.executable, "-m", "rcfs", "mount", str(d / "mnt"), "--state-dir", str(d / "state"),
-                "--no-background", *extra]
+                "--no-background", "--no-push", *extra]
         with fuse_process(bench, name, argv, d / "mnt", env=env, emu=emu) as m:
             yield m
     return System(name, mount)

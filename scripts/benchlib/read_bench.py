@@ -31,16 +31,20 @@ FUSERMOUNT = shutil.which("fusermount3") or "fusermount"
 
 @contextlib.contextmanager
 def mount(emu: Emulator, *extra: str) -> Iterator[tuple[Path, subprocess.Popen]]:
-    """A fresh `rcfs mount` (empty caches, fresh state dir) of the emulator's account."""
+    """A fresh `rcfs mount` (empty caches, fresh state dir) of the emulator's account.
+    Push is off unless `extra` holds "--push" (not an rcfs flag: push is rcfs's default)."""
+    push = "--push" in extra
+    extra = tuple(e for e in extra if e != "--push")
     tmp = Path(tempfile.mkdtemp(prefix="rcfs-bench-"))
     mp = tmp / "mnt"
     mp.mkdir()
     env = dict(os.environ, RC_SERVER_URL=emu.platform, RC_CLIENT_ID=CLIENT_ID, RC_CLIENT_SECRET=CLIENT_SECRET,
                RC_JWT=JWT, RC_MEDIA_URL=emu.media)
     log = open(tmp / "mount.log", "w")
-    # --no-background: the idle-time learner's probes would land in the request counts.
+    # --no-background: the idle-time learner's probes would land in the request counts;
+    # --no-push (unless the caller asks for it): so would the push channel's.
     proc = subprocess.Popen([sys.executable, "-m", "rcfs", "mount", str(mp), "--state-dir", str(tmp / "state"),
-                             "--no-background",
+                             "--no-background", *([] if push else ["--no-push"]),
                              *extra], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
         deadline = time.monotonic() + 60

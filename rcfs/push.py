@@ -1,0 +1,555 @@
+"""Push: one WebSocket per mount to RingCentral's gateway, so new faxes, voicemail, texts
+and recordings appear within seconds, and an idle mount asks the API nothing.
+
+The wire is PUSH-AND-ADMIN.md §A: a ws token from `POST /restapi/oauth/wstoken` (Auth
+group, 5 a minute shared with logins: reused while younger than 0.8 x `expires_in`, as
+`@rc-ex/ws` does), the gateway URL + `?access_token=` (+ `&wsc=` to recover), the
+`ConnectionDetails` frame first, then one subscription carrying every event filter the
+folder owners ask for (`FolderOwner.push_filters`), created over the socket.
+
+What it means for the folders (`FolderOwner.trusted`, `.pushed`, `.resync`):
+
+* While the channel is healthy (connected, subscribed, heartbeats answered) listings are
+  trusted: no TTL, so an idle mount makes no request at all, heartbeats aside.
+* An event goes to the owners that want it (`FolderOwner.wants`); each runs one
+  incremental sync (message-sync ISync, Light) or, for a recording, asks the call log
+  for that telephony session. Notices that arrive while a folder syncs are coalesced
+  into one more sync. The owner tells the kernel what changed (rcfs.fs).
+* When the channel goes down, the TTLs apply again (today's polling on look), the log
+  says so once and `rcfs status` shows it; rcfs reconnects with capped backoff and,
+  within `recoveryTimeout`, asks for the session back (`&wsc=`). Recovered: the gateway
+  replays what was missed, nothing else to do. Not recovered (or a fresh session): one
+  incremental sync per folder already listed, so nothing is missed.
+* A Heartbeat goes out when nothing was received for a while and at least every third
+  of `idleTimeout` (only client frames keep a socket from idling out, pings do not);
+  an unanswered one means the socket is dead (a stalled NAT, a suspended laptop): it is
+  closed and the session recovered. Idle (WSG-902) and absolute (WSG-903) timeouts end
+  in a reconnect that recovers the session at once.
+
+Why trio-websocket: rcfs runs on trio (pyfuse3); trio-websocket is the trio-native
+client (wsproto underneath, the same engine hypercorn uses in the emulator), so the
+socket lives in the mount's nursery and is cancelled with it; `websockets` is asyncio.
+
+The ws token is a secret like the access token: it appears only in the URL handed to
+the socket, never in a log line or an error message (trio-websocket logs the URL at
+DEBUG, so its logger is kept at INFO and scrubbed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import random
+import re
+import time
+import uuid
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+from urllib.parse import urlsplit
+
+import trio
+
+from .api.errors import ApiError, AuthError
+
+if TYPE_CHECKING:
+    from .api.client import RingCentralClient
+    from .folders.base import FolderOwner
+
+log = logging.getLogger(__name__)
+
+SUBSCRIPTION_PATH = "/restapi/v1.0/subscription/"
+DETAILS_WAIT = 60.0  # seconds for ConnectionDetails (what @rc-ex/ws waits)
+REQUEST_WAIT = 30.0  # seconds for the answer to a subscription request
+CONNECT_TIMEOUT = 15.0
+PROBE_MAX = 60.0  # a Heartbeat after this long without any frame (@rc-ex/ws: 60 s)
+BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)  # seconds between attempts, capped
+TOKEN_REUSE = 0.8  # share of the ws token's lifetime it is reused for
+
+_TOKEN_IN_TEXT = re.compile(r"(access_token=|wsc=)[^&\s'\"]+")
+
+
+class _ScrubUrls(logging.Filter):
+    """trio-websocket prints the URL (with the ws token) at DEBUG: never let it out."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.INFO:
+            return False
+        record.msg = _TOKEN_IN_TEXT.sub(r"\1***", str(record.msg))
+        if record.args:
+            record.args = tuple(_TOKEN_IN_TEXT.sub(r"\1***", str(a)) for a in record.args) \
+                if isinstance(record.args, tuple) else record.args
+        return True
+
+
+_ws_logger = logging.getLogger("trio-websocket")
+_ws_logger.setLevel(logging.INFO)
+_ws_logger.addFilter(_ScrubUrls())
+
+
+@dataclasses.dataclass
+class Notice:
+    """One ServerNotification, as the folder owners see it."""
+
+    event: str  # the filter it matched (numeric ids)
+    kind: str  # "message-store", "instant-sms", "fax", "voicemail", "telephony", "other"
+    body: dict
+    message_types: frozenset[str] = frozenset()  # message-store: the types that changed
+    telephony_session_id: str | None = None
+    status: str | None = None  # telephony: the party's status code
+    recording_ids: tuple[str, ...] = ()
+
+
+def notice_from(envelope: dict) -> Notice:
+    """Classify an event envelope (names from the API are only compared, never used)."""
+    event = str(envelope.get("event") or "")
+    body = envelope.get("body") if isinstance(envelope.get("body"), dict) else {}
+    path = urlsplit(event).path.rstrip("/")
+    if path.endswith("/message-store"):
+        changes = body.get("changes") if isinstance(body.get("changes"), list) else []
+        types = frozenset(str(c.get("type")) for c in changes if isinstance(c, dict) and c.get("type"))
+        return Notice(event, "message-store", body, message_types=types)
+    if path.endswith("/message-store/instant"):
+        return Notice(event, "instant-sms", body, message_types=frozenset({"SMS"}))
+    if path.endswith("/fax"):
+        return Notice(event, "fax", body, message_types=frozenset({"Fax"}))
+    if path.endswith("/voicemail"):
+        return Notice(event, "voicemail", body, message_types=frozenset({"VoiceMail"}))
+    if path.endswith("/telephony/sessions"):
+        status, recordings = None, []
+        for party in body.get("parties") or []:
+            if not isinstance(party, dict):
+                continue
+            code = (party.get("status") or {}).get("code") if isinstance(party.get("status"), dict) else None
+            status = status or (str(code) if code else None)
+            for rec in party.get("recordings") or []:
+                if isinstance(rec, dict) and rec.get("id") is not None:
+                    recordings.append(str(rec["id"]))
+        tsid = body.get("telephonySessionId")
+        return Notice(event, "telephony", body, telephony_session_id=str(tsid) if tsid else None,
+                      status=status, recording_ids=tuple(dict.fromkeys(recordings)))
+    return Notice(event, "other", body)
+
+
+class ChannelDown(Exception):
+    """The socket is unusable; the message says why (no secrets in it)."""
+
+
+@dataclasses.dataclass
+class PushStats:
+    connects: int = 0
+    recovered: int = 0
+    recovery_failed: int = 0
+    resyncs: int = 0  # folder syncs after a fresh (not recovered) subscription
+    notifications: int = 0
+    syncs: int = 0  # folder syncs caused by notifications
+    heartbeats: int = 0
+    ws_tokens: int = 0
+    last_event: float | None = None  # time.time() of the last notification
+
+
+class PushChannel:
+    """The mount's push channel. `run` in the mount's nursery; `healthy` for owners."""
+
+    def __init__(self, client: "RingCentralClient", owners: Iterable["FolderOwner"], *,
+                 wall_clock: Callable[[], float] = time.time) -> None:
+        self.client = client
+        self.owners = [o for o in owners if o.push_filters()]
+        self.wall_clock = wall_clock
+        self.state = "starting"  # starting | up | down
+        self.why_down: str | None = None
+        self.since = wall_clock()
+        self.stats = PushStats()
+        self.subscription_id: str | None = None
+        self.filters: list[str] = []
+        self._token: tuple[dict, float] | None = None  # (answer, trio time obtained)
+        self._wsc: str | None = None
+        self._wsc_sequence = -1
+        self._dropped_at: float | None = None
+        self._recovery_timeout = 180.0
+        self._idle_timeout = 1800.0
+        self._ws = None
+        self._waiting: dict[str, tuple[trio.Event, list]] = {}  # messageId -> (done, [frame])
+        self._last_received = 0.0
+        self._last_sent = 0.0
+        self._heartbeat_due: tuple[str, float] | None = None  # (messageId, deadline)
+        self._work: dict[int, tuple[trio.Event, list[Notice]]] = {}
+        self._busy = 0  # folder workers syncing now
+        self._rng = random.Random()
+        self._refilter = trio.Event()
+        # trio time the live subscription became active: a listing made (started) before
+        # it may miss what happened before it, so only later ones are trusted.
+        self._subscribed_at: float | None = None
+        for owner in self.owners:
+            owner.trusted = self.covers
+
+    def covers(self, listed_at: float | None) -> bool:
+        """Whether a listing whose load started at `listed_at` (trio time) needs no TTL:
+        the channel is healthy and its subscription was already active then, so every
+        later change arrives as an event."""
+        return (self.healthy and listed_at is not None and self._subscribed_at is not None
+                and listed_at >= self._subscribed_at)
+
+    @property
+    def healthy(self) -> bool:
+        return self.state == "up"
+
+    def filters_changed(self) -> None:
+        """An owner's `push_filters` changed (company mode: a folder of another extension
+        opened or closed): the live subscription is updated with PUT over the socket."""
+        self._refilter.set()
+
+    def wanted_filters(self) -> list[str]:
+        filters: list[str] = []
+        for owner in self.owners:
+            filters += [f for f in owner.push_filters() if f not in filters]
+        return filters
+
+    # reporting ------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        s = self.stats
+        pending = sum(len(p) for _, p in self._work.values()) + self._busy
+        return {"state": self.state, "pending": pending, "since": round(self.since, 1), "why": self.why_down,
+                "filters": len(self.filters), "connects": s.connects, "recovered": s.recovered,
+                "recovery_failed": s.recovery_failed, "notifications": s.notifications, "syncs": s.syncs,
+                "resyncs": s.resyncs, "heartbeats": s.heartbeats, "ws_tokens": s.ws_tokens,
+                "last_event": round(s.last_event, 1) if s.last_event else None}
+
+    def _set_state(self, state: str, why: str | None = None) -> None:
+        if state == self.state:
+            if state == "down" and why != self.why_down:
+                self.why_down = why  # a new reason is worth a line; the same one is not
+                log.warning("push channel still down: %s", why)
+            return
+        previous, self.state, self.why_down, self.since = self.state, state, why, self.wall_clock()
+        if state == "down":
+            log.warning("push channel down (%s): listings are re-checked on look after their TTL "
+                        "until it is back", why)
+        elif state == "up" and previous == "down":
+            log.warning("push channel back: listings are trusted again, changes arrive as events")
+        elif state == "up":
+            log.info("push channel up: %d event filter(s); idle listings cost no request", len(self.filters))
+
+    # the loop ---------------------------------------------------------------------------
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep a channel up until cancelled; never raises (a failure is a log line)."""
+        async with trio.open_nursery() as nursery:
+            for owner in self.owners:
+                done = trio.Event()
+                self._work[id(owner)] = (done, [])
+                nursery.start_soon(self._folder_worker, owner)
+            task_status.started()
+            failures = 0
+            while True:
+                try:
+                    await self._session()
+                    failures = 0  # it was up: start the backoff again
+                except _Reconnect:
+                    failures = 0  # an expected end (idle/absolute timeout): recover at once
+                except ChannelDown as exc:
+                    # A socket that was up starts the backoff again from its first step.
+                    failures = 1 if self.state == "up" else failures + 1
+                    self._set_state("down", str(exc))
+                except AuthError as exc:
+                    self._set_state("down", f"the account's login was refused: {exc}")
+                    failures = max(failures, len(BACKOFF) - 1)
+                except ApiError as exc:
+                    self._set_state("down", f"cannot get a ws token: {exc}")
+                    failures += 1
+                except Exception as exc:  # noqa: BLE001 - the channel must never end silently
+                    log.exception("push channel failed unexpectedly; retrying")
+                    self._set_state("down", f"internal error: {type(exc).__name__}")
+                    failures += 1
+                finally:
+                    self._ws = None  # (the subscription id stays: a recovered session keeps it)
+                    for done, slot in self._waiting.values():
+                        done.set()
+                    self._waiting.clear()
+                    self._heartbeat_due = None
+                    if self._dropped_at is None:
+                        self._dropped_at = trio.current_time()
+                if failures:
+                    delay = BACKOFF[min(failures, len(BACKOFF)) - 1]
+                    await trio.sleep(delay * (0.75 + 0.5 * self._rng.random()))
+
+    async def _url(self) -> str:
+        now = trio.current_time()
+        if self._token is not None:
+            answer, got = self._token
+            if now - got < TOKEN_REUSE * float(answer.get("expires_in") or 0):
+                return self._gateway_url(answer)
+        answer = await self.client.ws_token()
+        self.stats.ws_tokens += 1
+        self._token = (answer, now)
+        return self._gateway_url(answer)
+
+    def _gateway_url(self, answer: dict) -> str:
+        uri = str(answer["uri"])
+        parts = urlsplit(uri)
+        host = (parts.hostname or "").lower()
+        from .api.client import _stays_local  # the client's own rule for plain transports
+
+        if parts.query or not (parts.scheme == "wss" or (parts.scheme == "ws" and _stays_local(host))):
+            raise ChannelDown(f"refusing the gateway address {parts.scheme}://{host}{parts.path}: "
+                              "not wss (or has a query)")
+        url = f"{uri}?access_token={answer['ws_access_token']}"
+        if self._wsc and self._dropped_at is not None \
+                and trio.current_time() - self._dropped_at < self._recovery_timeout:
+            url += f"&wsc={self._wsc}"
+        return url
+
+    async def _session(self) -> None:
+        """One socket, from connect to close."""
+        from trio_websocket import open_websocket_url
+
+        url = await self._url()
+        recovering = "&wsc=" in url
+        self._last_sent = self._last_received = trio.current_time()
+        try:
+            async with open_websocket_url(url, connect_timeout=CONNECT_TIMEOUT, disconnect_timeout=2.0) as ws:
+                self._ws = ws
+                self.stats.connects += 1
+                try:
+                    await self._serve(ws, recovering)
+                finally:
+                    with trio.move_on_after(2) as scope:
+                        scope.shield = True
+                        await ws.aclose()
+        except BaseException as exc:  # noqa: BLE001 - mapped to ChannelDown or re-raised
+            down = self._as_down(exc)
+            if down is None:
+                raise
+            raise down from None
+
+    def _as_down(self, exc: BaseException) -> ChannelDown | None:
+        """The ChannelDown a failure of the socket means; None for anything else
+        (cancellation, a bug), which must propagate."""
+        from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError
+
+        if isinstance(exc, BaseExceptionGroup):  # noqa: F821 - builtin from 3.11
+            downs = [self._as_down(e) for e in exc.exceptions]
+            if any(d is None for d in downs):
+                return None
+            return next((d for d in downs if isinstance(d, _Reconnect)), downs[0])
+        if isinstance(exc, ChannelDown):
+            return exc
+        if isinstance(exc, ConnectionRejected):
+            status = getattr(exc, "status_code", None)
+            if status in (401, 403):
+                self._token = None  # expired or used up: the next attempt gets a new one
+            return ChannelDown(f"the gateway refused the connection (HTTP {status})")
+        if isinstance(exc, HandshakeError):
+            return ChannelDown(f"cannot connect to the gateway ({type(exc).__name__})")
+        if isinstance(exc, ConnectionClosed):
+            return ChannelDown(f"the gateway closed the socket (code {getattr(exc.reason, 'code', '?')})")
+        if isinstance(exc, (OSError, trio.BrokenResourceError, trio.ClosedResourceError)):
+            return ChannelDown(f"the connection broke ({type(exc).__name__})")
+        return None
+
+    async def _receive(self, ws, wait: float) -> list:
+        with trio.fail_after(wait):
+            text = await ws.get_message()
+        self._last_received = trio.current_time()
+        try:
+            frame = json.loads(text)
+        except (TypeError, ValueError):
+            raise ChannelDown("the gateway sent a frame that is not JSON") from None
+        if not isinstance(frame, list) or not frame or not isinstance(frame[0], dict):
+            raise ChannelDown("the gateway sent a frame that is not [meta, body]")
+        wsc = frame[0].get("wsc")
+        if isinstance(wsc, dict) and isinstance(wsc.get("token"), str):
+            sequence = wsc.get("sequence") if isinstance(wsc.get("sequence"), int) else 0
+            if frame[0].get("type") == "ConnectionDetails" or sequence > self._wsc_sequence:
+                self._wsc, self._wsc_sequence = wsc["token"], sequence
+        return frame
+
+    async def _send(self, ws, frame: list) -> None:
+        await ws.send_message(json.dumps(frame, separators=(",", ":")))
+        self._last_sent = trio.current_time()
+
+    async def _serve(self, ws, recovering: bool) -> None:
+        try:
+            frame = await self._receive(ws, DETAILS_WAIT)
+        except trio.TooSlowError:
+            raise ChannelDown("no ConnectionDetails from the gateway") from None
+        meta, body = frame[0], frame[1] if len(frame) > 1 and isinstance(frame[1], dict) else {}
+        if meta.get("type") == "Error":
+            code = str(body.get("errorCode", "?"))[:32]
+            if code == "WSG-400":
+                self._wsc = None  # a session context it cannot read: start a fresh session
+            raise ChannelDown(f"the gateway answered {code}")
+        if meta.get("type") != "ConnectionDetails":
+            raise ChannelDown("the gateway's first frame is not ConnectionDetails")
+        for name, attr in (("recoveryTimeout", "_recovery_timeout"), ("idleTimeout", "_idle_timeout")):
+            value = body.get(name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+                setattr(self, attr, float(value))
+        state = body.get("recoveryState")
+        self._dropped_at = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._reader, ws)
+            nursery.start_soon(self._heartbeats, ws)
+            nursery.start_soon(self._refilterer, ws)
+            if recovering and state == "Successful":
+                self.stats.recovered += 1
+                log.info("push session recovered; the gateway replays what was missed")
+            else:
+                if recovering:
+                    self.stats.recovery_failed += 1
+                    log.warning("push session not recovered (%s): subscribing again and syncing every "
+                                "listed folder once", str(body.get("recoveryErrorCode", state))[:32])
+                await self._subscribe(ws)
+            self._set_state("up")
+            if not (recovering and state == "Successful"):
+                # Whatever happened while no subscription was live is only in the API.
+                for owner in self.owners:
+                    self._queue(owner, None)
+
+    async def _refilterer(self, ws) -> None:
+        while True:
+            await self._refilter.wait()
+            self._refilter = trio.Event()
+            filters = self.wanted_filters()
+            if filters == self.filters or self.subscription_id is None:
+                continue
+            status, body = await self._request(ws, "PUT", SUBSCRIPTION_PATH + self.subscription_id,
+                                               {"eventFilters": filters,
+                                                "deliveryMode": {"transportType": "WebSocket"}})
+            if status == 404:  # gone meanwhile: a new one (what @rc-ex/ws does)
+                await self._subscribe(ws)
+            elif status != 200:
+                raise ChannelDown(f"updating the subscription failed (HTTP {status})")
+            else:
+                self.filters = filters
+                log.info("push subscription now has %d event filter(s)", len(filters))
+
+    async def _subscribe(self, ws) -> None:
+        filters = self.wanted_filters()
+        self.filters = filters
+        status, body = await self._request(ws, "POST", SUBSCRIPTION_PATH,
+                                           {"eventFilters": filters, "deliveryMode": {"transportType": "WebSocket"}})
+        if status != 200 or not isinstance(body, dict) or not body.get("id"):
+            code = body.get("errorCode") if isinstance(body, dict) else None
+            raise ChannelDown(f"subscribing failed (HTTP {status} {str(code or '')[:32]})")
+        self.subscription_id = str(body["id"])
+        self._subscribed_at = trio.current_time()
+        disabled = body.get("disabledFilters")
+        if isinstance(disabled, list) and disabled:
+            log.warning("the gateway disabled %d of the push event filters; those folders are "
+                        "re-checked on look after their TTL", len(disabled))
+
+    async def _request(self, ws, method: str, path: str, body: dict | None) -> tuple[int, Any]:
+        mid = str(uuid.uuid4())
+        done, slot = trio.Event(), []
+        self._waiting[mid] = (done, slot)
+        meta = {"type": "ClientRequest", "messageId": mid, "method": method, "path": path}
+        await self._send(ws, [meta, body] if body is not None else [meta])
+        with trio.move_on_after(REQUEST_WAIT):
+            await done.wait()
+        self._waiting.pop(mid, None)
+        if not slot:
+            raise ChannelDown(f"no answer to {method} {path} over the socket")
+        frame = slot[0]
+        return int(frame[0].get("status") or 0), frame[1] if len(frame) > 1 else None
+
+    async def _reader(self, ws) -> None:
+        while True:
+            # The heartbeat task decides when silence means death; here we just wait.
+            frame = await self._receive(ws, float("inf"))
+            meta = frame[0]
+            kind = meta.get("type")
+            if kind == "ServerNotification" and len(frame) > 1 and isinstance(frame[1], dict):
+                self._notified(frame[1])
+            elif kind == "Heartbeat":
+                if self._heartbeat_due and meta.get("messageId") == self._heartbeat_due[0]:
+                    self._heartbeat_due = None
+            elif kind == "ClientRequest":
+                waiter = self._waiting.get(str(meta.get("messageId")))
+                if waiter is not None:
+                    waiter[1].append(frame)
+                    waiter[0].set()
+            elif kind == "Error":
+                body = frame[1] if len(frame) > 1 and isinstance(frame[1], dict) else {}
+                code = str(body.get("errorCode", "?"))[:32]
+                waiter = self._waiting.get(str(meta.get("messageId")))
+                if waiter is not None:
+                    waiter[1].append(frame)
+                    waiter[0].set()
+                    continue
+                if code in ("WSG-902", "WSG-903"):
+                    # Expected ends: reconnect now and recover the session.
+                    log.info("push socket ended by the gateway (%s); recovering the session", code)
+                    self._dropped_at = trio.current_time()
+                    raise _Reconnect()
+                raise ChannelDown(f"the gateway sent error {code}")
+
+    async def _heartbeats(self, ws) -> None:
+        while True:
+            # At least one client frame per third of idleTimeout (only those count), and a
+            # probe after a silence; its answer must come within the same span.
+            span = max(0.2, min(PROBE_MAX, self._idle_timeout / 3.0))
+            now = trio.current_time()
+            if self._heartbeat_due is not None:
+                if now >= self._heartbeat_due[1]:
+                    raise ChannelDown(f"a heartbeat went unanswered for {span:g} s")
+                await trio.sleep(self._heartbeat_due[1] - now)
+                continue
+            due = min(self._last_received + span, self._last_sent + span)
+            if now >= due:
+                mid = str(uuid.uuid4())
+                self._heartbeat_due = (mid, now + span)
+                self.stats.heartbeats += 1
+                await self._send(ws, [{"type": "Heartbeat", "messageId": mid}])
+                continue
+            await trio.sleep(due - now)
+
+    # events -> folders --------------------------------------------------------------------
+    def _notified(self, envelope: dict) -> None:
+        sub = envelope.get("subscriptionId")
+        if self.subscription_id and sub is not None and str(sub) != self.subscription_id:
+            return  # of a subscription this channel no longer has
+        notice = notice_from(envelope)
+        self.stats.notifications += 1
+        self.stats.last_event = self.wall_clock()
+        log.debug("push: %s event", notice.kind)
+        for owner in self.owners:
+            try:
+                wanted = owner.wants(notice)
+            except Exception:  # noqa: BLE001 - one owner's bug must not stop the others
+                log.exception("/%s could not judge a push event", owner.name)
+                continue
+            if wanted:
+                self._queue(owner, notice)
+
+    def _queue(self, owner: "FolderOwner", notice: Notice | None) -> None:
+        """`notice` None: a resync (one incremental sync of a listed folder)."""
+        done, pending = self._work[id(owner)]
+        pending.append(notice)
+        done.set()
+
+    async def _folder_worker(self, owner: "FolderOwner") -> None:
+        while True:
+            done, pending = self._work[id(owner)]
+            await done.wait()
+            notices = list(pending)
+            self._work[id(owner)] = (trio.Event(), [])
+            self._busy += 1
+            try:
+                if None in notices:
+                    self.stats.resyncs += 1
+                    await owner.resync()
+                real = [n for n in notices if n is not None]
+                if real:
+                    self.stats.syncs += 1
+                    await owner.pushed(real)
+            except ApiError as exc:
+                log.warning("/%s: syncing after a push event failed (%s); it is re-checked on the next look",
+                            owner.name, exc)
+            except Exception:  # noqa: BLE001
+                log.exception("/%s: unexpected error syncing after a push event", owner.name)
+            finally:
+                self._busy -= 1
+
+
+class _Reconnect(ChannelDown):
+    def __init__(self) -> None:
+        super().__init__("the gateway ended the socket (timeout); reconnecting")

@@ -1,0 +1,249 @@
+"""Push over a real mount (rcfs.push against the emulator's WebSocket gateway).
+
+Every mount here trusts its listings for an hour (--listing-ttl / --recordings-ttl 3600),
+far beyond each test: only a push event can explain a new file in `ls`. Waits are
+bounded polls; what is asserted is what appeared and how many requests it cost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from fusehelp import fuse_required, mount_log, mounted
+
+pytestmark = fuse_required
+
+LONG_TTL = ["--listing-ttl", "3600", "--recordings-ttl", "3600"]
+WAIT = 30.0  # seconds a poll may take at most on a loaded machine (not a goal: bench measures)
+
+
+def args_for(srv):
+    return dict(server_url=srv.platform, client_id=srv.client_id, client_secret=srv.client_secret, jwt=srv.jwt)
+
+
+def admin(srv, method: str, path: str, body=None):
+    r = httpx.request(method, srv.platform + path, json=body, timeout=10)
+    assert r.is_success, r.text
+    return r.json() if r.content else None
+
+
+def push_status(mp: Path) -> dict:
+    return json.loads(os.getxattr(mp, "user.rc.status"))["push"]
+
+
+def wait_for(what, predicate, mp: Path, timeout: float = WAIT):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not within {timeout} s; push {push_status(mp)}\n{mount_log(mp)[-4000:]}")
+        time.sleep(0.05)
+
+
+def listed(mp: Path, folder: str, object_id) -> list[str]:
+    return [n for n in os.listdir(mp / folder) if f"_{object_id}" in n]
+
+
+def api_requests(stats: dict) -> dict:
+    return {k: v for k, v in stats["requests"].items() if not k.startswith("admin-")}
+
+
+def up(mp: Path):
+    """The channel is up and done with the syncs its subscription started (a folder listed
+    before the subscription was active is synced once, so that it can be trusted)."""
+    return wait_for("push channel up and settled",
+                    lambda: (lambda s: s["state"] == "up" and s["pending"] == 0)(push_status(mp)), mp)
+
+
+def test_new_fax_voicemail_and_recording_appear_through_push(start_emulator, tmp_path):
+    srv = start_emulator(window=1.0)
+    mp = tmp_path / "m"
+    with mounted(mp, state_dir=tmp_path / "s", push=True, extra_args=LONG_TTL, **args_for(srv)):
+        for top in ("faxes", "voicemail", "recordings", "mms", "texts"):
+            os.listdir(mp / top)
+        up(mp)
+        assert push_status(mp)["filters"] == 2  # the mailbox and the user's ended calls
+        conn = admin(srv, "GET", "/_emulator/push")["connections"]
+        assert len(conn) == 1 and sorted(conn[0]["eventFilters"]) == sorted([
+            f"/restapi/v1.0/account/{srv_ids(srv)[0]}/extension/{srv_ids(srv)[1]}/message-store",
+            f"/restapi/v1.0/account/{srv_ids(srv)[0]}/extension/{srv_ids(srv)[1]}/telephony/sessions"
+            "?statusCode=Disconnected"])
+        srv.reset_stats()
+
+        fax = admin(srv, "POST", "/_emulator/messages", {"type": "Fax", "pages": 1})
+        name = wait_for("the new fax in ls", lambda: listed(mp, "faxes", fax["id"]), mp)
+        assert (mp / "faxes" / name[0]).read_bytes()[:4] == b"%PDF"
+
+        vm = admin(srv, "POST", "/_emulator/messages", {"type": "VoiceMail", "seconds": 2})
+        wait_for("the new voicemail in ls", lambda: listed(mp, "voicemail", vm["id"]), mp)
+
+        # /texts (issue 16): a text from a new number is a new conversation file.
+        before = set(os.listdir(mp / "texts"))
+        admin(srv, "POST", "/_emulator/messages", {"type": "SMS", "from": "+14155550142", "text": "pushed text"})
+        new = wait_for("the new conversation in /texts", lambda: set(os.listdir(mp / "texts")) - before, mp)
+        assert any("pushed text" in (mp / "texts" / n).read_text() for n in new)
+
+        # The call log has the recording only 1.5 s after the call ended: rcfs asks again.
+        call = admin(srv, "POST", "/_emulator/calls/live", {"from": "+16175550111", "seconds": 31,
+                                                       "callLogDelay": 1.5})
+        rec = wait_for("the new recording in ls", lambda: listed(mp, "recordings", call["recordingId"]), mp)
+        assert rec[0].endswith(".mp3")
+
+        requests = api_requests(srv.stats())
+        # Incremental: message-sync (ISync) for each message event, never a full listing;
+        # the call log only asked by telephony session, never re-listed whole.
+        assert requests.get("message-list", 0) == 0
+        assert 2 <= requests["message-sync"] <= 6  # faxes, voicemail, texts and mms (SMS)
+        assert requests.get("call-log", 0) >= 2  # once before the call log had it, then again
+        assert push_status(mp)["notifications"] >= 3
+
+
+def srv_ids(srv) -> tuple[str, str]:
+    info = admin(srv, "GET", "/_emulator/info")
+    return info["account_id"], info["extension_id"]
+
+
+def test_socket_stalled_then_recovered_replays_the_missed_event(start_emulator, tmp_path):
+    # idle 3 s: rcfs probes with a Heartbeat after 1 s of silence and gives it 1 s.
+    srv = start_emulator(window=1.0, ws_idle_timeout=3, ws_recovery_timeout=20, ws_token_ttl=600)
+    mp = tmp_path / "m"
+    with mounted(mp, state_dir=tmp_path / "s", push=True, extra_args=LONG_TTL, **args_for(srv)):
+        for top in ("faxes", "voicemail", "recordings", "mms"):
+            os.listdir(mp / top)
+        up(mp)
+        before = push_status(mp)
+        srv.reset_stats()
+        admin(srv, "POST", "/_emulator/push", {"stall": 6})  # a black hole: nothing in, nothing out
+        vm = admin(srv, "POST", "/_emulator/messages", {"type": "VoiceMail"})
+        wait_for("the voicemail sent during the stall", lambda: listed(mp, "voicemail", vm["id"]), mp)
+        gw = admin(srv, "GET", "/_emulator/push")["counts"]
+        assert gw.get("recoveries_successful", 0) == 1 and gw.get("recoveries_failed", 0) == 0
+        after = push_status(mp)
+        assert after["recovered"] == before["recovered"] + 1
+        assert after["resyncs"] == before["resyncs"]  # replayed: no folder had to be re-synced
+        requests = api_requests(srv.stats())
+        assert requests.get("message-sync") == 1  # /voicemail's one ISync for the replayed event
+        assert requests.get("ws-subscription-create", 0) == 0  # the subscription survived
+        assert requests.get("oauth-wstoken", 0) == 0  # the ws token was reused
+
+        # Dropped outright (code 1011): recovered again, and the next event still arrives.
+        admin(srv, "POST", "/_emulator/push", {"drop": True})
+        fax = admin(srv, "POST", "/_emulator/messages", {"type": "Fax"})
+        wait_for("the fax sent around the drop", lambda: listed(mp, "faxes", fax["id"]), mp)
+        wait_for("the second recovery", lambda: push_status(mp)["recovered"] == before["recovered"] + 2, mp)
+        assert "down" in mount_log(mp)  # said so in the log
+
+
+def test_recovery_refused_then_one_sync_per_folder_and_nothing_missed(start_emulator, tmp_path):
+    srv = start_emulator(window=1.0, ws_idle_timeout=3, ws_recovery_timeout=20)
+    mp = tmp_path / "m"
+    with mounted(mp, state_dir=tmp_path / "s", push=True, extra_args=LONG_TTL, **args_for(srv)):
+        for top in ("faxes", "voicemail", "recordings", "mms"):
+            os.listdir(mp / top)
+        up(mp)
+        before = push_status(mp)
+        admin(srv, "POST", "/_emulator/push", {"fail_recoveries": 1})
+        admin(srv, "POST", "/_emulator/push", {"stall": 6})
+        srv.reset_stats()
+        # Sent while the socket is a black hole: its event dies with the unrecovered session.
+        fax = admin(srv, "POST", "/_emulator/messages", {"type": "Fax"})
+        wait_for("the fax from the outage", lambda: listed(mp, "faxes", fax["id"]), mp)
+        wait_for("four resyncs", lambda: push_status(mp)["resyncs"] - before["resyncs"] >= 4, mp)
+        after = push_status(mp)
+        assert after["recovery_failed"] == before["recovery_failed"] + 1
+        requests = api_requests(srv.stats())
+        # One incremental sync per listed folder: faxes, voicemail and mms one ISync each,
+        # recordings one call-log listing; a new subscription on the same socket.
+        assert requests.get("message-sync") == 3, requests
+        assert requests.get("call-log") == 1, requests
+        assert requests.get("message-list", 0) == 0
+        assert requests.get("ws-subscription-create") == 1
+        gw = admin(srv, "GET", "/_emulator/push")["counts"]
+        assert gw.get("recoveries_failed") == 1
+
+
+def test_idle_mount_makes_no_request_over_several_idle_timeouts_and_keeps_its_socket(start_emulator, tmp_path):
+    srv = start_emulator(window=1.0, ws_idle_timeout=2)
+    mp = tmp_path / "m"
+    with mounted(mp, state_dir=tmp_path / "s", push=True, extra_args=["--listing-ttl", "1"], **args_for(srv)):
+        for top in ("faxes", "voicemail", "recordings", "mms"):
+            os.listdir(mp / top)
+        up(mp)
+        conn = admin(srv, "GET", "/_emulator/push")["connections"]
+        srv.reset_stats()
+        heartbeats = admin(srv, "GET", "/_emulator/push")["counts"].get("heartbeats", 0)
+        time.sleep(7)  # 3.5 idle timeouts
+        for top in ("faxes", "voicemail", "recordings", "mms"):
+            os.listdir(mp / top)  # a listing TTL of 1 s has long passed: push keeps them trusted
+        assert api_requests(srv.stats()) == {}
+        gw = admin(srv, "GET", "/_emulator/push")
+        assert [c["id"] for c in gw["connections"]] == [c["id"] for c in conn]  # the same socket
+        assert gw["counts"].get("timeouts_WSG-902", 0) == 0
+        assert gw["counts"]["heartbeats"] - heartbeats >= 3  # what kept it alive
+
+
+def test_no_push_polls_as_before_and_asks_for_no_ws_token(start_emulator, tmp_path):
+    srv = start_emulator(window=1.0)
+    mp = tmp_path / "m"
+    with mounted(mp, state_dir=tmp_path / "s", push=False, extra_args=LONG_TTL, **args_for(srv)):
+        os.listdir(mp / "faxes")
+        assert push_status(mp) == {"state": "off"}
+        fax = admin(srv, "POST", "/_emulator/messages", {"type": "Fax"})
+        time.sleep(1.5)
+        assert listed(mp, "faxes", fax["id"]) == []  # the hour-long TTL holds without push
+    assert srv.stats()["requests"].get("oauth-wstoken", 0) == 0
+    assert admin(srv, "GET", "/_emulator/push")["counts"].get("connections", 0) == 0
+
+
+@pytest.mark.skipif(not shutil.which("inotifywait"), reason="needs inotifywait (apt-get install inotify-tools)")
+def test_inotify_watchers_see_a_pushed_file_created(start_emulator, tmp_path):
+    """What an open GNOME Files window needs: an IN_CREATE for the new file, raised by rcfs's
+    own harmless mknod(2) from a worker thread (FUSE invalidations raise none)."""
+    srv = start_emulator(window=1.0)
+    mp = tmp_path / "m"
+    with mounted(mp, state_dir=tmp_path / "s", push=True, extra_args=LONG_TTL, **args_for(srv)):
+        before = set(os.listdir(mp / "voicemail"))
+        up(mp)
+        watch = subprocess.Popen(["inotifywait", "-m", "-e", "create,attrib,moved_to,delete", "--format", "%e %f",
+                                  str(mp / "voicemail")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert "Watches established" in watch.stderr.readline() + watch.stderr.readline()
+            srv.reset_stats()
+            vm = admin(srv, "POST", "/_emulator/messages", {"type": "VoiceMail"})
+            seen = []  # every event until the new file's CREATE (others: logged, not wanted)
+            deadline = time.monotonic() + WAIT
+            while not any(e == "CREATE" and f"_{vm['id']}." in n for e, n in seen):
+                ready, _, _ = select.select([watch.stdout], [], [], max(0.0, deadline - time.monotonic()))
+                assert ready, f"no CREATE within {WAIT} s; events {seen}\n{mount_log(mp)[-3000:]}"
+                event, _, name = watch.stdout.readline().rstrip("\n").partition(" ")
+                seen.append((event, name))
+            name = seen[-1][1]
+            assert set(os.listdir(mp / "voicemail")) - before == {name.strip()}
+            # Nothing was created anywhere: the folder still refuses writes, the file reads.
+            with pytest.raises(PermissionError):
+                (mp / "voicemail" / "new.txt").write_text("x")
+            assert (mp / "voicemail" / name.strip()).read_bytes()[:3] in (b"ID3", b"RIF")
+            # The write bit shows only while the announcement runs (the event comes from
+            # inside it): once it is over, the folder is read-only again.
+            wait_for("the folder's mode back to 0500",
+                     lambda: stat.S_IMODE((mp / "voicemail").stat().st_mode) == 0o500, mp)
+        finally:
+            watch.terminate()
+            watch.wait(timeout=10)
+            watch.stdout.close()
+            watch.stderr.close()
+    # the announcement cost no API request beyond the one sync and the file read
+    requests = api_requests(srv.stats())
+    assert requests.get("message-list", 0) == 0 and requests.get("message-sync") == 1

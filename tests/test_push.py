@@ -1,0 +1,135 @@
+"""rcfs.push without a mount: the channel against the emulator's gateway over loopback,
+with stand-in folder owners that record what they are asked to do."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+import pytest
+import trio
+
+from rcfs.api.client import Credentials, RingCentralClient
+from rcfs.push import PushChannel, notice_from
+
+EXT = "/restapi/v1.0/account/~/extension/~"
+WAIT = 30.0
+
+
+class Owner:
+    """What rcfs.push needs of a folder owner, recording its calls."""
+
+    def __init__(self, name: str, filters: list[str], kinds: set[str]) -> None:
+        self.name = name
+        self.filters = filters
+        self.kinds = kinds
+        self.notices: list = []
+        self.resyncs = 0
+        self.trusted = lambda started: False
+        self.arrived = trio.Event()
+
+    def push_filters(self):
+        return tuple(self.filters)
+
+    def wants(self, notice) -> bool:
+        return bool(self.kinds & notice.message_types)
+
+    async def pushed(self, notices):
+        self.notices += notices
+        self.arrived.set()
+
+    async def resync(self):
+        self.resyncs += 1
+
+
+def creds(srv) -> Credentials:
+    return Credentials(server_url=srv.platform, client_id=srv.client_id, client_secret=srv.client_secret,
+                       jwt=srv.jwt)
+
+
+async def admin(srv, method: str, path: str, body=None):
+    async with httpx.AsyncClient(timeout=10) as http:
+        r = await http.request(method, srv.platform + path, json=body)
+    assert r.is_success, r.text
+    return r.json() if r.content else None
+
+
+async def until(predicate, what: str):
+    with trio.fail_after(WAIT):
+        while not predicate():
+            await trio.sleep(0.02)
+
+
+async def test_events_reach_the_owners_that_want_them_and_filters_can_change(start_emulator, caplog):
+    srv = start_emulator(window=1.0)
+    caplog.set_level(logging.DEBUG)
+    faxes = Owner("faxes", [EXT + "/message-store"], {"Fax"})
+    voicemail = Owner("voicemail", [EXT + "/message-store"], {"VoiceMail"})
+    async with RingCentralClient(creds(srv)) as client:
+        channel = PushChannel(client, [faxes, voicemail])
+        async with trio.open_nursery() as nursery:
+            await nursery.start(channel.run)
+            await until(lambda: channel.healthy, "channel up")
+            assert faxes.trusted(trio.current_time()) and voicemail.trusted(trio.current_time())
+            assert not faxes.trusted(0.0)  # a listing from before the subscription
+            assert channel.filters == [EXT + "/message-store"]  # one filter for both
+            assert faxes.resyncs == voicemail.resyncs == 1  # a fresh subscription: one each
+
+            fax = await admin(srv, "POST", "/_emulator/messages", {"type": "Fax"})
+            with trio.fail_after(WAIT):
+                await faxes.arrived.wait()
+            assert [n.body["changes"][0]["newMessageIds"] for n in faxes.notices] == [[fax["id"]]]
+            assert voicemail.notices == []
+
+            # Company mode widens the filter list: the live subscription is updated (PUT).
+            voicemail.filters = [EXT + "/message-store", EXT + "/voicemail"]
+            channel.filters_changed()
+            await until(lambda: len(channel.filters) == 2, "filters updated")
+            gw = await admin(srv, "GET", "/_emulator/push")
+            (conn,) = gw["connections"]
+            assert len(conn["eventFilters"]) == 2 and conn["subscription"] == channel.subscription_id
+            stats = await admin(srv, "GET", "/_emulator/stats")
+            assert stats["requests"]["ws-subscription-update"] == 1
+            assert stats["requests"]["ws-subscription-create"] == 1
+            nursery.cancel_scope.cancel()
+        token = channel._token[0]["ws_access_token"]
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert token not in text and "access_token=" not in text  # never logged
+    assert channel.stats.ws_tokens == 1
+
+
+async def test_a_refused_token_and_an_unreachable_gateway_end_in_a_log_line(start_emulator, caplog):
+    srv = start_emulator(window=1.0)
+    owner = Owner("faxes", [EXT + "/message-store"], {"Fax"})
+    async with RingCentralClient(creds(srv)) as client:
+        channel = PushChannel(client, [owner])
+        async with trio.open_nursery() as nursery:
+            await nursery.start(channel.run)
+            await until(lambda: channel.healthy, "channel up")
+            # Every session ends (an admin logout): the socket is dropped, the ws token and
+            # the login are refused; rcfs says so and keeps trying (capped backoff).
+            await admin(srv, "POST", "/_emulator/config", {"jwt": "revoked"})
+            await admin(srv, "POST", "/_emulator/sessions/end", {"which": "all"})
+            await admin(srv, "POST", "/_emulator/push", {"drop": True})
+            await until(lambda: channel.state == "down", "channel down")
+            assert not owner.trusted(trio.current_time())  # the TTLs apply again
+            await until(lambda: "login" in (channel.why_down or "") or "HTTP 401" in (channel.why_down or ""),
+                        "a reason")
+            # The credential is fixed: the channel comes back by itself and resyncs.
+            await admin(srv, "POST", "/_emulator/config", {"jwt": srv.jwt})
+            await until(lambda: channel.healthy, "channel back")
+            assert owner.resyncs == 2
+            nursery.cancel_scope.cancel()
+    assert any("push channel down" in r.getMessage() for r in caplog.records)
+
+
+def test_notices_classify_the_real_bodies():
+    n = notice_from({"event": "/restapi/v1.0/account/1/extension/2/message-store",
+                     "body": {"changes": [{"type": "Fax", "newCount": 1}, {"type": "SMS", "updatedCount": 1}]}})
+    assert n.kind == "message-store" and n.message_types == {"Fax", "SMS"}
+    n = notice_from({"event": "/restapi/v1.0/account/1/telephony/sessions",
+                     "body": {"telephonySessionId": "s-1", "parties": [
+                         {"status": {"code": "Disconnected"}, "recordings": [{"id": "9", "active": False}]}]}})
+    assert (n.kind, n.telephony_session_id, n.status, n.recording_ids) == ("telephony", "s-1", "Disconnected", ("9",))
+    n = notice_from({"event": "/restapi/v1.0/account/1/extension/2/presence", "body": "odd"})
+    assert n.kind == "other" and n.body == {}
