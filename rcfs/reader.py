@@ -20,11 +20,16 @@ ranges through the returned handle, and closes it. Underneath:
   that stream runs on to the end of the file while `open()` waits (blocks go to the
   byte-bounded cache as usual), so the file never looks empty; the end is a 200's clean
   end, or a 416 at the end. Like every read, that wait is bounded by `read_timeout`.
-* Flaky links: a producer whose body drops continues from the byte it reached. It gives
-  up after `max_resumes` attempts in a row that brought no new byte (the count starts
-  over after any progress), backing off between them; every `read()` is also bounded
-  by `read_timeout`, so a read that cannot progress ends in an error (EIO) within
-  `read_timeout` seconds (90 by default) at the latest.
+* Flaky links: a producer whose body drops, is cut short or is answered 5xx continues
+  from the byte it reached, backing off between attempts (up to 2 s). Transient
+  failures never end a download that still makes progress, however many there are: it
+  gives up only after `progress_timeout` seconds (60 by default) in which no new byte
+  arrived, waits for rate-limit slots included (a count of attempts would run out while
+  each retry waits for its slot, on a link that is slow but working). A `read()` waits
+  as long as the download it waits on makes progress; `read_timeout` seconds (90 by
+  default) after that download's last byte it ends in an error (EIO) even if the
+  download has not given up: a net under the producers' own bound, never reached while
+  bytes arrive.
 * Prefetch (`prefetch()`): a caller that predicts the next opens (a folder owner that
   sees `cp -r`, `rsync` or `tar` read a folder's files one after another) asks for small
   files of known size ahead of their open. Each is one ranged GET, like the first read
@@ -68,9 +73,14 @@ from rcfs.api.errors import (
     RangeNotSatisfiable,
     RateLimited,
     RateLimitWaitExceeded,
+    ServerError,
 )
 
 __all__ = ["Bytes", "ContentClient", "Reader", "ReaderStats", "Source"]
+
+# Failures a later attempt can get past: a dropped, cut or stalled connection, a 5xx.
+# Retried for as long as the download keeps making progress (`progress_timeout`).
+TRANSIENT = (NetworkError, ServerError)
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +129,7 @@ class ReaderStats:
     requests: int = 0  # HTTP requests issued (fetches + stream opens, resumes included)
     fetches: int = 0  # ranged GETs
     streams: int = 0  # streaming GETs opened (first opens and re-opens)
-    resumes: int = 0  # re-opens after a dropped connection
+    resumes: int = 0  # retries after a transient failure (drop, cut, 5xx)
     bytes_fetched: int = 0  # body bytes received
     cache_hits: int = 0  # block lookups answered from the cache
     cache_misses: int = 0  # block lookups that started a download
@@ -143,6 +153,10 @@ class _Replan(Exception):
     """Internal: the producer of a block went away without error; plan the read again."""
 
 
+class _Stalled(Exception):
+    """Internal: the producer of a block brought no byte for the reader's whole timeout."""
+
+
 class _State(enum.Enum):
     FILLING = "filling"
     DONE = "done"
@@ -153,11 +167,11 @@ class _State(enum.Enum):
 class _Pending:
     """One block being downloaded. Filled from its first byte on, readable as it fills."""
 
-    def __init__(self, index: int, length: int, claims: dict[int, _Pending], owner: object) -> None:
+    def __init__(self, index: int, length: int, claims: dict[int, _Pending], owner: _Fetch | _Stream) -> None:
         self.index = index
         self.length = length  # expected bytes (block_size, less for the last block)
         self.claims = claims  # the producer's map of blocks it still has to fill
-        self.owner = owner  # the _Stream or _Fetch filling it
+        self.owner: _Fetch | _Stream = owner  # the producer filling it
         self.buf: bytearray | None = None
         self.data: bytes | bytearray | None = None
         self.filled = 0
@@ -184,11 +198,12 @@ class _Pending:
         assert self.buf is not None
         return bytes(memoryview(self.buf)[start:stop])
 
-    async def wait_for(self, need: int) -> None:
+    async def wait_for(self, need: int, began: float, timeout: float) -> None:
         """Return once `need` bytes are in or the block is final; raise if it failed.
 
-        Raises `_Replan` when the producer abandoned the block. The caller bounds the
-        wait with its own deadline.
+        Raises `_Replan` when the producer abandoned the block, and `_Stalled` once
+        `timeout` seconds passed since the later of `began` and the producer's last
+        byte (the producer may be filling an earlier block: that is progress too).
         """
         while self.filled < need:
             if self.state is _State.DONE:
@@ -198,7 +213,11 @@ class _Pending:
                 raise _fresh(self.error)
             if self.state is _State.ABANDONED:
                 raise _Replan()
-            await self._changed.wait()
+            deadline = max(began, self.owner.progress_at) + timeout
+            if trio.current_time() >= deadline:
+                raise _Stalled()
+            with trio.move_on_at(deadline):
+                await self._changed.wait()
 
 
 class _File:
@@ -239,9 +258,12 @@ class _Handle:
 
 
 class _Fetch:
-    """Marker owner for blocks filled by a ranged GET."""
+    """Owner of blocks filled by ranged GETs: when it last received a byte."""
 
-    __slots__ = ()
+    __slots__ = ("progress_at",)
+
+    def __init__(self) -> None:
+        self.progress_at = trio.current_time()  # its start, then its last new byte
 
 
 class _Stream:
@@ -257,8 +279,8 @@ class _Stream:
         self.demand = start  # furthest offset some reader is waiting for
         self.window = window
         self.priority = priority
-        self.resumes = 0  # drops in a row without a new byte
-        self.failed_at_pos = start  # where the previous drop happened
+        self.failures = 0  # transient failures since the last new byte
+        self.progress_at = trio.current_time()  # its start, then its last new byte
         self.dropped = False
         self.done = False
         self.error: ApiError | None = None
@@ -292,8 +314,8 @@ class Reader:
         max_window: int = 64 * MiB,
         seek_tolerance: int = 2 * MiB,
         read_timeout: float = 90.0,
+        progress_timeout: float = 60.0,
         stream_idle_timeout: float = 30.0,
-        max_resumes: int = 5,
         failure_ttl: float = 5.0,
         rate_limit_patience: float | None = None,
         prefetch_depth: int = 6,
@@ -319,7 +341,7 @@ class Reader:
         self._min_streak = min(256 * KiB, block_size)
         self._read_timeout = read_timeout
         self._idle_timeout = stream_idle_timeout
-        self._max_resumes = max_resumes
+        self._progress_timeout = progress_timeout
         self._failure_ttl = failure_ttl
         self._rate_patience = read_timeout if rate_limit_patience is None else rate_limit_patience
         self._max_replans = 8
@@ -428,9 +450,9 @@ class Reader:
 
         The result is bytes-like (often a view of a cached block, to save a copy per read).
 
-        Raises an `ApiError` subclass when the bytes cannot be had (after the client's
-        retries and the reader's resumes, or after `read_timeout`), ValueError for an
-        unknown handle.
+        Raises an `ApiError` subclass when the bytes cannot be had (their download gave
+        up after `progress_timeout` without a new byte, or `read_timeout` passed since
+        its last byte), ValueError for an unknown handle.
         """
         h = self._handles.get(handle)
         if h is None:
@@ -459,10 +481,7 @@ class Reader:
             if block is not None:
                 self._st.cache_hits += 1
                 return _piece(block, within, min(within + length, len(block)))
-        with trio.move_on_after(self._read_timeout) as scope:
-            return await self._read_range(h, offset, length, seek, sequential)
-        assert scope.cancelled_caught
-        raise NetworkError(f"timed out reading {f.key} at {offset}")
+        return await self._read_range(h, offset, length, seek, sequential)
 
     def close(self, handle: int) -> None:
         """Forget `handle` and stop its read-ahead stream. Unknown handles are ignored."""
@@ -556,6 +575,7 @@ class Reader:
         parts: list[Bytes] = []
         pos = offset
         replans = 0
+        began = trio.current_time()
         while True:
             end = offset + length if f.size is None else min(offset + length, f.size)
             if pos >= end:
@@ -586,9 +606,13 @@ class Reader:
                 if isinstance(p.owner, _Stream):
                     self._raise_demand(p.owner, b * bs + want)
                 try:
-                    await p.wait_for(want)
+                    await p.wait_for(want, began, self._read_timeout)
                 except _Replan:
                     replans += 1
+                except _Stalled:
+                    raise NetworkError(
+                        f"timed out reading {f.key} at {pos}: no new byte for {self._read_timeout:g} s"
+                    ) from None
                 else:
                     piece = p.view(within, want)
                     if piece:
@@ -839,7 +863,9 @@ class Reader:
         pos = first * bs
         stop = (last + 1) * bs
         error: ApiError | None = None
-        resumes = stalls = 0
+        owner = next(iter(claims.values())).owner
+        assert isinstance(owner, _Fetch)
+        failures = stalls = 0
         throttled_since: float | None = None
         try:
             while claims:
@@ -854,12 +880,9 @@ class Reader:
                 except RangeNotSatisfiable as exc:
                     self._learn_size(f, exc.total if exc.total is not None and exc.total <= pos else pos)
                     break
-                except NetworkError:
-                    resumes += 1  # attempts in a row without a new byte
-                    if resumes > self._max_resumes:
-                        raise
-                    log.info("fetch of %s failed at %d; retrying (%d/%d)", f.key, pos, resumes, self._max_resumes)
-                    await self._no_progress_pause(resumes)
+                except TRANSIENT as exc:
+                    failures += 1
+                    await self._retry_pause(f, owner, pos, failures, exc)
                     continue
                 except RateLimited as exc:
                     throttled_since = await self._wait_for_rate_limit(f, exc, throttled_since)
@@ -880,7 +903,8 @@ class Reader:
                         raise BadResponse(f"no data for {f.key} at {pos}")
                     continue
                 pos = got_end
-                resumes = 0  # progress: the budget for drops starts over
+                failures = 0
+                owner.progress_at = trio.current_time()
         except ApiError as exc:
             error = exc
         except Exception:
@@ -889,10 +913,26 @@ class Reader:
         finally:
             self._release(f, claims, error, remember_failure=remember_failure)
 
-    async def _no_progress_pause(self, attempt: int) -> None:
-        """Back off before attempt `attempt` in a row that brought nothing (not the first)."""
-        if attempt > 1:
-            await trio.sleep(min(2.0, 0.05 * 2 ** (attempt - 1)))
+    async def _retry_pause(self, f: _File, owner: _Fetch | _Stream, pos: int, failures: int,
+                           exc: ApiError) -> None:
+        """A transient failure at `pos`: re-raise it once `owner` has gone
+        `progress_timeout` seconds without a new byte, else back off before the next try.
+
+        The bound is time, not a count: on a slow link every retry may first wait for a
+        rate-limit slot, so a run of failures can span minutes while the download still
+        moves forward between them. The pause doubles from 50 ms (the first retry goes at
+        once: a dropped connection is usually fine on the next try) to 2 s.
+        """
+        quiet = trio.current_time() - owner.progress_at
+        if quiet >= self._progress_timeout:
+            log.info("download of %s gives up at %d: no new byte for %.0f s (%d failures): %s",
+                     f.key, pos, quiet, failures, exc)
+            raise exc
+        self._st.resumes += 1
+        log.info("download of %s failed at %d (%s); retrying (failure %d, %.0f s without a new byte)",
+                 f.key, pos, exc, failures, quiet)
+        if failures > 1:
+            await trio.sleep(min(2.0, 0.05 * 2 ** (failures - 2), self._progress_timeout - quiet))
 
     async def _wait_for_rate_limit(self, f: _File, exc: RateLimited, since: float | None) -> float:
         """A request met a rate-limited group: wait and let the caller try again, for at
@@ -1005,12 +1045,17 @@ class Reader:
     async def _wait_for_room(self, st: _Stream) -> bool:
         """Pause until the reader needs more; False when it stayed away too long."""
         deadline = trio.current_time() + self._idle_timeout
+        waited = False
         while st.pos >= self._limit(st):
             if trio.current_time() >= deadline:
                 log.debug("stream of %s idle at %d; dropping it", st.file.key, st.pos)
                 return False
+            waited = True
             with trio.move_on_at(deadline):
                 await st.wake.wait()
+        if waited:
+            # Paused by its reader, not stuck: the time without progress starts now.
+            st.progress_at = max(st.progress_at, trio.current_time())
         return True
 
     def _stream_priority(self, st: _Stream) -> Priority:
@@ -1101,6 +1146,8 @@ class Reader:
                             self._claim_for_stream(st, (st.pos + len(piece) - 1) // self._bs)
                             self._write(f, st.pos, piece)
                             st.pos += len(piece)
+                            st.progress_at = trio.current_time()
+                            st.failures = 0
                         if f.size is not None and st.pos >= f.size:
                             return
                         if not await self._wait_for_room(st):
@@ -1116,19 +1163,9 @@ class Reader:
             except RateLimited as exc:
                 throttled_since = await self._wait_for_rate_limit(f, exc, throttled_since)
                 continue
-            except NetworkError:
-                if st.pos > st.failed_at_pos:
-                    st.resumes = 0  # it moved forward since the last drop: a fresh budget
-                st.failed_at_pos = st.pos
-                st.resumes += 1
-                self._st.resumes += 1
-                if st.resumes > self._max_resumes:
-                    raise
-                log.info(
-                    "stream of %s dropped at %d; resuming (%d/%d without progress)",
-                    f.key, st.pos, st.resumes, self._max_resumes,
-                )
-                await self._no_progress_pause(st.resumes)
+            except TRANSIENT as exc:
+                st.failures += 1
+                await self._retry_pause(f, st, st.pos, st.failures, exc)
                 continue
             if whole_body and f.size is None:
                 # A 200 ended cleanly: its body was the whole file, so this is the end.
