@@ -725,7 +725,10 @@ class Reader:
                     stop = min(hi - base, p.length)
                     src = p.filled + base - offset
                     if p.filled == 0 and stop == p.length:
-                        self._complete(f, p, bytes(mv[src : src + stop]))  # whole block at once
+                        if src == 0 and stop == len(mv) and type(data) is bytes:
+                            self._complete(f, p, data)  # the piece is the block: keep it as it is
+                        else:
+                            self._complete(f, p, bytes(mv[src : src + stop]))  # whole block at once
                     elif p.filled < stop:
                         if p.buf is None:
                             p.buf = bytearray(p.length)
@@ -1153,8 +1156,10 @@ class Reader:
                         if not await self._wait_for_room(st):
                             return
                         # A reader waiting for bytes is woken as soon as they are all in;
-                        # read-ahead arrives in big pieces (fewer trips through Python).
-                        s.batch(st.demand - st.pos if st.demand > st.pos else self._bs)
+                        # read-ahead arrives in big pieces (fewer trips through Python),
+                        # cut at block ends so that a whole block is cached as it came.
+                        s.batch(st.demand - st.pos if st.demand > st.pos else self._bs,
+                                None if skip else self._bs - st.pos % self._bs)
                     whole_body = getattr(s, "whole_file", False) and not skip
             except RangeNotSatisfiable as exc:
                 total = exc.total if exc.total is not None and exc.total <= st.pos else st.pos
