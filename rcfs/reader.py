@@ -142,6 +142,9 @@ class ReaderStats:
     prefetches: int = 0  # small files fetched ahead of their open (`Reader.prefetch`)
     prefetches_used: int = 0  # ... of which a later open found cached or in flight
     prefetching: int = 0  # prefetch requests in flight now
+    reads: int = 0  # read() calls (with FUSE: the kernel's read requests, each one round trip)
+    read_bytes: int = 0  # bytes they asked for
+    largest_read: int = 0  # the largest one asked for
 
 
 def _fresh(exc: ApiError) -> ApiError:
@@ -460,6 +463,11 @@ class Reader:
         if offset < 0 or length < 0:
             raise ValueError("offset and length must not be negative")
         f = h.file
+        st = self._st
+        st.reads += 1
+        st.read_bytes += length
+        if length > st.largest_read:
+            st.largest_read = length
         if length == 0 or (f.size is not None and offset >= f.size):
             return b""
         # Access-pattern bookkeeping happens before any await: the kernel sends
