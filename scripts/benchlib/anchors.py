@@ -257,16 +257,27 @@ def ceiling_system(direct: bool, files: dict[str, int]) -> System:
 
 # ------------------------------------------------------------------------------ measurements
 def read_seconds(path: Path, limit: int | None = None) -> tuple[float, int]:
-    """Sequential 1 MiB reads of `path` (up to `limit` bytes): (seconds, bytes)."""
+    """Sequential 1 MiB reads of `path` (up to `limit` bytes): (seconds, bytes).
+
+    Into one page-aligned buffer, as `cat`, `cp` and `dd` read: with direct I/O the kernel
+    hands a filesystem at most 256 pages per request, so the unaligned 1 MiB buffer of a
+    plain Python `read(1 << 20)` (257 pages) costs two requests per MiB, 1,044,592 and
+    3,984 bytes (measured with the ceiling), which no real tool pays."""
     got = 0
+    buf = mmap.mmap(-1, 1 << 20)
+    view = memoryview(buf)
     t0 = time.monotonic()
-    with open(path, "rb", buffering=0) as fh:
-        while limit is None or got < limit:
-            chunk = fh.read(1 << 20 if limit is None else min(1 << 20, limit - got))
-            if not chunk:
-                break
-            got += len(chunk)
-    return time.monotonic() - t0, got
+    try:
+        with open(path, "rb", buffering=0) as fh:
+            while limit is None or got < limit:
+                n = fh.readinto(view if limit is None else view[:min(1 << 20, limit - got)])
+                if not n:
+                    break
+                got += n
+        return time.monotonic() - t0, got
+    finally:
+        view.release()
+        buf.close()
 
 
 def curl_time(url: str, *extra: str) -> float:
