@@ -283,6 +283,7 @@ class _Stream:
         self.window = window
         self.priority = priority
         self.failures = 0  # transient failures since the last new byte
+        self.body: Stream | None = None  # the answer being received, when its pieces align with blocks
         self.progress_at = trio.current_time()  # its start, then its last new byte
         self.dropped = False
         self.done = False
@@ -650,6 +651,11 @@ class Reader:
         if upto > st.demand:
             st.demand = upto
             st.notify()
+            if st.body is not None and upto > st.pos:
+                # The stream may be waiting for a big batch of read-ahead (up to a block);
+                # a reader now waits for less: wake the stream once that much is in, not
+                # when the whole batch is (on a slow link, the difference is seconds).
+                st.body.batch(upto - st.pos, self._bs - st.pos % self._bs)
 
     def _reach(self, st: _Stream) -> int:
         return max(st.window, self._seek_tol)
@@ -1143,31 +1149,37 @@ class Reader:
                         raise BadResponse(f"asked {f.key} from {st.pos}, got bytes from {s.start}")
                     skip = st.pos - s.start  # a 200 answer starts at 0: skip what we have
                     st.ready.set()
-                    async for piece in s.aiter_bytes():
-                        self._st.bytes_fetched += len(piece)
-                        if skip:
-                            if len(piece) <= skip:
-                                skip -= len(piece)
-                                continue
-                            piece = piece[skip:]
-                            skip = 0
-                        if f.size is not None and st.pos + len(piece) > f.size:
-                            piece = piece[: f.size - st.pos]
-                        if piece:
-                            self._claim_for_stream(st, (st.pos + len(piece) - 1) // self._bs)
-                            self._write(f, st.pos, piece)
-                            st.pos += len(piece)
-                            st.progress_at = trio.current_time()
-                            st.failures = 0
-                        if f.size is not None and st.pos >= f.size:
-                            return
-                        if not await self._wait_for_room(st):
-                            return
-                        # A reader waiting for bytes is woken as soon as they are all in;
-                        # read-ahead arrives in big pieces (fewer trips through Python),
-                        # cut at block ends so that a whole block is cached as it came.
-                        s.batch(st.demand - st.pos if st.demand > st.pos else self._bs,
-                                None if skip else self._bs - st.pos % self._bs)
+                    st.body = s if not skip else None
+                    try:
+                        async for piece in s.aiter_bytes():
+                            self._st.bytes_fetched += len(piece)
+                            if skip:
+                                if len(piece) <= skip:
+                                    skip -= len(piece)
+                                    continue
+                                piece = piece[skip:]
+                                skip = 0
+                            if f.size is not None and st.pos + len(piece) > f.size:
+                                piece = piece[: f.size - st.pos]
+                            if piece:
+                                self._claim_for_stream(st, (st.pos + len(piece) - 1) // self._bs)
+                                self._write(f, st.pos, piece)
+                                st.pos += len(piece)
+                                st.progress_at = trio.current_time()
+                                st.failures = 0
+                            if f.size is not None and st.pos >= f.size:
+                                return
+                            if not await self._wait_for_room(st):
+                                return
+                            # A reader waiting for bytes is woken as soon as they are all in;
+                            # read-ahead arrives in big pieces (fewer trips through Python),
+                            # cut at block ends so that a whole block is cached as it came.
+                            s.batch(st.demand - st.pos if st.demand > st.pos else self._bs,
+                                    None if skip else self._bs - st.pos % self._bs)
+                            if not skip:
+                                st.body = s
+                    finally:
+                        st.body = None  # (a finished answer takes no more hints)
                     whole_body = getattr(s, "whole_file", False) and not skip
             except RangeNotSatisfiable as exc:
                 total = exc.total if exc.total is not None and exc.total <= st.pos else st.pos

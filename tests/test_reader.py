@@ -61,6 +61,9 @@ class _FakeStream(Stream):
     def aiter_bytes(self) -> AsyncIterator[bytes]:
         return self
 
+    def batch(self, nbytes: int, boundary: int | None = None) -> None:
+        self._client.hints.append((self._pos, nbytes, boundary))
+
     def __aiter__(self) -> _FakeStream:
         return self
 
@@ -115,6 +118,7 @@ class FakeClient:
         self.gate: trio.Event | None = None  # when set, bodies stall after their first piece
         self.open_streams = 0
         self.pulled_to = 0  # furthest offset any stream body handed out
+        self.hints: list[tuple[int, int, int | None]] = []  # Stream.batch calls: (body at, nbytes, boundary)
 
     def count(self, kind: str | None = None) -> int:
         return sum(1 for r in self.requests if kind is None or r.kind == kind)
@@ -529,6 +533,26 @@ async def test_read_is_answered_before_its_block_is_complete() -> None:
         assert client.pulled_to == client.piece  # only the first 64 KiB had arrived
         client.gate.set()
         assert await reader.read(h, 4096, 2 * MiB) == data[4096 : 4096 + 2 * MiB]
+
+
+async def test_batches_end_at_block_ends_and_a_waiting_reader_shrinks_the_batch() -> None:
+    client, reader, data = make(20 * MiB)
+    client.gate = trio.Event()  # the body stalls after its first 64 KiB piece
+    async with running(reader):
+        h = await reader.open(Source("rec:17", URL, len(data)))
+        assert await reader.read(h, 0, 4096) == data[:4096]
+        await trio.testing.wait_all_tasks_blocked()
+        # read-ahead: the stream asks for the rest of the block, and no piece past its end
+        assert client.hints[-1] == (64 * KiB, 1 * MiB, 1 * MiB - 64 * KiB)
+        async with trio.open_nursery() as nursery:
+            async def read_more() -> None:
+                assert await reader.read(h, 64 * KiB, 4096) == data[64 * KiB : 64 * KiB + 4096]
+
+            nursery.start_soon(read_more)
+            await trio.testing.wait_all_tasks_blocked()
+            # a reader now waits for 4 KiB: the stream is told to wake once those are in
+            assert client.hints[-1] == (64 * KiB, 4096, 1 * MiB - 64 * KiB)
+            client.gate.set()
 
 
 async def test_close_stops_the_stream_task() -> None:
