@@ -312,7 +312,9 @@ class _SocketBatching:
     hundred KB, and every piece costs a trip through trio, httpcore, h11 and the reader
     in Python; batching to half a MiB cut rcfs' CPU per GB by about a third and raised
     the cold read through the mount by 10-25% (side-by-side runs of scripts/bench's read
-    1, with and without). The low-water mark never
+    1, with and without). Up to a whole block (1 MiB, with the read cap below) lets most
+    blocks arrive as one piece; a reader that starts waiting for less lowers the mark
+    at once (`rcfs.reader`), so it never waits for read-ahead it did not ask for. The low-water mark never
     exceeds the bytes the body still owes, so its end always wakes the reader, and
     it is back at 1 before the connection returns to the pool (headers of the next
     answer must not wait). A FIN, RST or error wakes the reader whatever the mark.
