@@ -105,8 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start the built-in emulator with a seeded demo account and mount that "
                         "(needs rcfs[emulator]); Ctrl-C unmounts, stops the emulator and removes "
                         "the demo's temporary state")
-    m.add_argument("--demo-scale", default="demo", choices=["demo", "listing", "bench"],
+    m.add_argument("--demo-scale", default="demo", choices=["demo", "listing", "bench", "company"],
                    help="size of the demo account (default: demo)")
+    m.add_argument("--demo-user", action="store_true",
+                   help="sign in to the demo as a regular user (extension 102) instead of the super "
+                        "admin: no /company, and exports are refused")
     m.add_argument("--demo-window", type=float, default=10.0,
                    help="the demo emulator's rate-limit window in seconds (real API: 60); the "
                         "demo runs 6x faster so copying the whole account takes seconds (default: 10)")
@@ -124,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long an ls waits for a listing (a rate-limited API can take minutes) "
                         "before showing the previous one; a first listing that is not in by then "
                         "fails with EAGAIN and goes on in the background (default: 60)")
+    m.add_argument("--outbox-settle", type=float, default=5.0, metavar="SECONDS",
+                   help="a file written into /outbox is sent once it has been closed and left "
+                        "alone (not reopened, written, truncated or renamed) this long, so a "
+                        "program's temporary file renamed at once goes out under its final "
+                        "name, or not at all; it is on disk from its close on (default: 5)")
     m.add_argument("--cache-size", default="256M", help="memory for the block cache (default: 256M)")
     m.add_argument("--block-size", default="1M", help="cache block size (default: 1M)")
     m.add_argument("--read-ahead", default="1024", metavar="KB",
@@ -150,9 +158,19 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--daemon", action="store_true", help="go to the background once mounted")
     m.add_argument("--uid", type=int, help="owner the files are shown with (default: you)")
     m.add_argument("--gid", type=int, help="group the files are shown with (default: your group)")
+    m.add_argument("--no-company", dest="company", action="store_false",
+                   help="no /company even for an admin (the whole account is not walked by "
+                        "desktop indexers or a `cp -r` of the mount; saves the one request that "
+                        "asks what the user may see)")
     m.add_argument("--no-background", dest="background", action="store_false",
                    help="do not learn unknown sizes and recording types while the API is idle "
                         "(they are then learned only when a file is opened)")
+    m.add_argument("--shared-budget", metavar="URL",
+                   help="share one rate-limit budget and one login with every other mount of this "
+                        "account through Redis: redis://HOST:PORT/DB, rediss://... (TLS) or "
+                        "unix:///path/redis.sock (also: shared_budget in the config file). The "
+                        "password comes from the config file (shared_budget_password) or "
+                        "RCFS_REDIS_PASSWORD, never from here. Default: this mount paces alone")
     m.add_argument("-v", "--verbose", action="count", default=0, help="log what happens (INFO)")
     m.add_argument("--debug", action="store_true", help="log everything (DEBUG)")
     m.add_argument("--log-file", help="log to this file instead of stderr (created mode 0600)")
@@ -245,6 +263,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
     settings.check_sizes(cache_bytes=cache_bytes, block_size=block_size, read_ahead_kb=read_ahead_kb)
     direct_io_above = settings.parse_size_or_off(args.direct_io_above, "--direct-io-above")
     since = settings.parse_since(args.since)
+    outbox_settle = _not_negative(args.outbox_settle, "--outbox-settle")
     unknown = [o for o in ",".join(args.fuse_opts).split(",") if o and o not in ("allow_other", "ro")]
     if unknown:
         raise SettingsError(f"unsupported -o option(s): {', '.join(unknown)} (supported: allow_other, ro)")
@@ -269,6 +288,10 @@ def cmd_mount(args: argparse.Namespace) -> int:
     if not args.demo:
         creds = settings.resolve_credentials(server_url=args.server_url, client_id=args.client_id,
                                              config_path=args.config)
+    shared_url, shared_password = None, None
+    if args.shared_budget or not args.demo:  # (the demo does not read your account's config)
+        shared_url, shared_password = settings.resolve_shared_budget(flag=args.shared_budget,
+                                                                     config_path=args.config)
 
     # From here on every exit path (an error, Ctrl-C, SIGTERM, an unmount) goes through
     # the `finally` below, which stops the demo emulator and removes the demo's state.
@@ -303,7 +326,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
                     emulator_stderr.close()
             cfg = EmulatorConfig()
             creds = Credentials(server_url=demo.platform_url, client_id=cfg.client_id,
-                                client_secret=cfg.client_secret, jwt=cfg.jwt)
+                                client_secret=cfg.client_secret, jwt=cfg.user_jwt if args.demo_user else cfg.jwt)
             print(f"rcfs: demo emulator at {demo.platform_url} (media {demo.media_url})", file=sys.stderr)
         assert creds is not None
         options = MountOptions(
@@ -314,9 +337,13 @@ def cmd_mount(args: argparse.Namespace) -> int:
             nonempty=args.nonempty, read_ahead_kb=read_ahead_kb, direct_io_above=direct_io_above,
             message_ttl=args.listing_ttl, recording_ttl=args.recordings_ttl,
             listing_wait=_positive(args.listing_wait, "--listing-wait"),
+            outbox_settle=outbox_settle,
             uid=args.uid,
             gid=args.gid,
             background=args.background,
+            company=args.company,
+            shared_budget=shared_url,
+            shared_budget_password=shared_password,
         )
 
         def ready() -> None:
@@ -356,6 +383,12 @@ def cmd_mount(args: argparse.Namespace) -> int:
 def _positive(value: float, flag: str) -> float:
     if not value > 0:
         raise SettingsError(f"{flag}: expected a number of seconds above 0, got {value}")
+    return value
+
+
+def _not_negative(value: float, flag: str) -> float:
+    if not 0 <= value <= 24 * 3600:
+        raise SettingsError(f"{flag}: expected a number of seconds from 0 to 86400, got {value}")
     return value
 
 

@@ -1,10 +1,13 @@
 """The pyfuse3 adapter: translates kernel requests into calls on the folder owners, and
 their errors into errno. It decides nothing on its own.
 
-Each node belongs to the owner of the top-level folder it lives under
+Each node belongs to the owner of the nearest folder above it (or itself) that has one
 (`rcfs.folders`): /faxes, /voicemail and /mms to a message folder, /recordings to the
-recordings folder, /outbox to the outbox. The adapter finds that owner and hands it the
-request; "what happens when I write into /outbox" is answered in `rcfs/folders/outbox.py`.
+recordings folder, /outbox to the outbox, and at any depth the same for the mailboxes
+under /company/users/<ext>/ (`rcfs.mailbox`), whose owners come and go as extensions
+are opened and deleted (`add_owner` / `remove_owner`). The adapter finds that owner and
+hands it the request; "what happens when I write into /outbox" is answered in
+`rcfs/folders/outbox.py`.
 
 Every handler goes through `_handler`, which turns any exception into a FUSEError: an
 exception escaping a pyfuse3 handler would end the main loop and leave the mountpoint
@@ -149,10 +152,22 @@ class Operations(pyfuse3.Operations):
 
     # owners ------------------------------------------------------------------------------
     def owner_of(self, node: Node) -> FolderOwner:
-        top = node
-        while top.parent is not None and top.parent is not self.tree.root:
-            top = top.parent
-        return self._owner_by_inode.get(top.inode, self.root_owner)
+        """The owner of the nearest folder at or above `node` that has one."""
+        at: Node | None = node
+        while at is not None and at is not self.tree.root:
+            owner = self._owner_by_inode.get(at.inode)
+            if owner is not None:
+                return owner
+            at = at.parent
+        return self.root_owner
+
+    def add_owner(self, owner: FolderOwner) -> None:
+        """`owner` answers for its folder and what is below it (a mailbox opened)."""
+        self._owner_by_inode[owner.folder.inode] = owner
+
+    def remove_owner(self, owner: FolderOwner) -> None:
+        if self._owner_by_inode.get(owner.folder.inode) is owner:
+            del self._owner_by_inode[owner.folder.inode]
 
     # facts learned by the reader ---------------------------------------------------------
     def size_learned(self, key: str, size: int) -> None:

@@ -9,6 +9,7 @@ mounted-but-dead (reads fail loudly) rather than silently empty, because a mirro
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import errno
@@ -22,7 +23,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import AsyncIterator, Callable
 
 import pyfuse3
 import trio
@@ -30,19 +31,20 @@ import trio
 from .api.auth import TokenStore
 from .api.client import Credentials, RingCentralClient
 from .api.errors import ApiError, AuthError
+from .api.shared_budget import SharedBudget, scope_of
 from .exports_model import ExportManager
 from .folders.base import FolderOwner
+from .folders.company import CompanyRecordingsOwner, CompanyUsersOwner
 from .folders.exports import ExportsOwner
 from .folders.greetings import GreetingsOwner
 from .folders.media import RemoteMediaOwner
 from .folders.outbox import OutboxOwner
-from .folders.messages import MESSAGE_TYPES, MessageFolderOwner
-from .folders.recordings import RecordingsOwner
 from . import status as status_report
 from . import systemd
 from .background import BackgroundLearner
 from .fs import Operations, reader_priority
 from .greetings_model import GreetingsModel
+from .mailbox import Mailbox
 from .reader import Reader
 from .sender import Sender
 from .spool import Spool
@@ -69,12 +71,16 @@ class MountOptions:
     message_ttl: float = 30.0
     recording_ttl: float = 300.0
     listing_wait: float = 60.0  # seconds an ls waits for a listing (rcfs.folders.media)
+    outbox_settle: float = 5.0  # seconds an outbox item stays closed and untouched before it is sent
     nonempty: bool = False
     read_ahead_kb: int = 1024
     direct_io_above: int | None = 256 << 20  # None: always through the page cache
     uid: int | None = None  # owner the tree presents (None: the mounting user); mount -o uid=
     gid: int | None = None
     background: bool = True  # learn unknown sizes and recording types while the API is idle
+    company: bool = True  # /company for admins (rcfs.folders.company); False: never asked
+    shared_budget: str | None = None  # a fleet's Redis URL (issue 18; rcfs.api.shared_budget)
+    shared_budget_password: str | None = dataclasses.field(default=None, repr=False)
 
 
 def check_mountpoint(path: Path, *, nonempty: bool = False) -> None:
@@ -168,6 +174,25 @@ async def _watch_signals(cancel: Callable[[], None]) -> None:
             return
 
 
+@contextlib.asynccontextmanager
+async def _client(opts: MountOptions, token_store: TokenStore) -> AsyncIterator[RingCentralClient]:
+    """The API client; with `--shared-budget`, inside the fleet's Redis connection, which
+    outlives it (the client's last requests still commit their slots)."""
+    if not opts.shared_budget:
+        async with RingCentralClient(opts.credentials, token_store=token_store) as client:
+            yield client
+        return
+    creds = opts.credentials
+    async with SharedBudget(opts.shared_budget, password=opts.shared_budget_password,
+                            scope=scope_of(creds.server_url, creds.client_id, creds.jwt),
+                            memo=token_store.path.parent / "fleet.json") as shared:
+        if not shared.healthy:
+            log.warning("shared budget not reachable at mount time: pacing alone until it answers")
+        async with RingCentralClient(creds, token_store=token_store, shared=shared) as client:
+            shared.info = lambda: {"requests": client.stats.total_requests}
+            yield client
+
+
 async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None) -> None:
     """Mount and serve until unmounted or signalled. Raises MountError on setup failure."""
     # The CLI checked the state dir (rcfs.settings.prepare_state_dir); its mode is the user's.
@@ -177,7 +202,7 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
     token_store = TokenStore(acct_dir / "tokens.json")
     state = StateStore(acct_dir / "state.json")
 
-    async with RingCentralClient(opts.credentials, token_store=token_store) as client:
+    async with _client(opts, token_store) as client:
         try:
             await client.auth.access_token()  # fail early on bad credentials
         except AuthError as exc:
@@ -195,6 +220,10 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
         owners = build_owners(opts, tree, client, reader, state, spool=Spool(acct_dir / "outbox"),
                               region=region)
         outbox: OutboxOwner = owners["outbox"]  # type: ignore[assignment]
+        mailbox_media = [o for o in owners.values() if isinstance(o, RemoteMediaOwner)]
+        view = await company_view(client) if opts.company else CompanyView()
+        company = build_company(opts, tree, client, reader, state, users=view.users, recordings=view.recordings)
+        owners.update(company)
 
         def sent(channel: str) -> None:
             # The next look at /faxes or /mms asks for changes: the sent message shows up.
@@ -203,17 +232,20 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
         # /greetings and /exports (issue 10): uploads share the outbox's sender.
         greetings: GreetingsOwner = owners["greetings"]  # type: ignore[assignment]
         exports: ExportsOwner = owners["exports"]  # type: ignore[assignment]
+        exports.allowed = view.exports
         sender = Sender(client, outbox, outbox.spool, on_sent=sent, greetings=greetings)
         outbox.on_queued = sender.wake
         greetings.on_queued = sender.wake
-        media_owners = [o for o in owners.values() if isinstance(o, RemoteMediaOwner)]
-        learner = BackgroundLearner(client, media_owners, state,
+        # The learner works for the signed-in user's folders only: probing every recording
+        # of a company in the background would spend the Heavy budget of a whole account.
+        learner = BackgroundLearner(client, mailbox_media, state,
                                     on_size=lambda key, size: ops.size_learned(key, size) if ops else None,
                                     on_content_type=lambda key, ct: ops.content_type_learned(key, ct) if ops else None)
         started = time.time()
 
         def status_json() -> str:
-            report = status_report.collect(client, reader, tree, learner=learner, outbox=outbox, started=started)
+            report = status_report.collect(client, reader, tree, learner=learner, outbox=outbox, started=started,
+                                           company=company)
             return json.dumps(report, separators=(",", ":"))
 
         def control_xattrs() -> dict[str, str | Callable[[], str]]:
@@ -223,6 +255,9 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
 
         ops = Operations(tree, owners, state, block_size=reader.block_size,
                          control_xattrs=control_xattrs, space=outbox.statfs_free)
+        users_owner = company.get("company/users")
+        if isinstance(users_owner, CompanyUsersOwner):
+            users_owner.on_owner, users_owner.on_owner_gone = ops.add_owner, ops.remove_owner
 
         fuse_options = set(pyfuse3.default_options)
         fuse_options |= {"fsname=rcfs", "subtype=rcfs", "noatime"}
@@ -292,25 +327,82 @@ def build_owners(opts: MountOptions, tree: Tree, client: RingCentralClient, read
     account_dir = account_dir or spool.root.parent
     media = dict(client=client, reader=reader, state=state, direct_io_above=opts.direct_io_above,
                  priority_of=reader_priority, listing_wait=opts.listing_wait)
-    owners: dict[str, FolderOwner] = {}
-    for name in ("faxes", "voicemail", "recordings", "mms", "outbox", "greetings", "exports"):
-        writable = name in ("outbox", "greetings", "exports")
-        folder = tree.mkdir(tree.root, name, key=f"dir:{name}", writable=writable)
-        if name in MESSAGE_TYPES:
-            owners[name] = MessageFolderOwner(tree, folder, ttl=opts.message_ttl, since=opts.since, **media)
-        elif name == "recordings":
-            owners[name] = RecordingsOwner(tree, folder, ttl=opts.recording_ttl, since=opts.since, **media)
-        elif name == "outbox":
-            owners[name] = OutboxOwner(tree, folder, spool, default_region=region)
+    # The signed-in user's mailbox is the top level (rcfs.mailbox) ...
+    owners: dict[str, FolderOwner] = dict(Mailbox.media(
+        tree, tree.root, "~", since=opts.since, message_ttl=opts.message_ttl,
+        recording_ttl=opts.recording_ttl, media=media).owners)
+    # ... with the folders only the signed-in user has.
+    for name in ("outbox", "greetings", "exports"):
+        folder = tree.mkdir(tree.root, name, key=f"dir:{name}", writable=True)
+        if name == "outbox":
+            owners[name] = OutboxOwner(tree, folder, spool, default_region=region, settle=opts.outbox_settle)
         elif name == "greetings":
             owners[name] = GreetingsOwner(tree, folder, Spool(account_dir / "greetings-spool"),
                                           model=GreetingsModel(client), ttl=opts.message_ttl, **media)
         elif name == "exports":
             owners[name] = ExportsOwner(tree, folder, ttl=opts.message_ttl,
                                         manager=ExportManager(client, account_dir), **media)
-        else:
-            owners[name] = FolderOwner(tree, folder)
-            owners[name].name = name
+    return owners
+
+
+# The permission scopes that reach beyond the signed-in user's own mailbox.
+WIDE_SCOPES = frozenset({"Account", "AllExtensions", "UserExtensions", "NonUserExtensions", "RoleBased",
+                         "Federation"})
+
+
+@dataclasses.dataclass
+class CompanyView:
+    """What the signed-in user may do beyond their own mailbox (the authorization profile)."""
+
+    users: bool = False  # read other extensions' mailboxes
+    recordings: bool = False  # read the company call log and its recordings
+    exports: bool = True  # message-store exports (they cover every extension: admins only)
+
+
+async def company_view(client: RingCentralClient) -> CompanyView:
+    """What the signed-in user may see beyond their own mailbox, from the authorization
+    profile (one request at mount). rcfs shows /company only for what this grants and
+    refuses an export the profile does not allow, so it provokes no 403 it could have
+    foreseen; if the profile cannot be read, there is no /company (and exports are tried)."""
+    try:
+        profile = await client.get_authz_profile()
+    except ApiError as exc:
+        log.info("cannot read the authorization profile (%s); no /company", exc)
+        return CompanyView()
+    scopes: dict[str, set[str]] = {}
+    for item in profile.get("permissions") or []:
+        if not isinstance(item, dict):
+            continue
+        pid = (item.get("permission") or {}).get("id") if isinstance(item.get("permission"), dict) else None
+        if isinstance(pid, str):
+            scopes.setdefault(pid, set()).update(s for s in item.get("scopes") or [] if isinstance(s, str))
+    return CompanyView(users=bool(scopes.get("ReadMessages", set()) & WIDE_SCOPES),
+                       recordings="FullCompanyCallLog" in scopes and "ReadCallRecording" in scopes,
+                       exports="Users" in scopes)
+
+
+def build_company(opts: MountOptions, tree: Tree, client: RingCentralClient, reader: Reader,
+                  state: StateStore, *, users: bool, recordings: bool) -> dict[str, FolderOwner]:
+    """/company and its owners (`rcfs.folders.company`): /company/users when other
+    mailboxes may be read, /company/recordings when the company call log may."""
+    if not (users or recordings):
+        return {}
+    media = dict(client=client, reader=reader, state=state, direct_io_above=opts.direct_io_above,
+                 priority_of=reader_priority, listing_wait=opts.listing_wait)
+    company = tree.mkdir(tree.root, "company", key="dir:company")
+    owners: dict[str, FolderOwner] = {}
+    if users:
+        def make_mailbox(folder, ext_id: str, label: str) -> Mailbox:
+            return Mailbox.media(tree, folder, ext_id, since=opts.since, message_ttl=opts.message_ttl,
+                                 recording_ttl=opts.recording_ttl, media=media, label=label)
+
+        folder = tree.mkdir(company, "users", key="dir:company:users")
+        owners["company/users"] = CompanyUsersOwner(tree, folder, client=client, make_mailbox=make_mailbox,
+                                                    ttl=opts.message_ttl, listing_wait=opts.listing_wait)
+    if recordings:
+        folder = tree.mkdir(company, "recordings", key="dir:company:recordings")
+        owners["company/recordings"] = CompanyRecordingsOwner(tree, folder, ttl=opts.recording_ttl,
+                                                              since=opts.since, **media)
     return owners
 
 

@@ -35,7 +35,7 @@ SECRETS = {"client_secret", "jwt", "jwt_file", "password", "client_id", "token"}
 # option=value -> `rcfs mount` flag
 VALUED = {"config": "--config", "state_dir": "--state-dir", "since": "--since", "cache_size": "--cache-size",
           "log_file": "--log-file", "listing_ttl": "--listing-ttl", "recordings_ttl": "--recordings-ttl",
-          "server_url": "--server-url"}
+          "server_url": "--server-url", "outbox_settle": "--outbox-settle", "shared_budget": "--shared-budget"}
 
 
 class HelperError(Exception):
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mount.fuse.rcfs: {exc}", file=sys.stderr)
         return 1  # mount(8): "incorrect invocation or permissions"
     # Only the config file: see the module docstring.
-    for name in ("RC_CLIENT_ID", "RC_CLIENT_SECRET", "RC_JWT", "RC_SERVER_URL"):
+    for name in ("RC_CLIENT_ID", "RC_CLIENT_SECRET", "RC_JWT", "RC_SERVER_URL", "RCFS_REDIS_PASSWORD"):
         os.environ.pop(name, None)
     from .cli import main as cli_main
 

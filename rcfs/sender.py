@@ -108,8 +108,10 @@ class Sender:
         """The next item due on `channel`, or None and how long until one is due."""
         now = time.time()
         owner = self.greetings if channel == "greeting" else self.outbox
+        # A settling item is due when its wait is over (`next_attempt`): the outbox
+        # then queues it (`OutboxOwner.settled`) and it takes its turn.
         candidates = [i for i in owner.items.values()
-                      if i.channel == channel and i.state in ("queued", "sending")]
+                      if i.channel == channel and i.state in ("settling", "queued", "sending")]
         due = [i for i in candidates if i.next_attempt <= now]
         if due:
             return min(due, key=lambda i: (i.next_attempt, i.id)), 0.0
@@ -123,6 +125,9 @@ class Sender:
                 self._wakeup[channel] = event = trio.Event()
                 with trio.move_on_after(wait):
                     await event.wait()
+                continue
+            if item.state == "settling":
+                await self.outbox.settled(item)
                 continue
             try:
                 await self._send(item)

@@ -182,6 +182,31 @@ def resolve_credentials(*, server_url: str | None, client_id: str | None,
                        client_secret=values["client_secret"], jwt=values["jwt"])
 
 
+def resolve_shared_budget(*, flag: str | None, config_path: Path | None,
+                          env: dict[str, str] | None = None) -> tuple[str | None, str | None]:
+    """The fleet's Redis (issue 18): (URL or None, password or None).
+
+    The URL comes from `--shared-budget` (or fstab's `shared_budget=`), else the config
+    file's `shared_budget`; the password only from the config file
+    (`shared_budget_password`) or `RCFS_REDIS_PASSWORD`, never from a command line, and
+    never inside the URL (refused, wherever the URL comes from).
+    """
+    from .api.shared_budget import FleetError, parse_url
+
+    env = dict(os.environ if env is None else env)
+    cfg = load_config_file(config_path)
+    url = flag or (str(cfg["shared_budget"]) if cfg.get("shared_budget") else None)
+    if not url:
+        return None, None
+    try:
+        url = parse_url(url)
+    except FleetError as exc:
+        raise SettingsError(str(exc)) from None
+    password = env.get("RCFS_REDIS_PASSWORD") or (str(cfg["shared_budget_password"])
+                                                   if cfg.get("shared_budget_password") else None)
+    return url, password
+
+
 def parse_since(text: str | None) -> dt.datetime:
     """`--since`: an ISO date/time or a number of days (`90d`); default: all history."""
     if not text:

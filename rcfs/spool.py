@@ -16,6 +16,11 @@ States of an item, in the order they normally come:
 
     held       complete, but not to be sent: a hidden or temporary name (rsync's
                `.name.XXXXXX`, editors' swap files) or inside a `.draft` folder
+    empty      closed with no bytes (`touch`, `mktemp`, `: >`): kept, never sent while empty
+    settling   closed, durable and promised, but sent only once it has been left alone for
+               the settle time (`next_attempt` says until when): a rename, rewrite, truncate
+               or touch starts the wait again, `rm` cancels it. A crash in this state sends
+               it once after the next mount
     queued     waiting for its turn (rate limits, backoff after a transient failure)
     sending    a POST is or was under way: `post_started` says when. After a crash in this
                state nobody knows whether the service got it, so the sender reconciles
@@ -41,7 +46,7 @@ from .atomic import fsync_dir, write_atomic
 
 log = logging.getLogger(__name__)
 
-WAITING_STATES = ("queued", "sending")
+WAITING_STATES = ("settling", "queued", "sending")
 FINAL_STATES = ("delivered", "failed")
 
 
@@ -135,6 +140,20 @@ class Spool:
             offset += len(chunk)
         part.size = size
         part.sha256 = digest.hexdigest()
+
+    def copy_part(self, name: str, fd: int, length: int | None = None) -> None:
+        """Copy part `name` (its first `length` bytes) into the open part `fd` (a new
+        version of a file starts as the old one: `>>`, truncate, rsync --inplace)."""
+        with open(self.data_path(name), "rb") as src:
+            offset = 0
+            while length is None or offset < length:
+                chunk = src.read(1 << 20 if length is None else min(1 << 20, length - offset))
+                if not chunk:
+                    break
+                os.pwrite(fd, chunk, offset)
+                offset += len(chunk)
+        if length is not None and offset < length:
+            os.ftruncate(fd, length)  # truncate(2) to a larger size extends with zeros
 
     def read_part(self, part: Part, offset: int, length: int) -> bytes:
         with open(self.data_path(part.data), "rb") as fh:

@@ -28,7 +28,7 @@ MAX_DOWNLOADS = 20  # the report stays well under the 64 KiB an attribute may ho
 
 def collect(client: "RingCentralClient", reader: "Reader", tree: "Tree", *,
             learner: "BackgroundLearner | None", outbox: "OutboxOwner | None",
-            started: float) -> dict[str, Any]:
+            started: float, company: dict[str, Any] | None = None) -> dict[str, Any]:
     """A JSON-able snapshot of the mount's counters (no request, no await)."""
     from .api.governor import Group
 
@@ -65,6 +65,9 @@ def collect(client: "RingCentralClient", reader: "Reader", tree: "Tree", *,
         "bytes_received": stats.bytes_received,
         "downloads": downloads,
     }
+    shared = getattr(client.governor, "shared", None)
+    if shared is not None:
+        report["fleet"] = shared.report()
     if learner is not None:
         report["background"] = {"pending": learner.pending_counts(), "sizes_learned": learner.stats.sizes_learned,
                                 "types_learned": learner.stats.types_learned,
@@ -72,10 +75,29 @@ def collect(client: "RingCentralClient", reader: "Reader", tree: "Tree", *,
                                 "rate_limited": learner.stats.rate_limited, "failures": learner.stats.failures}
     if outbox is not None:
         states = collections.Counter(item.state for item in outbox.items.values())
-        report["outbox"] = {"waiting": states.get("queued", 0), "sending": states.get("sending", 0),
+        report["outbox"] = {"waiting": states.get("queued", 0) + states.get("settling", 0), "sending": states.get("sending", 0),
                             "failed": states.get("failed", 0), "held": states.get("held", 0),
                             "sent": states.get("sent", 0) + states.get("delivered", 0)}
+    if company:
+        report["company"] = company_report(company)
     return report
+
+
+def company_report(owners: dict[str, Any]) -> dict[str, Any]:
+    """/company's counters: extensions listed and opened, recordings known and learned."""
+    out: dict[str, Any] = {}
+    users = owners.get("company/users")
+    if users is not None:
+        out["extensions"] = len(users.names)
+        out["mailboxes_open"] = len(users.mailboxes)
+    recs = owners.get("company/recordings")
+    if recs is not None:
+        nodes = [month.children.get(name) for month, name in recs.where.values()]
+        out["recordings"] = recs.recordings_known
+        out["recordings_sized"] = sum(1 for n in nodes if n is not None and getattr(n, "size", None) is not None)
+        out["call_records_read"] = recs.calls_seen
+        out["months"] = len(recs.folder.children)
+    return out
 
 
 def read(mountpoint: str) -> dict[str, Any]:
@@ -122,11 +144,38 @@ def render(report: dict[str, Any], mountpoint: str = "") -> str:
         p = bg["pending"]
         lines.append(f"background         {p['sizes']} sizes and {p['types']} types to learn; learned "
                      f"{bg['sizes_learned']} sizes, {bg['types_learned']} types in {bg['requests']} requests")
+    co = report.get("company")
+    if co is not None:
+        parts = []
+        if "extensions" in co:
+            parts.append(f"{co['extensions']} extensions ({co['mailboxes_open']} opened)")
+        if "recordings" in co:
+            parts.append(f"{co['recordings']} recordings in {co['months']} months "
+                         f"({co['recordings_sized']} sizes learned; {co['call_records_read']} call records read)")
+        lines.append("company            " + "; ".join(parts))
     ob = report.get("outbox")
     if ob is not None:
         lines.append(f"outbox             {ob['waiting']} waiting, {ob['sending']} sending, "
                      f"{ob['failed']} failed, {ob['sent']} sent, {ob['held']} held")
+    fleet = report.get("fleet")
+    if fleet is not None:
+        lines.extend(_render_fleet(fleet))
     return "\n".join(lines)
+
+
+def _render_fleet(fleet: dict[str, Any]) -> list[str]:
+    """The shared budget (issue 18): Redis health, live mounts, the fleet's use per group."""
+    health = "ok" if fleet["healthy"] else f"DOWN ({fleet.get('last_error') or '?'}), pacing alone"
+    lines = [f"fleet              {fleet['url']}  redis {health}  {fleet['live_mounts']} live mount(s)  "
+             f"{fleet['calls']} calls, {fleet['failures']} failed ({fleet['deadline_hits']} past the "
+             f"deadline), {fleet['recoveries']} recoveries"]
+    for name, g in (fleet.get("groups") or {}).items():
+        limit = "?" if g.get("limit") is None else g["limit"]
+        blocked = f"  blocked {g['blocked_for']:g} s" if g.get("blocked_for") else ""
+        lines.append(f"  shared {name:<9} {g['used']}/{limit} used per {g['window']:g} s{blocked}")
+    for m in fleet.get("mounts") or []:
+        lines.append(f"  mount  {m.get('host', '?')} pid {m.get('pid', '?')}  requests {m.get('requests', '?')}")
+    return lines
 
 
 def cmd_status(mountpoint: str, *, watch: float | None = None, as_json: bool = False) -> int:

@@ -4,7 +4,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 
-APT_PACKAGES=(fuse3 libfuse3-dev pkg-config gcc attr file libmagic1 libglib2.0-bin shared-mime-info rsync curl psmisc tar strace)
+# redis-server, redis-tools: the fleet tests' real Redis (issue 18; the tests start their own on a socket)
+APT_PACKAGES=(fuse3 libfuse3-dev pkg-config gcc attr file libmagic1 libglib2.0-bin shared-mime-info rsync curl psmisc tar strace redis-server redis-tools)
 
 need_apt=()
 for pkg in "${APT_PACKAGES[@]}"; do

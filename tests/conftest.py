@@ -187,6 +187,7 @@ class EmulatorProcess:
     client_secret: str
     jwt: str
     stderr_path: Path
+    user_jwt: str = "rcfs-demo-user-jwt"  # the regular user's credential (company.py)
 
     @property
     def pid(self) -> int:
@@ -217,10 +218,11 @@ class EmulatorProcess:
         """`POST /_emulator/stats/reset`."""
         self.admin("POST", "/_emulator/stats/reset")
 
-    def token(self) -> str:
-        """A fresh access token from the JWT grant (costs one Auth request)."""
+    def token(self, jwt: str | None = None) -> str:
+        """A fresh access token from the JWT grant (costs one Auth request); `jwt`:
+        another user's credential (default the super admin's)."""
         r = httpx.post(self.platform + "/restapi/oauth/token",
-                       data={"grant_type": JWT_GRANT, "assertion": self.jwt},
+                       data={"grant_type": JWT_GRANT, "assertion": jwt or self.jwt},
                        headers={"Authorization": basic_auth(self.client_id, self.client_secret)},
                        timeout=HTTP_TIMEOUT)
         assert r.status_code == 200, r.text
@@ -273,7 +275,7 @@ def spawn_emulator(tmp_dir: Path, **options: Any) -> EmulatorProcess:
             if line.startswith(READY_PREFIX):
                 fields = dict(part.split("=", 1) for part in line[len(READY_PREFIX):].split())
                 return EmulatorProcess(proc, fields["platform"], fields["media"], config.client_id,
-                                       config.client_secret, config.jwt, stderr_path)
+                                       config.client_secret, config.jwt, stderr_path, config.user_jwt)
     except BaseException:
         proc.kill()
         proc.wait(timeout=5)
@@ -302,3 +304,26 @@ def emulator_server(request: pytest.FixtureRequest, start_emulator) -> EmulatorP
     """A subprocess emulator; options from `request.param` (dict) when parametrised."""
     options = getattr(request, "param", None) or {}
     return start_emulator(**options)
+
+
+# redis (issue 18: the fleet's shared budget) -----------------------------------------------
+
+@pytest.fixture
+def redis_server() -> Iterator[Any]:
+    """A real `redis-server` on a unix socket of its own (short path: sockets are limited
+    to 107 bytes), no persistence, stopped by PID (resumed first if a test paused it)."""
+    import shutil
+    import tempfile
+
+    from redishelp import REDIS_SERVER, RedisServer
+
+    if REDIS_SERVER is None:
+        pytest.skip("needs redis-server (apt-get install redis-server)")
+    directory = Path(tempfile.mkdtemp(prefix="rcfs-redis-"))
+    server = RedisServer(directory)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)

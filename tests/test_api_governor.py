@@ -225,3 +225,23 @@ def test_group_from_header():
     assert Group.from_header("Heavy") is Group.HEAVY
     assert Group.from_header("light") is Group.LIGHT
     assert Group.from_header("weird") is None
+
+
+async def test_fleet_fallback_share_below_one_request_spaces_the_sends(autojump_clock):
+    """A fleet larger than the limit, Redis down: one request per (mounts / limit) windows."""
+
+    from rcfs.api.shared_budget import SharedBudget
+
+    # A real client of a Redis that is not there; it had last seen 20 live mounts.
+    fleet = SharedBudget("unix:///nonexistent/redis.sock", scope="t")
+    fleet.healthy = False
+    fleet.live_mounts = 20
+    gov = RateGovernor(limits={Group.HEAVY: 10}, window=60.0, margin=0.0, shared=fleet)
+    sent = []
+    for _ in range(3):
+        t = await gov.acquire(Group.HEAVY)
+        sent.append(trio.current_time())
+        gov.observe(t, 200, {"x-rate-limit-group": "heavy", "x-rate-limit-limit": "10",
+                             "x-rate-limit-window": "60", "x-rate-limit-remaining": "5"})
+    gaps = [b - a for a, b in zip(sent, sent[1:])]
+    assert all(g >= 120.0 for g in gaps)  # 20 mounts / 10 per window: one per 2 windows each

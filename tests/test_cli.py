@@ -59,6 +59,8 @@ BAD_SIZES = [
     (["--read-ahead=-1"], "--read-ahead"),
     (["--read-ahead", "1M"], "--read-ahead"),
     (["--read-ahead", "99999999"], "--read-ahead"),
+    (["--outbox-settle", "-1"], "--outbox-settle"),
+    (["--outbox-settle", "nan"], "--outbox-settle"),
 ]
 
 
@@ -197,3 +199,4 @@ def test_help_names_the_state_dir_and_the_log_file_mode(tmp_path):
     out = run_rcfs(["mount", "--help"], env=user_env(tmp_path)).stdout
     assert str(tmp_path / "home" / ".local" / "state" / "rcfs") in "".join(out.split())  # wrapped at hyphens
     assert "0600" in out
+    assert "--outbox-settle SECONDS" in out and "(default: 5)" in " ".join(out.split())

@@ -69,6 +69,13 @@ T_MMS = EXT + "/mms"
 T_GREETING = EXT + "/greeting"
 T_PHONE_NUMBERS = EXT + "/phone-number"
 
+T_EXT_LIST = ACCT + "/extension"
+T_AUTHZ = EXT + "/authz-profile"
+T_AUTHZ_CHECK = T_AUTHZ + "/check"
+T_ACCOUNT_CALLLOG = ACCT + "/call-log"
+T_ACCOUNT_CALL = T_ACCOUNT_CALLLOG + "/{callRecordId}"
+T_ACCOUNT_CALLSYNC = ACCT + "/call-log-sync"
+
 T_GREETING_GET = T_GREETING + "/{greetingId}"
 T_RULES = EXT + "/answering-rule"
 T_RULE = T_RULES + "/{ruleId}"
@@ -101,6 +108,12 @@ EXPECTED = {
     ("answering-rules", 200), ("answering-rules-simple", 200), ("answering-rule", 200),
     ("greeting-get", 200), ("greeting-presets", 200), ("greeting-preset", 200), ("report-create", 202), ("report-get", 200),
     ("report-archive", 200), ("report-third-task", 400), ("report-bad-type", 400),
+
+    ("extension-list", 200), ("extension-get-other", 200), ("message-list-other", 200),
+    ("message-sync-other", 200), ("authz-profile", 200), ("authz-check", 200),
+    ("call-log-account", 200), ("call-record-account", 200), ("extension-unknown", 404),
+    ("user-message-list-other", 403), ("user-call-log-account", 403), ("user-authz-profile", 200),
+    ("call-log-sync-fsync", 200), ("call-log-sync-isync", 200), ("call-log-sync-no-count", 400),
 }
 
 
@@ -286,6 +299,7 @@ class Walk:
         self.call("phone-number-list", "GET", T_PHONE_NUMBERS, ext + "/phone-number", expect=200)
         self.call("phone-number-list", "GET", T_PHONE_NUMBERS, ext + "/phone-number", expect=200,
                   params={"perPage": 2, "page": 2, "usageType": "DirectNumber"})
+        self._company(p)
         self._sending(ext)
         self._rules_and_reports(p, ext)
         self._errors(ext, by_type)
@@ -295,6 +309,53 @@ class Walk:
                   headers={"Authorization": basic_auth(s.client_id, s.client_secret)})
         self.call("revoked-token", "GET", T_LIST, ext + "/message-store", expect=401)
         return self.exchanges
+
+    def _company(self, p: str) -> None:
+        acct = p + "/restapi/v1.0/account/~"
+        since = {"dateFrom": "2000-01-01T00:00:00.000Z"}
+        listing = self.call("extension-list", "GET", T_EXT_LIST, acct + "/extension", expect=200,
+                            params={"perPage": 3, "page": 2})
+        assert len(listing["records"]) == 3 and "previousPage" in listing["navigation"]
+        self.call("extension-list", "GET", T_EXT_LIST, acct + "/extension", expect=200,
+                  params={"status": ["Disabled", "Unassigned"], "type": "User"})
+        everyone = self.call("extension-list", "GET", T_EXT_LIST, acct + "/extension", expect=200)
+        other = next(e for e in everyone["records"] if e.get("extensionNumber") == "103")
+        other_ext = f"{acct}/extension/{other['id']}"
+        self.call("extension-get-other", "GET", EXT, other_ext, expect=200)
+        self.call("message-list-other", "GET", T_LIST, other_ext + "/message-store", expect=200,
+                  params={**since, "perPage": 1000})
+        self.call("message-sync-other", "GET", T_SYNC, other_ext + "/message-sync", expect=200,
+                  params={"syncType": "FSync", **since})
+        self.call("authz-profile", "GET", T_AUTHZ, acct + "/extension/~/authz-profile", expect=200)
+        self.call("authz-check", "GET", T_AUTHZ_CHECK, acct + "/extension/~/authz-profile/check",
+                  expect=200, params={"permissionId": "ReadMessages", "targetExtensionId": other["id"]})
+        company = self.call("call-log-account", "GET", T_ACCOUNT_CALLLOG, acct + "/call-log", expect=200,
+                            params={**since, "recordingType": "All", "perPage": 1000})
+        assert {r["extension"]["id"] for r in company["records"]} >= {other["id"]}
+        self.call("call-record-account", "GET", T_ACCOUNT_CALL,
+                  f"{acct}/call-log/{company['records'][-1]['id']}", expect=200)
+        self.call("extension-unknown", "GET", T_LIST, acct + "/extension/1/message-store", expect=404)
+        fsync = self.call("call-log-sync-fsync", "GET", T_ACCOUNT_CALLSYNC, acct + "/call-log-sync", expect=200,
+                          params={"syncType": "FSync", "recordCount": 5})
+        assert len(fsync["records"]) == 5
+        added = self.server.admin("POST", "/_emulator/calls", {"extension": "103"})
+        isync = self.call("call-log-sync-isync", "GET", T_ACCOUNT_CALLSYNC, acct + "/call-log-sync", expect=200,
+                          params={"syncType": "ISync", "syncToken": fsync["syncInfo"]["syncToken"]})
+        assert [r["id"] for r in isync["records"]] == [added["id"]]
+        self.call("call-log-sync-no-count", "GET", T_ACCOUNT_CALLSYNC, acct + "/call-log-sync", expect=400,
+                  params={"syncType": "FSync"})
+        # The regular user: another mailbox and the company log are 403 CMN-408.
+        admin_token, self.token = self.token, self.server.token(self.server.user_jwt)
+        try:
+            body = self.call("user-message-list-other", "GET", T_LIST, other_ext + "/message-store",
+                             expect=403, params=since)
+            assert body["errors"][0]["errorCode"] == "CMN-408" and body["permissionName"] == "ReadMessages"
+            body = self.call("user-call-log-account", "GET", T_ACCOUNT_CALLLOG, acct + "/call-log",
+                             expect=403, params=since)
+            assert body["permissionName"] == "FullCompanyCallLog"
+            self.call("user-authz-profile", "GET", T_AUTHZ, acct + "/extension/~/authz-profile", expect=200)
+        finally:
+            self.token = admin_token
 
     def _sending(self, ext: str) -> None:
         doc = media.fax_pdf(11, 2)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -272,3 +273,38 @@ def test_a_rate_limited_upload_is_retried_and_applied_once(start_emulator, tmp_p
     assert srv.stats()["requests"]["greeting-create"] == 2  # the refused one, then the one stored
     assert srv.stats()["statuses"].get("429", 0) == 1
     assert served.greeting(AFTER, "Voicemail")[1:] == ("audio/mpeg", mp3.read_bytes())
+
+
+def test_rsync_and_gio_replace_a_greeting_through_a_temporary_file(start_emulator, tmp_path):
+    """Issue 20 item 6: rsync writes `.NAME.XXXXXX` and renames it over NAME; GIO's
+    replace (`gio copy`, `gio save`, so Nautilus) writes `.goutputstream-XXXXXX` and
+    renames it over the greeting. Each is one upload that replaces what the rule plays."""
+    gio = shutil.which("gio")
+    assert gio, "gio (libglib2.0-bin) is installed by scripts/_setup.sh"
+    srv = start_emulator(**ROOMY)
+    served = Served(srv)
+    wav = mime_samples.write_sample(tmp_path, "wav", "hello.wav")
+    mp3 = mime_samples.write_sample(tmp_path, "mp3", "music.mp3")
+    mnt = tmp_path / "m"
+    srv.reset_stats()
+    with mounted(mnt, state_dir=tmp_path / "s", **args_for(srv)):
+        g = mnt / "greetings"
+        result = subprocess.run(["rsync", str(wav), str(g / "business-hours" / "Voicemail.mp3")],
+                                capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        wait_for(lambda: state_of(g / "business-hours" / "Voicemail.wav") == "applied", "the rsync'd WAV applied")
+        assert sorted(os.listdir(g / "business-hours")) == ["Voicemail.wav"]
+        result = subprocess.run([gio, "copy", str(mp3), str(g / "after-hours" / "Voicemail.wav")],
+                                capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        wait_for(lambda: state_of(g / "after-hours" / "Voicemail.mp3") == "applied", "the gio copy applied")
+        with open(wav, "rb") as fh:
+            result = subprocess.run([gio, "save", str(g / "after-hours" / "Voicemail.mp3")], stdin=fh,
+                                    capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        wait_for(lambda: state_of(g / "after-hours" / "Voicemail.wav") == "applied"
+                 and served.greeting(AFTER, "Voicemail")[2] == wav.read_bytes(), "the gio save applied")
+        assert sorted(os.listdir(g / "after-hours")) == ["Voicemail.wav"]
+        assert not [n for n in os.listdir(g / "business-hours") + os.listdir(g / "after-hours") if n.startswith(".")]
+    assert served.greeting(BUSINESS, "Voicemail")[1:] == ("audio/wav", wav.read_bytes())
+    assert srv.stats()["requests"]["greeting-create"] == 3  # one upload each, no more

@@ -60,7 +60,8 @@ def test_cp_r_of_the_whole_account_over_a_link_failing_a_third_of_the_time(start
     srv = start_emulator(**options)
     store = seed.build_store(build_config(**options))
     mnt = tmp_path / "m"
-    with mounted(mnt, state_dir=tmp_path / "s", **_args(srv)):
+    # --no-company: the signed-in user's own account; /company is copied in test_mount_company.
+    with mounted(mnt, state_dir=tmp_path / "s", extra_args=["--no-company"], **_args(srv)):
         subprocess.run(["cp", "-r", str(mnt), str(tmp_path / "copy")], check=True, timeout=600)
         n = _check_copy(store, mnt, tmp_path / "copy")
         stats = srv.stats()

@@ -162,6 +162,8 @@ def test_helper_translates_mount_options():
     assert "--allow-other" in args and "--read-only" in args
     assert args[args.index("--uid") + 1] == "0" and args[args.index("--gid") + 1] == "0"
     assert args[args.index("--config") + 1] == "/etc/rcfs/a.toml"
+    _, args = parse(["none", "/srv/rc", "-o", "outbox_settle=10"])
+    assert args[args.index("--outbox-settle") + 1] == "10"
     with pytest.raises(HelperError, match="unknown option"):
         parse(["none", "/srv/rc", "-o", "frobnicate"])
     with pytest.raises(HelperError, match="usage"):

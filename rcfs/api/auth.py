@@ -20,6 +20,13 @@ Rules this module enforces (CONTRACT §2):
   never confirmed in this process is replaced by one JWT grant as well (the stored
   tokens were merely stale).
 * No token, JWT or secret ever appears in a log line, exception message or repr.
+* A fleet (issue 18, `shared`: rcfs.api.shared_budget.SharedTokens): the token pair lives in
+  Redis. A mount whose token is due first takes the pair in Redis if another mount renewed
+  it; otherwise it takes the fleet's renewal lock, looks again, and only then refreshes (or,
+  after a refused refresh, logs in with the JWT) and stores the new pair for all. So six
+  mounts are one session at the service, and a refresh by one (which ends the old access
+  token at once) is followed by the others' 401s taking the new pair, not a login each.
+  Without Redis (down, slow) a mount renews on its own, as without a fleet.
 """
 
 from __future__ import annotations
@@ -240,8 +247,10 @@ class TokenManager:
         revoke: Revoker,
         store: TokenStore | None = None,
         wall_clock: Callable[[], float] = time.time,
+        shared: Any = None,
     ) -> None:
         self._creds = credentials
+        self._shared = shared  # SharedTokens (a fleet's one login) or None
         self._request_token = request_token
         self._revoke = revoke
         self._store = store
@@ -337,18 +346,61 @@ class TokenManager:
                 # Another task renewed while we waited for the lock.
                 if self._tokens is not None and self._tokens.access_fresh(now):
                     return
-            if self._tokens is None and not self._loaded:
-                self._tokens = await self._load()
-                if self._tokens is not None and not force and self._tokens.access_fresh(now):
-                    log.debug("using stored access token")
+            if self._shared is None:
+                await self._renew_alone(force, now)
+                return
+            if await self._take_shared(stale, now):
+                return
+            held = await self._shared.lock()
+            try:
+                # Look again under the lock: the mount that held it may have renewed.
+                if held is not None and await self._take_shared(stale, self._clock()):
                     return
-            tokens = self._tokens
-            if tokens is not None and tokens.refresh_usable(now):
-                await self._refresh(tokens)
-            else:
-                if tokens is not None:
-                    log.info("refresh token expired by the clock; logging in again (JWT grant)")
-                await self._login()
+                await self._renew_alone(force, self._clock())
+            finally:
+                if held is not None:
+                    await self._shared.unlock(held)
+
+    async def _take_shared(self, stale: TokenSet | None, now: float) -> bool:
+        """Adopt the fleet's pair when another mount renewed it (True: nothing left to do).
+
+        A pair newer than ours but itself due is still taken as the base of our refresh:
+        its refresh token is the live one (refresh tokens are single use).
+        """
+        assert self._shared is not None
+        tokens = TokenSet.from_json(await self._shared.load())
+        if tokens is None:
+            return False
+        mine = self._tokens or stale
+        if mine is not None and tokens.access_token == mine.access_token:
+            return False
+        if stale is not None and tokens.access_token == stale.access_token:
+            return False
+        self._retire(self._tokens)
+        self._tokens = tokens
+        self._loaded = True
+        self._verified = False  # not yet accepted in this process
+        if tokens.access_fresh(now):
+            log.debug("using the fleet's access token")
+            return True
+        return False
+
+    async def _renew_alone(self, force: bool, now: float) -> None:
+        if self._tokens is None and not self._loaded:
+            self._tokens = await self._load()
+            if self._tokens is not None and not force and self._tokens.access_fresh(now):
+                log.debug("using stored access token")
+                if self._shared is not None:
+                    await self._shared.save(self._tokens.to_json(),
+                                            max(self._tokens.refresh_ttl, self._tokens.access_ttl))
+                return
+        tokens = self._tokens
+        if tokens is not None and tokens.refresh_usable(now):
+            await self._refresh(tokens)
+        else:
+            if tokens is not None:
+                log.info("refresh token expired by the clock; logging in again (JWT grant)")
+            await self._login()
 
     async def _load(self) -> TokenSet | None:
         self._loaded = True
@@ -402,6 +454,9 @@ class TokenManager:
     async def _adopt(self, tokens: TokenSet) -> None:
         self._tokens = tokens
         self._verified = True  # the server just issued it
+        if self._shared is not None:
+            # For the whole fleet, for as long as its refresh token lives.
+            await self._shared.save(tokens.to_json(), max(tokens.refresh_ttl, tokens.access_ttl))
         if self._store is not None:
             try:
                 await trio.to_thread.run_sync(self._store.save, self._key, tokens)

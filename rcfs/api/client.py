@@ -83,6 +83,16 @@ __all__ = [
 
 EXTENSION_PATH = "/restapi/v1.0/account/~/extension/~"
 ACCOUNT_PATH = "/restapi/v1.0/account/~"
+
+
+def extension_path(extension_id: str = "~") -> str:
+    """The path of one extension: `~` the signed-in one, else its id (an admin may
+    address any extension of the account: PUSH-AND-ADMIN.md §B3)."""
+    if extension_id == "~":
+        return EXTENSION_PATH
+    if not str(extension_id).isdigit():
+        raise ValueError(f"an extension id is a number, not {extension_id!r}")
+    return f"{ACCOUNT_PATH}/extension/{extension_id}"
 DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=30.0, write=30.0, pool=30.0)
 MAX_PAGES = 10_000  # a server whose nextPage never ends must not keep us forever
 _ERROR_BODY_LIMIT = 64 * 1024
@@ -203,6 +213,9 @@ _ROUTES: list[tuple[str, re.Pattern[str], frozenset[str], Group]] = [
         ("answering-rule-read", r"/answering-rule/[^/]+/?$", frozenset({"GET"}), Group.LIGHT),
         ("answering-rule", r"/answering-rule(/[^/]+)?/?$", _ALL, Group.MEDIUM),
         ("phone-number", r"/extension/[^/]+/phone-number/?$", _ALL, Group.LIGHT),
+        ("authz-check", r"/authz-profile/check/?$", frozenset({"GET"}), Group.LIGHT),
+        ("authz-profile", r"/authz-profile/?$", frozenset({"GET"}), Group.MEDIUM),
+        ("extension-list", r"^/restapi/v1\.0/account/[^/]+/extension/?$", frozenset({"GET"}), Group.MEDIUM),
         ("extension", r"^/restapi/v1\.0/account/[^/]+(/extension/[^/]+)?/?$", frozenset({"GET"}), Group.LIGHT),
         ("api-versions", r"^/restapi/?$", _ALL, Group.NONE),
     ]
@@ -488,6 +501,7 @@ class RingCentralClient:
     * `max_connections`: HTTP keep-alive pool size.
     * `wall_clock`: epoch seconds for token expiry (tests inject one).
     * `media_hosts`: host names besides the derived ones that may receive the token.
+    * `shared`: a `SharedBudget` (issue 18): the fleet's rate-limit budget and token pair.
 
     Where the token goes (`check_url`): every request goes to a host of `trusted_hosts`
     = the platform host of `server_url`, its media twin (`platform.X` -> `media.X`, so
@@ -512,11 +526,13 @@ class RingCentralClient:
         user_agent: str = "rcfs/0.1",
         wall_clock: Callable[[], float] = time.time,
         media_hosts: Iterable[str] = (),
+        shared: Any = None,
     ) -> None:
         self.credentials = dataclasses.replace(credentials, server_url=credentials.server_url.rstrip("/"))
         self.timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
         self.retry = retry or RetryPolicy()
-        self.governor = governor or RateGovernor()
+        # shared: a fleet's SharedBudget (rcfs.api.shared_budget): one budget, one login.
+        self.governor = governor or RateGovernor(shared=shared)
         self.stats = ClientStats()
         self._rng = random.Random()
         self._learned_groups: dict[str, Group] = {}
@@ -537,6 +553,7 @@ class RingCentralClient:
             revoke=self._revoke_request,
             store=token_store,
             wall_clock=wall_clock,
+            shared=shared.tokens() if shared is not None else None,
         )
 
     def __repr__(self) -> str:
@@ -566,8 +583,10 @@ class RingCentralClient:
         availability: str | Sequence[str] | None = None,
         direction: str | None = None,
         priority: Priority = Priority.FOREGROUND,
+        extension_id: str = "~",
     ) -> list[dict]:
-        """Every message of the given type(s) in [date_from, date_to], all pages followed.
+        """Every message of the given type(s) in [date_from, date_to], all pages followed
+        (of `extension_id`'s mailbox; `~`: the signed-in user's).
 
         `date_from` is always sent (the server's silent default is the last 24 hours);
         when omitted it means "the beginning" (1970).
@@ -580,7 +599,7 @@ class RingCentralClient:
         if direction:
             params.append(("direction", direction))
         params.append(("perPage", str(max(1, min(1000, per_page)))))
-        return await self._all_pages(f"{EXTENSION_PATH}/message-store", params, priority)
+        return await self._all_pages(f"{extension_path(extension_id)}/message-store", params, priority)
 
     async def sync_messages(
         self,
@@ -591,6 +610,7 @@ class RingCentralClient:
         sync_token: str | None = None,
         record_count: int | None = None,
         priority: Priority = Priority.BACKGROUND,
+        extension_id: str = "~",
     ) -> SyncResult:
         """Message sync: FSync without `sync_token`, ISync with it (CONTRACT §7).
 
@@ -610,7 +630,8 @@ class RingCentralClient:
                 params.append(("dateTo", format_time(date_to)))
         if record_count is not None:
             params.append(("recordCount", str(record_count)))
-        body = await self._json("GET", f"{EXTENSION_PATH}/message-sync", params=params, priority=priority)
+        body = await self._json("GET", f"{extension_path(extension_id)}/message-sync", params=params,
+                                priority=priority)
         records = body.get("records")
         info = body.get("syncInfo")
         if not isinstance(records, list) or not isinstance(info, dict) or not isinstance(info.get("syncToken"), str):
@@ -647,8 +668,10 @@ class RingCentralClient:
         *,
         per_page: int = 1000,
         priority: Priority = Priority.FOREGROUND,
+        extension_id: str = "~",
     ) -> list[dict]:
-        """Every call that has a recording in [date_from, date_to], all pages followed."""
+        """Every call that has a recording in [date_from, date_to], all pages followed
+        (of `extension_id`'s call log; `~`: the signed-in user's)."""
         params = [
             ("dateFrom", format_time(date_from or dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc))),
             ("recordingType", "All"),
@@ -656,7 +679,36 @@ class RingCentralClient:
         ]
         if date_to is not None:
             params.insert(1, ("dateTo", format_time(date_to)))
-        return await self._all_pages(f"{EXTENSION_PATH}/call-log", params, priority)
+        return await self._all_pages(f"{extension_path(extension_id)}/call-log", params, priority)
+
+    # -- typed calls: the company (admins) ----------------------------------------------
+
+    async def get_authz_profile(self, *, priority: Priority = Priority.FOREGROUND) -> dict:
+        """The signed-in user's permissions and their scopes (`…/authz-profile`, Medium)."""
+        return await self._json("GET", f"{EXTENSION_PATH}/authz-profile", priority=priority)
+
+    def extension_pages(self, *, per_page: int = 1000, priority: Priority = Priority.FOREGROUND
+                        ) -> AsyncIterator[list[dict]]:
+        """The account's extensions, one page (at most `per_page`) at a time (Medium), so
+        a caller never holds more than one page of a long list besides its own view."""
+        params = [("perPage", str(max(1, min(1000, per_page))))]
+        return self._pages(f"{ACCOUNT_PATH}/extension", params, priority)
+
+    def account_call_log_pages(
+        self,
+        date_from: dt.datetime | str | None = None,
+        *,
+        per_page: int = 1000,
+        priority: Priority = Priority.FOREGROUND,
+    ) -> AsyncIterator[list[dict]]:
+        """The company call log's recorded calls since `date_from`, newest first, one page
+        of up to `per_page` (1000: about one Heavy request per 1,000 calls) at a time."""
+        params = [
+            ("dateFrom", format_time(date_from or dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc))),
+            ("recordingType", "All"),
+            ("perPage", str(max(1, min(1000, per_page)))),
+        ]
+        return self._pages(f"{ACCOUNT_PATH}/call-log", params, priority)
 
     async def get_recording(self, recording_id: str | int, *, priority: Priority = Priority.FOREGROUND) -> dict:
         """Recording metadata {id, contentUri, contentType, duration} (Heavy group)."""
@@ -981,6 +1033,13 @@ class RingCentralClient:
 
     async def _all_pages(self, path: str, params: list[tuple[str, str]], priority: Priority) -> list[dict]:
         records: list[dict] = []
+        async for page in self._pages(path, params, priority):
+            records.extend(page)
+        return records
+
+    async def _pages(self, path: str, params: list[tuple[str, str]], priority: Priority
+                     ) -> AsyncIterator[list[dict]]:
+        """Each page's records, following `navigation.nextPage` (bounded by MAX_PAGES)."""
         url: str | None = path
         seen: set[str] = set()
         query: list[tuple[str, str]] | None = params
@@ -990,12 +1049,12 @@ class RingCentralClient:
             page = body.get("records")
             if not isinstance(page, list):
                 raise BadResponse(f"GET {_safe_url(self._url(path))}: answer lacks a records list")
-            records.extend(r for r in page if isinstance(r, dict))
+            yield [r for r in page if isinstance(r, dict)]
             nav = body.get("navigation")
             nxt = nav.get("nextPage") if isinstance(nav, dict) else None
             nxt_uri = nxt.get("uri") if isinstance(nxt, dict) else None
             if not nxt_uri or not page:
-                return records
+                return
             if not isinstance(nxt_uri, str) or nxt_uri in seen:
                 raise BadResponse(f"GET {_safe_url(self._url(path))}: paging loops or is malformed")
             seen.add(nxt_uri)
@@ -1269,11 +1328,21 @@ class RingCentralClient:
 
     def _permission_denied(self, where: str, body: bytes, headers: httpx.Headers, permission: str) -> ApiError:
         plain = self._error(Rejected, where, 403, body, headers)
-        text = (f"{plain}; the RingCentral app lacks the [{permission}] permission: add it to the app "
-                f"in the RingCentral developer console (or ask the account admin), then mount again")
-        if permission not in self._denied_permissions:
-            self._denied_permissions.add(permission)
-            log.error("permission missing: the app may not use [%s] (%s)", permission, _safe_url(where.split(" ", 1)[-1]))
+        if plain.code == "CMN-408":
+            # A *user* permission for this resource (another extension's mailbox, the
+            # company call log): the user's role, not the app, lacks it.
+            who = "the signed-in user"
+            text = (f"{plain}; the signed-in user lacks the [{permission}] permission for this resource "
+                    f"(ask the account admin for a role that has it)")
+        else:
+            who = "the app"
+            text = (f"{plain}; the RingCentral app lacks the [{permission}] permission: add it to the app "
+                    f"in the RingCentral developer console (or ask the account admin), then mount again")
+        seen = permission if who == "the app" else f"user:{permission}"
+        if seen not in self._denied_permissions:
+            self._denied_permissions.add(seen)
+            log.error("permission missing: %s may not use [%s] (%s)", who, permission,
+                      _safe_url(where.split(" ", 1)[-1]))
         else:
             log.warning("permission [%s] missing: %s", permission, where)
         return PermissionDenied(self._scrub(text), permission=permission, status=403, code=plain.code)

@@ -22,6 +22,16 @@ is then paced with the defaults).
 Priority: waiters of one group are served in (priority, arrival) order, and
 READAHEAD/BACKGROUND requests only proceed while more than a reserve of the limit is
 free, so speculation never starves a reader that is blocked on data.
+
+A fleet (issue 18, `shared`: rcfs.api.shared_budget): the waiter at the head of a group's
+queue also reserves its slot in the fleet's Redis log, sleeps until the slot's time and
+sends. Only that head joins the fleet's queue (served in (priority, arrival) order across
+all mounts), so a request on one mount waits behind at most one waiter of each other mount.
+READAHEAD/BACKGROUND only take a slot that is free now and leave the reserve. While
+Redis fails, the mount paces alone at its share (limit / live mounts last seen), after
+holding its group for one window (the server's window may be full of the others'
+requests); once Redis answers again, it adds what it sent alone to the shared log and
+keeps to its share for one more window (peers still alone then are within theirs).
 """
 
 from __future__ import annotations
@@ -34,9 +44,12 @@ import itertools
 import logging
 import math
 import time
-from typing import Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 import trio
+
+if TYPE_CHECKING:
+    from .shared_budget import SharedBudget
 
 log = logging.getLogger(__name__)
 
@@ -99,12 +112,13 @@ class Budget:
 class Ticket:
     """One granted slot: hand it back via `observe()` (answer) or `release()` (no answer)."""
 
-    __slots__ = ("group", "sent_at", "done")
+    __slots__ = ("group", "sent_at", "done", "member")
 
-    def __init__(self, group: Group, sent_at: float) -> None:
+    def __init__(self, group: Group, sent_at: float, member: str | None = None) -> None:
         self.group = group
         self.sent_at = sent_at
         self.done = False
+        self.member = member  # its reservation in the fleet's log (None: paced alone)
 
     def __repr__(self) -> str:
         return f"Ticket({self.group.value}, sent_at={self.sent_at:.3f}, done={self.done})"
@@ -124,6 +138,11 @@ class _GroupState:
         self.blocked_until = -math.inf
         self.waiters: list[tuple[int, int]] = []  # sorted (priority, seq)
         self.changed = trio.Event()
+        # fleet (shared budget) only:
+        self.hold_until = -math.inf  # Redis just failed: the server's window may be full
+        self.grace_until = -math.inf  # Redis just came back: stay within our share a while
+        self.alone: list[float] = []  # answer times of requests sent without the fleet
+        self.last_sent = -math.inf  # (a fleet larger than the limit spaces its fallback sends)
 
     def notify(self) -> None:
         """Wake every waiter of this group so it re-evaluates its turn."""
@@ -172,6 +191,7 @@ class RateGovernor:
         reserve: float = 0.2,
         margin: float = 0.02,
         clock: Callable[[], float] | None = None,
+        shared: SharedBudget | None = None,
     ) -> None:
         merged = dict(DEFAULT_LIMITS)
         if limits:
@@ -184,6 +204,11 @@ class RateGovernor:
             g: _GroupState(g, merged[g], window) for g in Group if g is not Group.NONE
         }
         self._warned_headers = False
+        self.shared = shared
+        if shared is not None:
+            # (Redis down from the start: no hold, which would stall the mount's login and
+            # first listing for a default window of 60 s; it paces at its share at once.)
+            shared.on_state_change = self._shared_state
 
     # -- public API ---------------------------------------------------------------
 
@@ -194,19 +219,98 @@ class RateGovernor:
         st = self._groups[group]
         key = (int(priority), next(self._seq))
         bisect.insort(st.waiters, key)
+        st.notify()  # a waiter behind us may now be behind a better one
+        member: str | None = None
         try:
             while True:
                 delay = self._delay(st, key, priority, self._clock())
-                if delay <= 0:
+                if delay > 0:
+                    event = st.changed
+                    with trio.move_on_after(delay):
+                        await event.wait()
+                    continue
+                if self.shared is None or not self.shared.usable():
                     break
-                event = st.changed
-                with trio.move_on_after(delay):
-                    await event.wait()
+                member = await self._reserve_shared(st, priority, f"w{key[1]}")
+                if member is not None:
+                    break
+        except BaseException:
+            if self.shared is not None:
+                self.shared.leave(group.value, f"w{key[1]}")
+                if member is not None:
+                    self.shared.cancel(group.value, member)
+            raise
         finally:
             st.waiters.remove(key)
             st.notify()
         st.in_flight += 1
-        return Ticket(group, self._clock())
+        st.last_sent = self._clock()
+        return Ticket(group, self._clock(), member)
+
+    async def _reserve_shared(self, st: _GroupState, priority: Priority, waiter: str) -> str | None:
+        """The head waiter's turn in the fleet: a reservation's member, or None to look again
+        (after waiting for what Redis said, or at once when Redis failed: then `_delay`
+        paces alone)."""
+        shared = self.shared
+        assert shared is not None
+        group = st.group.value
+        if st.alone and shared.healthy and not await self._push_alone(st):
+            return None
+        low = priority >= Priority.READAHEAD
+        # Somebody waits for a FOREGROUND/OUTBOX request: reserve the next slot, however
+        # far. Speculation takes only a slot that is free now (and leaves the reserve).
+        max_wait = 0.0 if low else 4 * max(st.window, DEFAULT_WINDOW)
+        res = await shared.acquire(group, limit=st.limit, window=st.window, max_wait=max_wait,
+                                   low=low, reserve=self._reserve_share, waiter=waiter, priority=int(priority))
+        if res is None:
+            return None
+        if res.limit > 0 and res.limit != st.limit and not st.learned:
+            st.limit = res.limit  # another mount learned it from the server
+        if res.granted:
+            if res.wait <= 0:
+                return res.member
+            await trio.sleep(res.wait)
+            # A 429 may have come in (here or elsewhere) while we slept.
+            left = await shared.penalty_left(group)
+            if self._clock() >= st.blocked_until and not left:
+                return res.member
+            shared.cancel(group, res.member)
+            if left:
+                self._block(st, left)
+            return None
+        if res.why == "penalty":
+            self._block(st, res.wait)
+            return None
+        event = st.changed
+        # At most a second between asks: a waiter that stops asking loses its place.
+        with trio.move_on_after(min(res.wait, 1.0)):
+            await event.wait()
+        return None
+
+    async def _push_alone(self, st: _GroupState) -> bool:
+        assert self.shared is not None
+        now = self._clock()
+        live = [now - t for t in st.alone if now - t < st.window + self._slack(st)]
+        if not await self.shared.push(st.group.value, live):
+            return False
+        st.alone.clear()
+        return True
+
+    def _shared_state(self, healthy: bool) -> None:
+        """Redis failed or answers again (called by the SharedBudget)."""
+        now = self._clock()
+        for st in self._groups.values():
+            if healthy:
+                st.grace_until = now + st.window + self._slack(st)
+            else:
+                st.hold_until = max(st.hold_until, now + st.window + self._slack(st))
+            st.notify()
+
+    def _block(self, st: _GroupState, seconds: float) -> None:
+        until = self._clock() + max(0.0, seconds)
+        if until > st.blocked_until:
+            st.blocked_until = until
+            st.notify()
 
     def observe(self, ticket: Ticket, status: int, headers: Mapping[str, str]) -> None:
         """Hand back `ticket` with the answer's status and headers; learn from them.
@@ -235,12 +339,18 @@ class RateGovernor:
             st.learned = True
         # After learning: the answered slot lives for the server's window, not our default.
         self._finish(ticket, now)
+        if self.shared is not None and limit is not None and limit > 0 and status != 429:
+            self.shared.headers(group.value, limit=st.limit, remaining=remaining, window=st.window)
         st.probed = True
         if ticket.group is not group and ticket.group is not Group.NONE:
             self._groups[ticket.group].probed = True
             self._groups[ticket.group].notify()
         if remaining is not None and status != 429:
-            self._reconcile(st, remaining, now)
+            if self.shared is None:
+                self._reconcile(st, remaining, now)
+            elif remaining <= 0 and ticket.member is None:
+                # Alone in a fleet: the others' requests fill the server's window too.
+                self._block(st, st.window + self._slack(st))
         if status == 429:
             wait = self.retry_after(headers)
             if wait is None:
@@ -265,6 +375,8 @@ class RateGovernor:
         until = self._clock() + max(0.0, seconds) + self._slack(st)
         if until > st.blocked_until:
             st.blocked_until = until
+        if self.shared is not None:
+            self.shared.penalize(group.value, max(0.0, seconds) + self._slack(st))
         log.warning("rate group %s: 429, sending nothing for %.1f s", group.value, seconds)
         st.notify()
 
@@ -317,17 +429,35 @@ class RateGovernor:
     def _reserve_of(self, st: _GroupState) -> int:
         return min(max(1, math.ceil(self._reserve_share * st.limit)), max(0, st.limit - 1))
 
+    def _limit_now(self, st: _GroupState, now: float) -> int:
+        """The limit this mount paces to: the group's, or its share of it when the fleet's
+        Redis failed (or answered again only lately)."""
+        shared = self.shared
+        if shared is None or (shared.healthy and now >= st.grace_until):
+            return st.limit
+        return max(1, st.limit // max(1, shared.live_mounts))
+
     def _delay(self, st: _GroupState, key: tuple[int, int], priority: Priority, now: float) -> float:
         """Seconds until `key` may go (0: now; inf: until something changes)."""
         if now < st.blocked_until:
             return st.blocked_until - now
+        if self.shared is not None and not self.shared.healthy and now < st.hold_until:
+            return st.hold_until - now
         if st.waiters[0] != key:
             return math.inf
         if not st.probed and st.in_flight > 0:
             return math.inf
+        shared = self.shared
+        if shared is not None and not shared.healthy and shared.live_mounts > st.limit:
+            # More mounts than slots: a share below one request per window is one request
+            # per (mounts / limit) windows.
+            gap = st.window * shared.live_mounts / st.limit + self._slack(st)
+            if now < st.last_sent + gap:
+                return st.last_sent + gap - now
         used = st.used(now)
-        reserve = self._reserve_of(st) if priority >= Priority.READAHEAD else 0
-        allowed = st.limit - reserve  # this request may go while used < allowed
+        limit = self._limit_now(st, now)
+        reserve = min(self._reserve_of(st), max(0, limit - 1)) if priority >= Priority.READAHEAD else 0
+        allowed = limit - reserve  # this request may go while used < allowed
         if used < allowed:
             return 0.0
         need = used - allowed + 1  # slots that must free up first
@@ -343,6 +473,12 @@ class RateGovernor:
         st = self._groups[ticket.group]
         st.in_flight = max(0, st.in_flight - 1)
         bisect.insort(st.expiries, now + st.window + self._slack(st))
+        if self.shared is not None:
+            if ticket.member is not None:
+                self.shared.commit(ticket.group.value, ticket.member, st.window)
+            else:
+                st.alone.append(now)
+                del st.alone[:-1000]
 
     def _reconcile(self, st: _GroupState, remaining: int, now: float) -> None:
         """Add placeholder entries when the server has counted more than we have."""

@@ -4,6 +4,10 @@
                                    {"light": n, ...}, "statuses": {"200": n, ...},
                                    "rate_limited": n, "bytes_served": n, "faults": {kind: n}}
     POST /_emulator/stats/reset    zero the counters (204)
+    GET  /_emulator/requests       every rate-limited request in arrival order (the last
+                                   20000): {"requests": [{t (emulator clock, s), route, path, group,
+                                   status (200: let through, 429), forced, remaining,
+                                   session (the OAuth session id)}]}
     GET  /_emulator/config         the live settings (same keys as below)
     POST /_emulator/config         change settings at run time; JSON object with any of
                                    window, limit_light, limit_medium, limit_heavy,
@@ -18,7 +22,9 @@
                                    missing_permissions [names], chunked_media,
                                    unknown_media_total, ignore_range, foreign_media_rate,
                                    foreign_media_base, jwt (the credential the JWT grant
-                                   accepts: change it to "revoke" the user's JWT).
+                                   accepts: change it to "revoke" the user's JWT),
+                                   denied_extensions [ids] (their mailbox answers 403
+                                   CMN-408 [ReadMessages] even to an admin).
                                    Unknown keys are 400. Answers the new settings.
     POST /_emulator/ratelimit/reset  forget all rate-limit counts and penalties (204)
     POST /_emulator/sessions/end   end OAuth sessions as an admin logout or a password
@@ -36,6 +42,14 @@
                                     arriving at an exact point of a client's sequence)}
                                    → 201 with the message JSON
     GET  /_emulator/info           ids, base URLs and counts of the seeded data
+    POST /_emulator/calls          add a recorded call that just ended (for refresh tests):
+                                   JSON {"extension": "<number>" (default the signed-in
+                                   user's), "from": "+1…" (default +16505550199),
+                                   "seconds": n (default 40), "minutesAgo": n (default 1)}
+                                   → 201 {"id": call id, "recordingId": …}
+    POST /_emulator/extensions/delete  delete an extension of the company, as an admin
+                                   does while a client has it mounted: JSON {"id": "<ext id>"}
+                                   → {"deleted": true|false} (the signed-in admin cannot be)
     GET  /_emulator/sent           every outbound message as stored, oldest first:
                                    {"messages": [{id, type, messageStatus, from, to
                                    [{phoneNumber, messageStatus, faxErrorCode}], text,
@@ -90,6 +104,7 @@ def config_view(emu: Emulator) -> dict[str, Any]:
     out: dict[str, Any] = {k: getattr(c, k) for k in (*_NUMBERS, *_OPTIONAL_INTS, *_BOOLS, *_SHARES)}
     out["failing_numbers"] = list(c.failing_numbers)
     out["missing_permissions"] = list(c.missing_permissions)
+    out["denied_extensions"] = list(c.denied_extensions)
     out["foreign_media_base"] = c.foreign_media_base
     out["refresh_grace"] = emu.tokens.refresh_grace
     out["faults"] = dataclasses.asdict(c.faults)
@@ -138,6 +153,10 @@ def apply_config(emu: Emulator, body: dict[str, Any]) -> None:
             if not isinstance(value, str) or not value:
                 raise _bad(emu, f"[{key}] must be a non-empty string")
             updates[key] = value
+        elif key == "denied_extensions":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise _bad(emu, "[denied_extensions] must be a list of strings")
+            updates[key] = tuple(value)
         elif key == "missing_permissions":
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise _bad(emu, "[missing_permissions] must be a list of strings")
@@ -238,6 +257,9 @@ def routes(emu: Emulator) -> list[BaseRoute]:
     async def stats(request: Request, session: Session | None) -> Response:
         return JSONResponse(emu.stats.as_dict())
 
+    async def request_log(request: Request, session: Session | None) -> Response:
+        return JSONResponse({"requests": list(emu.stats.log)})
+
     async def stats_reset(request: Request, session: Session | None) -> Response:
         emu.stats.reset()
         return Response(status_code=204)
@@ -274,7 +296,27 @@ def routes(emu: Emulator) -> list[BaseRoute]:
             "calls": len(s.calls),
             "recordings": len(s.recordings),
             "greetings": len(s.greetings),
+            "extensions": len(emu.company.extensions),
+            "company_calls": sum(len(e.store.calls) for e in emu.company.extensions.values()),
         })
+
+    async def calls(request: Request, session: Session | None) -> Response:
+        body = await _json(emu, request)
+        from . import company as company_mod
+        number = str(body.get("extension") or emu.main_store.extension_number)
+        ext = emu.company.by_number(number)
+        if ext is None:
+            raise _bad(emu, f"no extension numbered [{number}]")
+        seconds, minutes = body.get("seconds", 40), body.get("minutesAgo", 1)
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 for v in (seconds, minutes)):
+            raise _bad(emu, "[seconds] and [minutesAgo] must be numbers >= 0")
+        call = company_mod.add_recorded_call(emu.company, ext, str(body.get("from", "+16505550199")),
+                                             emu.store.now() - dt.timedelta(minutes=minutes), int(seconds))
+        return JSONResponse({"id": call.id, "recordingId": call.recording.id}, status_code=201)
+
+    async def extension_delete(request: Request, session: Session | None) -> Response:
+        ext_id = str((await _json(emu, request)).get("id", ""))
+        return JSONResponse({"deleted": emu.company.remove(ext_id)})
 
     async def sent(request: Request, session: Session | None) -> Response:
         from . import sending
@@ -286,6 +328,7 @@ def routes(emu: Emulator) -> list[BaseRoute]:
     return [
         r("/_emulator/stats", "admin-stats", stats, "GET"),
         r("/_emulator/stats/reset", "admin-stats-reset", stats_reset, "POST"),
+        r("/_emulator/requests", "admin-requests", request_log, "GET"),
         r("/_emulator/config", "admin-config", get_config, "GET"),
         r("/_emulator/config", "admin-config-set", set_config, "POST"),
         r("/_emulator/ratelimit/reset", "admin-ratelimit-reset", ratelimit_reset, "POST"),
@@ -293,4 +336,6 @@ def routes(emu: Emulator) -> list[BaseRoute]:
         r("/_emulator/messages", "admin-messages", messages, "POST"),
         r("/_emulator/info", "admin-info", info, "GET"),
         r("/_emulator/sent", "admin-sent", sent, "GET"),
+        r("/_emulator/extensions/delete", "admin-extension-delete", extension_delete, "POST"),
+        r("/_emulator/calls", "admin-calls", calls, "POST"),
     ]

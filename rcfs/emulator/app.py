@@ -33,6 +33,8 @@ configured latency, maybe answer 503 (fault), authenticate, charge the rate-limi
 from __future__ import annotations
 
 import collections
+import contextlib
+import contextvars
 import dataclasses
 import gzip
 import logging
@@ -62,13 +64,36 @@ PERMISSIONS: dict[str, str] = {
     "message-list": "ReadMessages", "message-get": "ReadMessages", "message-sync": "ReadMessages",
     "message-content": "ReadMessages",
     "message-update": "EditMessages", "message-patch": "EditMessages", "message-delete": "EditMessages",
-    "call-log": "ReadCallLog", "call-log-account": "ReadCallLog",
+    "call-log": "ReadCallLog", "call-log-account": "ReadCallLog", "call-log-sync-account": "ReadCallLog",
     "call-record": "ReadCallLog", "call-record-account": "ReadCallLog",
     "recording-get": "ReadCallRecording", "recording-content": "ReadCallRecording",
     "fax-send": "Faxes", "sms-send": "SMS", "mms-send": "SMS",
     "greeting-get": "ReadAccounts", "greeting-content": "ReadAccounts",
     "greeting-content-account": "ReadAccounts", "greeting-create": "EditExtensions",
+    "extension-list": "ReadAccounts", "authz-profile": "ReadAccounts", "authz-check": "ReadAccounts",
 }
+
+# Routes that may address another extension than the signed-in one (`/extension/{id}`
+# with an id other than `~` or the session's own), and the user permission that takes:
+# a regular user gets 403 CMN-408 naming it (company.py). Other extension routes
+# (sending, greetings, phone numbers) only serve the signed-in extension's own id.
+OTHER_EXTENSION_ROUTES: dict[str, str] = {
+    "extension-get": "ReadExtensions",
+    "message-list": "ReadMessages", "message-get": "ReadMessages", "message-sync": "ReadMessages",
+    "message-content": "ReadMessages", "message-update": "EditMessages", "message-patch": "EditMessages",
+    "message-delete": "EditMessages", "call-log": "ReadCallLog", "call-record": "ReadCallLog",
+}
+# Account-level routes only an admin may use, and the user permission they name.
+ADMIN_ROUTES: dict[str, str] = {
+    "call-log-account": "FullCompanyCallLog", "call-record-account": "FullCompanyCallLog",
+    "call-log-sync-account": "FullCompanyCallLog",
+    # Message-store exports cover every extension: "only users with the admin role" (B4).
+    "report-create": "Users", "report-get": "Users", "report-archives": "Users",
+    "report-archive-content": "Users",
+}
+
+# The store of the extension the request being answered addresses (`Emulator.store`).
+_ADDRESSED: contextvars.ContextVar[Store | None] = contextvars.ContextVar("rcfs_emulator_store", default=None)
 
 AuthMode = Literal["bearer", "media", "client", "none"]
 Handler = Callable[[Request, "Session | None"], Awaitable[Response]]
@@ -92,9 +117,13 @@ class Stats:
     rate_limited: int = 0
     bytes_served: int = 0
     faults: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    # Every rate-limited request in arrival order (`GET /_emulator/requests`): tests of
+    # several clients sharing one budget read who was answered what, and when.
+    log: collections.deque = dataclasses.field(default_factory=lambda: collections.deque(maxlen=20000))
 
     def reset(self) -> None:
         """Zero every counter."""
+        self.log.clear()
         self.requests.clear()
         self.groups.clear()
         self.statuses.clear()
@@ -125,7 +154,11 @@ class Emulator:
     def __init__(self, config: EmulatorConfig, store: Store, *,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
-        self.store = store
+        self.main_store = store  # the signed-in super admin's mailbox (extension 101)
+        if store.company is None:  # a bare Store: an account of one extension
+            from .company import Company
+            store.company = Company(store)
+        self.company = store.company
         self.clock = clock
         self.platform_base = "http://platform.rcfs-emulator.invalid"
         self.media_base = "http://media.rcfs-emulator.invalid"
@@ -134,7 +167,6 @@ class Emulator:
         self.stats = Stats()
         self.fault_rng = random.Random(config.faults.seed)
         self.account_path = f"/restapi/v1.0/account/{store.account_id}"
-        self.extension_path = f"{self.account_path}/extension/{store.extension_id}"
 
         from . import admin, greetings, media_routes, platform, reports  # they import this one
 
@@ -151,6 +183,73 @@ class Emulator:
             from . import plainview
             media += plainview.routes(self)
         self.media_app = Starlette(routes=media, exception_handlers=errors)
+
+    # the addressed extension -------------------------------------------------
+    @property
+    def store(self) -> Store:
+        """The mailbox the request being answered addresses: the path's extension (`~`:
+        the signed-in one's); outside a request, the super admin's."""
+        return _ADDRESSED.get() or self.main_store
+
+    @contextlib.contextmanager
+    def addressing(self, store: Store):
+        """Render as if the request addressed `store` (another extension's mailbox)."""
+        token = _ADDRESSED.set(store)
+        try:
+            yield store
+        finally:
+            _ADDRESSED.reset(token)
+
+    @property
+    def extension_path(self) -> str:
+        return f"{self.account_path}/extension/{self.store.extension_id}"
+
+    def owner_of_credential(self, credential: str) -> str | None:
+        """The extension id a user credential signs in, None if it is no user's."""
+        import secrets
+
+        if secrets.compare_digest(credential, self.config.jwt):
+            return self.main_store.extension_id
+        if secrets.compare_digest(credential, self.config.user_jwt):
+            from .company import REGULAR_USER_NUMBER
+            user = self.company.by_number(REGULAR_USER_NUMBER)
+            return user.id if user is not None else None
+        return None
+
+    def is_admin(self, session: Session | None) -> bool:
+        ext = self.company.get(session.owner_id) if session is not None else None
+        return ext is not None and ext.admin
+
+    def user_permission_error(self, permission: str) -> Response:
+        """403 CMN-408: the signed-in *user* lacks `permission` for the resource (the
+        live-captured shape, PUSH-AND-ADMIN.md §B3)."""
+        message = (f"In order to call this API endpoint, user needs to have [{permission}] "
+                   "permission for requested resource.")
+        return JSONResponse({"errorCode": "CMN-408", "message": message,
+                             "errors": [{"errorCode": "CMN-408", "message": message,
+                                         "permissionName": permission}],
+                             "permissionName": permission}, status_code=403)
+
+    def addressed_store(self, name: str, request: Request, session: Session | None) -> Store:
+        """The mailbox route `name` addresses, after the permission checks; raises the
+        404 of an unknown extension or the 403 of one this session may not reach."""
+        value = request.path_params.get("extensionId")
+        own = session.owner_id if session is not None else self.main_store.extension_id
+        target = own if value in (None, "~") else value
+        ext = self.company.get(target)
+        if ext is None:
+            raise self.not_found("extensionId", str(value))
+        if name in ADMIN_ROUTES and session is not None and not self.is_admin(session):
+            raise ApiProblem(self.user_permission_error(ADMIN_ROUTES[name]))
+        if target != own:
+            if name not in OTHER_EXTENSION_ROUTES:
+                raise self.not_found("extensionId", str(value))
+            if session is not None and not self.is_admin(session):
+                raise ApiProblem(self.user_permission_error(OTHER_EXTENSION_ROUTES[name]))
+        if target in self.config.denied_extensions and name in OTHER_EXTENSION_ROUTES \
+                and OTHER_EXTENSION_ROUTES[name] in ("ReadMessages", "EditMessages"):
+            raise ApiProblem(self.user_permission_error("ReadMessages"))
+        return ext.store
 
     # errors ----------------------------------------------------------------
     def api_error(self, status: int, code: str, message: str, **extra: Any) -> Response:
@@ -221,13 +320,20 @@ class Emulator:
             raise self.not_found(param, key)
         return item
 
+    def lookup_recording(self, request: Request) -> Recording:
+        """The recording named by the path's `recordingId`, of any extension, or the 404."""
+        rec_id = request.path_params["recordingId"]
+        rec = self.store.recordings.get(rec_id) or self.company.recording(rec_id)
+        if rec is None:
+            raise self.not_found("recordingId", rec_id)
+        return rec
+
     def check_path_ids(self, request: Request) -> None:
-        """Reject account / extension ids in the path that are neither `~` nor ours."""
-        for name, ours in (("accountId", self.store.account_id),
-                           ("extensionId", self.store.extension_id)):
-            value = request.path_params.get(name)
-            if value is not None and value not in ("~", ours):
-                raise self.not_found(name, value)
+        """Reject an account id in the path that is neither `~` nor ours (extension ids
+        are resolved by `addressed_store`)."""
+        value = request.path_params.get("accountId")
+        if value is not None and value not in ("~", self.main_store.account_id):
+            raise self.not_found("accountId", value)
 
     def canonical_path(self, request: Request) -> str:
         """The request path with `~` account / extension ids replaced by the real ones."""
@@ -340,9 +446,12 @@ class Emulator:
         """Absolute media URI of a recording's audio."""
         return f"{self.media_base}{self.account_path}/recording/{rec_id}/content"
 
-    def render_call(self, call: CallRecord, *, account_level: bool = False) -> dict[str, Any]:
-        """`CallLogRecord` JSON; the `recording` object carries no size (as the real API)."""
+    def render_call(self, call: CallRecord, *, account_level: bool = False,
+                    extension_id: str | None = None) -> dict[str, Any]:
+        """`CallLogRecord` JSON; the `recording` object carries no size (as the real API).
+        `extension_id`: the extension whose log holds it (default: the addressed one)."""
         prefix = self.account_path if account_level else self.extension_path
+        ext_id = extension_id or self.store.extension_id
         out: dict[str, Any] = {
             "uri": f"{self.platform_base}{prefix}/call-log/{call.id}",
             "id": call.id,
@@ -356,8 +465,8 @@ class Emulator:
             "result": call.result,
             "from": self._party(call.from_),
             "to": self._party(call.to),
-            "extension": {"id": int(self.store.extension_id),
-                          "uri": f"{self.platform_base}{self.extension_path}"},
+            "extension": {"id": int(ext_id),
+                          "uri": f"{self.platform_base}{self.account_path}/extension/{ext_id}"},
         }
         if call.recording is not None:
             out["recording"] = {
@@ -366,7 +475,7 @@ class Emulator:
                 "type": call.recording.type,
                 "contentUri": self.recording_content_uri(call.recording.id),
             }
-        if call.message_id is not None:
+        if call.message_id is not None and ext_id == self.store.extension_id:
             msg = self.store.messages.get(call.message_id)
             out["message"] = {"id": str(call.message_id),
                               "type": msg.type if msg is not None else "VoiceMail",
@@ -423,7 +532,7 @@ class Emulator:
         """(user, app) the rate limiter counts against."""
         if session is not None:
             return session.owner_id, session.client_id
-        return self.store.extension_id, auth_mod.basic_client_id(request) or ""
+        return self.main_store.extension_id, auth_mod.basic_client_id(request) or ""
 
     def endpoint(self, name: str, group: str | None, handler: Handler, *,
                  auth: AuthMode = "bearer") -> Callable[[Request], Awaitable[Response]]:
@@ -445,6 +554,7 @@ class Emulator:
                 self.stats.statuses[response.status_code] += 1
                 return self.compress(request, response)
             decision = None
+            addressed = None
             try:
                 session = None
                 if auth in ("bearer", "media"):
@@ -455,6 +565,11 @@ class Emulator:
                 if group is not None:
                     self.stats.groups[group] += 1
                     decision = self.limiter.check(self.rate_key(request, session), group)
+                    self.stats.log.append({
+                        "t": round(self.clock(), 4), "route": name, "path": request.url.path,
+                        "group": group.lower(),
+                        "status": 200 if decision.allowed else 429, "forced": decision.forced,
+                        "remaining": decision.remaining, "session": session.id if session else None})
                     if not decision.allowed:
                         self.stats.rate_limited += 1
                         response = self.api_error(429, "CMN-301", "Request rate exceeded")
@@ -462,6 +577,8 @@ class Emulator:
                         self.stats.statuses[429] += 1
                         return self.compress(request, response)
                 self.check_path_ids(request)
+                if auth in ("bearer", "media"):
+                    addressed = _ADDRESSED.set(self.addressed_store(name, request, session))
                 if group is not None:
                     self.settle_sends()
                 if self.held_messages:
@@ -474,6 +591,9 @@ class Emulator:
             except Exception:
                 log.exception("emulator handler %s failed", name)
                 response = self.api_error(500, "CMN-203", "Internal Server Error")
+            finally:
+                if addressed is not None:
+                    _ADDRESSED.reset(addressed)
             if decision is not None:
                 # A handler's own rate headers (an injected 429 on a send) win.
                 for key, value in decision.headers().items():

@@ -128,12 +128,14 @@ class TokenTable:
 
     # lifecycle -----------------------------------------------------------
     def create(self, client_id: str, *, access_ttl: int | None = None,
-               refresh_ttl: int | None = None, endpoint_id: str | None = None) -> Session:
-        """Open a new session after a successful user-credential grant."""
+               refresh_ttl: int | None = None, endpoint_id: str | None = None,
+               owner_id: str | None = None) -> Session:
+        """Open a new session after a successful user-credential grant (`owner_id`: the
+        extension signed in; default the account's super admin)."""
         now = self.clock()
         a_ttl, r_ttl = self.access_ttl(access_ttl), self.refresh_ttl(refresh_ttl)
         session = Session(
-            id=secrets.token_hex(8), client_id=client_id, owner_id=self.owner_id,
+            id=secrets.token_hex(8), client_id=client_id, owner_id=owner_id or self.owner_id,
             endpoint_id=endpoint_id or secrets.token_urlsafe(12),
             scope=" ".join(p for p in SCOPE.split() if p not in self.config.missing_permissions),
             access_token=_new_token(), access_expires=now + a_ttl, access_ttl=a_ttl,
@@ -354,11 +356,13 @@ async def token_endpoint(emu: Emulator, request: Request) -> Response:
                                        "Grant type [password] is not allowed for this application")
                 _required(form, "username")
                 credential = _required(form, "password")
-            # The emulated user has one secret: the JWT (the password grant accepts it too).
-            if not secrets.compare_digest(credential, emu.config.jwt):
+            # Each emulated user has one secret: their JWT (the password grant accepts it too).
+            # `jwt` signs in the super admin, `user_jwt` a regular user (company.py).
+            owner = emu.owner_of_credential(credential)
+            if owner is None:
                 return oauth_error(400, "invalid_grant", "OAU-140", "Invalid resource owner credentials")
             session = tokens.create(client_id, access_ttl=a_ttl, refresh_ttl=r_ttl,
-                                    endpoint_id=form.get("endpoint_id"))
+                                    endpoint_id=form.get("endpoint_id"), owner_id=owner)
         elif grant == "refresh_token":
             try:
                 session = tokens.refresh(_required(form, "refresh_token"), client_id,

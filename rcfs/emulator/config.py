@@ -32,15 +32,19 @@ class EmulatorConfig:
     # accounts and credentials ------------------------------------------------------
     client_id: str = "rcfs-demo-client"
     client_secret: str = "rcfs-demo-secret"
-    jwt: str = "rcfs-demo-jwt"  # the user credential the JWT grant accepts
+    jwt: str = "rcfs-demo-jwt"  # the user credential the JWT grant accepts (a super admin)
+    # The second demo credential: a regular user (extension 102), who may read only
+    # their own mailbox (company.py).
+    user_jwt: str = "rcfs-demo-user-jwt"
     password_grant: bool = True  # the official SDK still uses it; switchable off
     access_token_ttl: int | None = None  # None: honour the request, clamped to [600, 3600]
     refresh_token_ttl: int | None = None  # None: request / 604800
     # seeded data ---------------------------------------------------------------------
     seed: int = 42
-    scale: str = "demo"  # demo | listing | bench (see seed.py)
+    scale: str = "demo"  # demo | listing | bench | company (see seed.py)
     faxes: int | None = None  # override the number of faxes (listing tests: 10000)
     hide_sizes: float = 0.3  # share of attachments whose JSON omits `size`
+    extra_extensions: int = 0  # that many more (empty) extensions in the company (listing tests)
     hostile_names: bool = False  # attachments with fileName values that try to escape
     odd_records: bool = False  # a few messages whose JSON is odd (seed.ODD_RECORDS)
     # rate limits -------------------------------------------------------------------
@@ -65,6 +69,8 @@ class EmulatorConfig:
     compress_json: bool = False  # gzip/deflate JSON answers the request's Accept-Encoding allows
     session_cap: int | None = None  # live sessions per user and app; the oldest ends (production: 5)
     missing_permissions: tuple[str, ...] = ()  # app permissions answered 403 CMN-401
+    # Extension ids whose mailbox answers 403 CMN-408 [ReadMessages] even to an admin.
+    denied_extensions: tuple[str, ...] = ()
     chunked_media: bool = False  # media answers without Content-Length (chunked)
     unknown_media_total: bool = False  # Content-Range `bytes a-b/*`; 416 without a size
     ignore_range: bool = False  # media answers 200 with the whole body whatever Range says

@@ -229,7 +229,7 @@ async def message_content(emu: Emulator, request: Request, session: Session | No
 
 async def recording_content(emu: Emulator, request: Request, session: Session | None) -> Response:
     """`GET …/account/{accountId}/recording/{recordingId}/content` (Heavy)."""
-    rec = emu.lookup(emu.store.recordings, request, "recordingId")
+    rec = emu.lookup_recording(request)
     return media_response(emu, request, rec.media, f"{rec.id}{rec.media.extension}")
 
 

@@ -406,8 +406,15 @@ def _call_log(account_level: bool):
             per_page = MAX_PER_PAGE
         else:
             per_page = min(MAX_PER_PAGE, int_param(emu, request, "perPage", DEFAULT_PER_PAGE))
-        items = emu.store.query_calls(date_from=date_from, date_to=date_to, with_recording=with_recording,
-                                      recording_type=recording_type, types=types, directions=directions)
+        filters = dict(date_from=date_from, date_to=date_to, with_recording=with_recording,
+                       recording_type=recording_type, types=types, directions=directions)
+        if account_level:
+            # The company's log: every extension's, each record under its own extension.
+            items = [(ext.id, c) for ext in emu.company.extensions.values()
+                     for c in ext.store.query_calls(**filters)]
+            items.sort(key=lambda pair: (pair[1].start_time, pair[1].id), reverse=True)
+        else:
+            items = [(None, c) for c in emu.store.query_calls(**filters)]
         query = [("type", t) for t in types] + [("direction", d) for d in directions]
         query.append(("dateFrom", iso(date_from)))
         if raw_to:
@@ -419,7 +426,7 @@ def _call_log(account_level: bool):
         records, paging, navigation, uri = paged(emu, request, items, query, page, per_page)
         return JSONResponse({
             "uri": uri,
-            "records": [emu.render_call(c, account_level=account_level) for c in records],
+            "records": [emu.render_call(c, account_level=account_level, extension_id=e) for e, c in records],
             "paging": paging,
             "navigation": navigation,
         })
@@ -427,15 +434,66 @@ def _call_log(account_level: bool):
     return handler
 
 
+SYNC_CALLS_MAX = 250  # ISync answers at most this many records (the spec's CallLogSyncResponse)
+
+
+async def sync_account_call_log(emu: Emulator, request: Request, session: Session | None) -> Response:
+    """`GET …/account/{accountId}/call-log-sync` (Heavy, FullCompanyCallLog): FSync gives
+    the newest `recordCount` (required) calls since `dateFrom` (at most 30 days back) and a
+    token; ISync gives the calls logged since the token (at most 250), newest first."""
+    q = request.query_params
+    token = q.get("syncToken")
+    sync_type = q.get("syncType") or ("ISync" if token else "FSync")
+    if sync_type not in ("FSync", "ISync"):
+        raise bad_param(emu, "syncType", sync_type)
+    now = emu.store.now()
+    company = emu.company
+    if sync_type == "FSync":
+        count = int_param(emu, request, "recordCount", 0, minimum=1)
+        if not count:
+            raise bad_param(emu, "recordCount", "", "Parameter [recordCount] is required for FSync")
+        date_from = parse_time(emu, "dateFrom", q.get("dateFrom"))
+        if date_from is not None and date_from < now - 30 * DAY:
+            raise bad_param(emu, "dateFrom", q.get("dateFrom"), "Parameter [dateFrom] is limited to the last 30 days")
+        items = [(ext.id, c) for ext, c in company.calls() if date_from is None or c.start_time >= date_from]
+        items.sort(key=lambda pair: (pair[1].start_time, pair[1].id), reverse=True)
+        items = items[:count]
+    else:
+        decoded = emu.sync_tokens.decode(token or "")
+        if decoded is None or decoded[1].get("calls") != "account" or decoded[0] > len(company.added_calls):
+            raise _sync_invalid(emu)
+        items = []
+        for _seq, ext_id, call_id in company.added_calls[decoded[0]:]:
+            ext = company.get(ext_id)
+            call = ext.store.calls.get(call_id) if ext is not None else None
+            if call is not None:
+                items.append((ext_id, call))
+        items.reverse()
+        items = items[:SYNC_CALLS_MAX]
+    return JSONResponse({
+        "uri": f"{emu.platform_base}{emu.canonical_path(request)}?syncType={sync_type}",
+        "records": [emu.render_call(c, account_level=True, extension_id=e) for e, c in items],
+        "syncInfo": {"syncType": sync_type,
+                     "syncToken": emu.sync_tokens.encode(len(company.added_calls), {"calls": "account"}),
+                     "syncTime": iso(now)},
+    })
+
+
 async def get_call(emu: Emulator, request: Request, session: Session | None) -> Response:
-    """`GET …/call-log/{callRecordId}` (Heavy)."""
-    call = emu.lookup(emu.store.calls, request, "callRecordId")
-    return JSONResponse(emu.render_call(call, account_level="extensionId" not in request.path_params))
+    """`GET …/call-log/{callRecordId}` (Heavy): the extension's, or any of the company's."""
+    if "extensionId" in request.path_params:
+        return JSONResponse(emu.render_call(emu.lookup(emu.store.calls, request, "callRecordId")))
+    wanted = request.path_params["callRecordId"]
+    for ext in emu.company.extensions.values():
+        call = ext.store.calls.get(wanted)
+        if call is not None:
+            return JSONResponse(emu.render_call(call, account_level=True, extension_id=ext.id))
+    raise emu.not_found("callRecordId", wanted)
 
 
 async def get_recording(emu: Emulator, request: Request, session: Session | None) -> Response:
     """`GET …/account/{accountId}/recording/{recordingId}` (Heavy)."""
-    return JSONResponse(emu.render_recording(emu.lookup(emu.store.recordings, request, "recordingId")))
+    return JSONResponse(emu.render_recording(emu.lookup_recording(request)))
 
 
 async def get_greeting(emu: Emulator, request: Request, session: Session | None) -> Response:
@@ -444,21 +502,118 @@ async def get_greeting(emu: Emulator, request: Request, session: Session | None)
 
 
 # account ----------------------------------------------------------------------------
+def render_extension(emu: Emulator, ext: Any) -> dict[str, Any]:
+    """`GetExtensionListInfoResponse` JSON of a company.Extension."""
+    first, last = ext.first_last
+    contact: dict[str, Any] = {"firstName": first, "lastName": last}
+    if ext.email:
+        contact["email"] = ext.email
+    out: dict[str, Any] = {
+        "id": int(ext.id),
+        "uri": f"{emu.platform_base}{emu.account_path}/extension/{ext.id}",
+        "name": ext.name,
+        "type": ext.type,
+        "status": ext.status,
+        "contact": contact,
+        "permissions": {"admin": {"enabled": ext.admin}, "internationalCalling": {"enabled": False}},
+        "hidden": False,
+        "creationTime": iso(ext.created),
+    }
+    if ext.number:  # an Unassigned extension has no number
+        out["extensionNumber"] = ext.number
+    return out
+
+
 async def get_extension(emu: Emulator, request: Request, session: Session | None) -> Response:
     """`GET …/extension/{extensionId}` (Light): enough for a client to learn who it is."""
     s = emu.store
-    return JSONResponse({
-        "uri": f"{emu.platform_base}{emu.extension_path}",
-        "id": int(s.extension_id),
-        "extensionNumber": s.extension_number,
-        "name": "rcfs Demo User",
-        "type": "User",
-        "status": "Enabled",
+    ext = emu.company.get(s.extension_id)
+    out = render_extension(emu, ext)
+    if s is emu.main_store:
+        out["name"] = "rcfs Demo User"  # what clients have always been told
+    out.update({
         "account": {"id": s.account_id, "uri": f"{emu.platform_base}{emu.account_path}"},
         # Where numbers written without a country code are dialled (clients normalise by it).
         "regionalSettings": {"homeCountry": {"id": "1", "name": "United States", "isoCode": "US",
                                              "callingCode": "1"}},
     })
+    return JSONResponse(out)
+
+
+EXTENSION_STATUSES = ("Enabled", "Disabled", "Frozen", "NotActivated", "Unassigned")
+EXTENSION_TYPES = (
+    "User", "Department", "Announcement", "Voicemail", "DigitalUser", "VirtualUser", "FaxUser",
+    "PagingOnly", "SharedLinesGroup", "DelegatedLinesGroup", "GroupCallPickup", "IvrMenu",
+    "ApplicationExtension", "ProxyAdmin", "RoomConnector", "ParkLocation", "Limited", "Bot", "Site",
+    "Room", "FlexibleUser", "TieLine", "Unknown")
+
+
+async def list_extensions(emu: Emulator, request: Request, session: Session | None) -> Response:
+    """`GET …/account/{accountId}/extension` (Medium): the company's extensions in id
+    order, filtered by `status` and `type` (repeatable), `extensionNumber`, `email`;
+    paged (`page`, `perPage` default 100, at most 1000 here)."""
+    statuses = enum_list(emu, request, "status", EXTENSION_STATUSES)
+    types = enum_list(emu, request, "type", EXTENSION_TYPES)
+    number = request.query_params.get("extensionNumber") or None
+    emails = {e.lower() for e in request.query_params.getlist("email")}
+    page = int_param(emu, request, "page", 1)
+    per_page = min(MAX_PER_PAGE, int_param(emu, request, "perPage", DEFAULT_PER_PAGE))
+    items = [e for e in emu.company.extensions.values()
+             if (not statuses or e.status in statuses) and (not types or e.type in types)
+             and (number is None or e.number == number)
+             and (not emails or (e.email or "").lower() in emails)]
+    query = ([("status", v) for v in statuses] + [("type", v) for v in types]
+             + ([("extensionNumber", number)] if number else []))
+    records, paging, navigation, uri = paged(emu, request, items, query, page, per_page)
+    return JSONResponse({"uri": uri, "records": [render_extension(emu, e) for e in records],
+                         "paging": paging, "navigation": navigation})
+
+
+# The user permissions the authorization profile knows, and who holds them how widely.
+_PROFILE = ("ReadExtensions", "ReadMessages", "EditMessages", "ReadCallLog", "ReadCallRecording",
+            "FullCompanyCallLog", "Users")
+_ADMIN_ONLY = ("FullCompanyCallLog", "Users")
+
+
+def _permission(emu: Emulator, session: Session | None, permission: str) -> dict[str, Any] | None:
+    """An `ActivePermissionResource`, None when the user lacks `permission` entirely."""
+    admin = emu.is_admin(session)
+    if permission in _ADMIN_ONLY and not admin:
+        return None
+    if permission == "ReadExtensions":
+        scopes = ["Account"]  # the company directory: every user sees every extension
+    else:
+        scopes = ["Account"] if admin else ["Self"]
+    role = "1" if admin else "3"  # Super Admin / Standard (the roles' ids in production)
+    return {"permission": {"uri": f"{emu.platform_base}/restapi/v1.0/dictionary/permission/{permission}",
+                           "id": permission},
+            "effectiveRole": {"uri": f"{emu.platform_base}{emu.account_path}/user-role/{role}", "id": role},
+            "scopes": scopes}
+
+
+async def authz_profile(emu: Emulator, request: Request, session: Session | None) -> Response:
+    """`GET …/extension/{extensionId}/authz-profile` (Medium): the signed-in user's permissions."""
+    permissions = [p for p in (_permission(emu, session, name) for name in _PROFILE) if p is not None]
+    return JSONResponse({"uri": f"{emu.platform_base}{emu.canonical_path(request)}", "permissions": permissions})
+
+
+async def authz_check(emu: Emulator, request: Request, session: Session | None) -> Response:
+    """`GET …/authz-profile/check?permissionId=&targetExtensionId=` (Light)."""
+    permission = request.query_params.get("permissionId") or ""
+    if not permission:
+        raise bad_param(emu, "permissionId", "", "Parameter [permissionId] is required")
+    target = request.query_params.get("targetExtensionId") or emu.store.extension_id
+    if emu.company.get(target) is None:
+        raise emu.not_found("targetExtensionId", target)
+    details = _permission(emu, session, permission) if permission in _PROFILE else None
+    own = session is not None and target == session.owner_id
+    ok = details is not None and (own or "Account" in details["scopes"])
+    if target in emu.config.denied_extensions and permission in ("ReadMessages", "EditMessages"):
+        ok = False
+    out: dict[str, Any] = {"uri": f"{emu.platform_base}{emu.canonical_path(request)}", "successful": ok}
+    if details is not None:
+        out["details"] = details
+    return JSONResponse(out)
 
 
 async def get_account(emu: Emulator, request: Request, session: Session | None) -> Response:
@@ -561,6 +716,9 @@ def routes(emu: Emulator) -> list[BaseRoute]:
         r("/restapi/", "api-versions", None, api_versions, ["GET"], "none"),
         r(acct, "account-get", "Light", get_account, ["GET"]),
         r(ext, "extension-get", "Light", get_extension, ["GET"]),
+        r(acct + "/extension", "extension-list", "Medium", list_extensions, ["GET"]),
+        r(ext + "/authz-profile", "authz-profile", "Medium", authz_profile, ["GET"]),
+        r(ext + "/authz-profile/check", "authz-check", "Light", authz_check, ["GET"]),
         r(ext + "/phone-number", "phone-number-list", "Light", list_phone_numbers, ["GET"]),
         r(ext + "/message-store", "message-list", "Light", list_messages, ["GET"]),
         r(ext + "/message-store/{messageId}", "message-get", "Light", get_message, ["GET"]),
@@ -570,6 +728,7 @@ def routes(emu: Emulator) -> list[BaseRoute]:
         r(ext + "/message-sync", "message-sync", "Light", sync_messages, ["GET"]),
         r(ext + "/call-log", "call-log", "Heavy", _call_log(False), ["GET"]),
         r(acct + "/call-log", "call-log-account", "Heavy", _call_log(True), ["GET"]),
+        r(acct + "/call-log-sync", "call-log-sync-account", "Heavy", sync_account_call_log, ["GET"]),
         r(ext + "/call-log/{callRecordId}", "call-record", "Heavy", get_call, ["GET"]),
         r(acct + "/call-log/{callRecordId}", "call-record-account", "Heavy", get_call, ["GET"]),
         r(acct + "/recording/{recordingId}", "recording-get", "Heavy", get_recording, ["GET"]),

@@ -21,9 +21,12 @@ Behaviour:
   `Completed`, or `Failed` when the task was created while `config.report_failures` > 0
   (each failing task uses one up; set it with `POST /_emulator/config`).
 * The report's content is fixed when the task is created: the Alive messages whose
-  `creationTime` is within [dateFrom, dateTo] and whose type was asked for, newest first.
+  `creationTime` is within [dateFrom, dateTo] and whose type was asked for, newest first,
+  of every extension of the account (the report has no extension filter: B4 of
+  PUSH-AND-ADMIN.md), the signed-in extension's first, then the others in id order.
 * Archives (only once `Completed`; before that the listing is 400 CMN-101): `archive/0`
-  holds one member, `account/<a>/extension/<e>/message-store.json` =
+  holds one member per extension with messages in the report,
+  `account/<a>/extension/<e>/message-store.json` =
   `{"records": [GetMessageInfoResponse, …]}`; `archive/1…` hold the attachments with
   bytes (not the inline `Text` parts, which the metadata carries), each as
   `account/<a>/extension/<e>/message-store/content/<messageId>/<attachmentId><ext>`,
@@ -134,16 +137,29 @@ def attachment_member_name(store: Store, msg: Message, att: Any) -> str:
     return f"{member_prefix(store)}/message-store/content/{msg.id}/{att.id}{att.media.extension}"
 
 
-def build_archives(emu: Emulator, messages: list[Message], created: dt.datetime,
+def company_messages(emu: Emulator, date_from: dt.datetime, date_to: dt.datetime,
+                     types: list[str]) -> list[tuple[Store, list[Message]]]:
+    """Per extension (the signed-in one first), the messages a report holds."""
+    stores = [emu.store] + [e.store for e in emu.company.extensions.values() if e.store is not emu.store]
+    return [(s, report_messages(s, date_from, date_to, types)) for s in stores]
+
+
+def build_archives(emu: Emulator, mailboxes: list[tuple[Store, list[Message]]], created: dt.datetime,
                    limit: int) -> list[ZipLayout]:
-    """Archive 0 (metadata) and the attachment archives, split at `limit` bytes."""
-    store = emu.store
-    records = [emu.render_message(m) for m in messages]
-    # ASCII escapes: hostile attachment names may hold lone surrogates (see platform.py).
-    meta = json.dumps({"records": records}, ensure_ascii=True, separators=(",", ":")).encode("ascii")
-    archives = [ZipLayout([Member(metadata_name(store), BytesContent(meta), created)])]
+    """Archive 0 (metadata, one member per extension) and the attachment archives,
+    split at `limit` bytes."""
+    metas = []
+    for store, messages in mailboxes:
+        if not messages and store is not mailboxes[0][0]:
+            continue
+        with emu.addressing(store):
+            records = [emu.render_message(m) for m in messages]
+        # ASCII escapes: hostile attachment names may hold lone surrogates (see platform.py).
+        meta = json.dumps({"records": records}, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+        metas.append(Member(metadata_name(store), BytesContent(meta), created))
+    archives = [ZipLayout(metas)]
     current: list[Member] = []
-    for msg in messages:
+    for store, msg in ((s, m) for s, messages in mailboxes for m in messages):
         for att in msg.attachments:
             if att.type == "Text" or att.media is None:
                 continue
@@ -264,8 +280,9 @@ async def create_report(emu: Emulator, request: Request, session: Session | None
     n = next(reports.counter)
     digest = hashlib.sha256(f"{store.account_id}:{config.seed}:{n}".encode()).hexdigest()[:32]
     task_id = f"{store.account_id}-{store.extension_id}-{digest}"
-    messages = report_messages(store, date_from, date_to, types)
-    archives = [] if fails else build_archives(emu, messages, now, config.report_archive_max_bytes)
+    mailboxes = company_messages(emu, date_from, date_to, types)
+    messages = [m for _, ms in mailboxes for m in ms]
+    archives = [] if fails else build_archives(emu, mailboxes, now, config.report_archive_max_bytes)
     task = ReportTask(id=task_id, date_from=date_from, date_to=date_to, message_types=types,
                       created=now, delay=float(config.report_delay), fails=fails, archives=archives)
     reports.tasks[task_id] = task

@@ -7,6 +7,8 @@ Scales (`config.scale`):
   which 12 carry a recording (30 s - 10 min). Small, so a demo mounts at once.
 - ``listing``: ``config.faxes`` (default 10,000) one- or two-page PDF faxes, the rest as
   in demo. Media are lazy, so building it takes a fraction of a second.
+- ``company``: demo for the signed-in user, and a company of 240 extensions with
+  20,000 recorded calls around them (`company.py`), for benchmarks.
 - ``bench``: demo plus recordings of 200 MiB, 400 MiB, 1 GiB and 2 GiB and twenty of a
   few MB, all generated on demand.
 
@@ -44,7 +46,7 @@ from .store import DROP, Attachment, CallRecord, Greeting, Message, Party, Recor
 log = logging.getLogger(__name__)
 
 UTC = dt.timezone.utc
-SCALES = ("demo", "listing", "bench")
+SCALES = ("demo", "listing", "bench", "company")
 
 DEMO_FAXES = 30
 LISTING_FAXES = 10_000
@@ -544,10 +546,33 @@ def build_store(config: EmulatorConfig, now: dt.datetime | None = None) -> Store
     b.greetings()
     from . import greetings  # answering rules and the custom greetings they play
     greetings.seed_rules(store, _sub_seed(config.seed, "answering-rules"))
-    log.info("seeded %s account (seed %d): %d messages, %d calls, %d recordings in %.2fs",
+    # The rest of the company last: the signed-in user's mailbox, ids included, stays
+    # what it was before the account had other extensions.
+    from . import company
+    store.company = company.build_company(config, store, now)
+    log.info("seeded %s account (seed %d): %d messages, %d calls, %d recordings, %d extensions in %.2fs",
              config.scale, config.seed, len(store.messages), len(store.calls), len(store.recordings),
+             len(store.company.extensions),
              time.perf_counter() - started)
     return store
+
+
+def fill_mailbox(config: EmulatorConfig, store: Store, now: dt.datetime, *, owner: Party, salt: object,
+                 faxes: int, voicemails: int, sms: int, mms: int) -> None:
+    """Seed another extension's mailbox (company.py) with the demo's kinds of message,
+    drawn from a seed of its own so no two mailboxes look alike."""
+    sub = dataclasses.replace(config, seed=_sub_seed(config.seed, "mailbox", salt),
+                              hostile_names=False, odd_records=False)
+    b = _Builder(sub, store, now)
+    b.user = owner
+    if faxes:
+        b.faxes(faxes, listing=False)
+    if voicemails:
+        b.voicemails(voicemails)
+    if sms:
+        b.sms(sms, mms)
+    b.flush()
+    b.hide_sizes()
 
 
 def _mms_file_name(rng: random.Random, kind: str, j: int) -> str | None:

@@ -51,13 +51,20 @@ ENV_PREFIX = "RCFS_EMU_"
 _HELP = {
     "client_id": "OAuth client id the token endpoint accepts",
     "client_secret": "OAuth client secret the token endpoint accepts",
-    "jwt": "user credential: the JWT-bearer assertion (and the password-grant password)",
+    "jwt": "user credential of the super admin (extension 101): the JWT-bearer assertion (and the "
+           "password-grant password)",
+    "user_jwt": "user credential of a regular user (extension 102), who may read only their own "
+                "mailbox: another extension's answers 403 CMN-408 [ReadMessages], the company call "
+                "log 403 CMN-408 [FullCompanyCallLog]",
+    "denied_extensions": "comma-separated extension ids whose mailbox answers 403 CMN-408 even to an admin",
     "password_grant": "accept grant_type=password (deprecated; the official SDK uses it)",
     "access_token_ttl": "access-token lifetime in seconds, overriding the [600, 3600] clamp",
     "refresh_token_ttl": "refresh-token lifetime in seconds, overriding the request",
     "seed": "seed of the generated account (same seed, same data)",
-    "scale": "size of the generated account: demo | listing | bench",
+    "scale": "size of the generated account: demo | listing | bench | company (240 extensions, "
+             "20,000 recorded calls)",
     "faxes": "number of faxes to generate (overrides the scale's count)",
+    "extra_extensions": "add this many empty extensions to the company (10,000-extension listings)",
     "hide_sizes": "share of attachments whose JSON omits `size` (0..1)",
     "hostile_names": "add MMS attachments whose fileName values try to escape",
     "odd_records": "add messages with odd JSON: 64-bit-overflowing sizes, dates in year 1 or 9999, "
@@ -276,7 +283,7 @@ async def _run(emu: Emulator, args: argparse.Namespace) -> None:
             if args.print_credentials:
                 c = emu.config
                 print(f"  server_url={platform}\n  client_id={c.client_id}\n"
-                      f"  client_secret={c.client_secret}\n  jwt={c.jwt}", flush=True)
+                      f"  client_secret={c.client_secret}\n  jwt={c.jwt}\n  user_jwt={c.user_jwt}", flush=True)
             async for signum in signals:
                 log.info("signal %d: stopping", signum)
                 nursery.cancel_scope.cancel()

@@ -146,6 +146,9 @@ class Store:
         self.recordings: dict[str, Recording] = {}
         self.greetings: dict[str, Greeting] = {}
         self.changes: list[Change] = []
+        # The account's extensions (rcfs.emulator.company.Company) when this is the
+        # signed-in user's store of a seeded company; None: a one-extension account.
+        self.company = None
         self._ids = itertools.count(7_000_000_001)
         self._seq = itertools.count(1)
 

@@ -1,4 +1,5 @@
-"""One owner per kind of top-level folder; `rcfs.fs` dispatches every request to one.
+"""One owner per kind of folder; `rcfs.fs` dispatches every request to the owner of the
+nearest folder above it that has one.
 
 | folder                      | owner module                 | what it does                    |
 |-----------------------------|------------------------------|---------------------------------|
@@ -7,6 +8,11 @@
 | /outbox                     | `rcfs.folders.outbox`        | write a file here to send it    |
 | /greetings                  | `rcfs.folders.greetings`     | rule greetings; copy audio over |
 | /exports                    | `rcfs.folders.exports`       | mkdir a date range to export    |
+| /company/users, /recordings | `rcfs.folders.company`       | extensions; company recordings  |
+
+The media folders (faxes, voicemail, recordings, mms) of one extension make a mailbox
+(`rcfs.mailbox`): the top level is the signed-in user's, and each /company/users/<ext> is
+another made by the same code, its owners given that extension's id.
 
 The outbox and /greetings share the write path (spool, MIME check, journal) in
 `rcfs.folders.spooled`, and the sender (`rcfs.sender`).

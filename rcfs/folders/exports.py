@@ -49,6 +49,9 @@ class ExportsOwner(RemoteMediaOwner):
     def __init__(self, *args, manager: ExportManager, **kw) -> None:
         super().__init__(*args, **kw)
         self.manager = manager
+        # False when the authorization profile says the user may not export (exports
+        # cover every extension: admins only); mkdir then refuses without a request.
+        self.allowed = True
         self._status_handles: dict[int, bytes] = {}
         self._next_status = -1  # negative handles: never a Reader's
         self._sync()
@@ -147,6 +150,9 @@ class ExportsOwner(RemoteMediaOwner):
     async def mkdir(self, folder: Folder, name: str) -> Folder:
         if folder is not self.folder:
             raise Refused(errno.EACCES, f"cannot make {name!r} here: exports are folders of /exports")
+        if not self.allowed:
+            raise Refused(errno.EACCES, f"cannot export {name!r}: an export covers every extension of the "
+                                        "account, and the signed-in user lacks the [Users] permission (admins only)")
         try:
             await self.manager.create(name)
         except ExportError as exc:

@@ -28,8 +28,11 @@ Status: STATUS.txt, and `user.rc.*` xattrs on every greeting (`user.rc.state`:
 queued, sending, sent (accepted, not yet seen on the rule), applied, failed). `rm` of a
 greeting whose upload is still queued cancels the upload (nothing is sent); a greeting
 itself cannot be deleted, only replaced (EACCES). `touch` of a failed upload tries it
-again. Temporary names (rsync's `.name.XXXXXX`, GIO's `.goutputstream-*`) are refused
-(EINVAL): copy with `cp` or `rsync --inplace`.
+again. A temporary name (rsync's `.name.XXXXXX`, GIO's `.goutputstream-*`, any hidden
+or backup name) is written, checked and spooled like a greeting but uploads nothing
+until it is renamed over a greeting's name: then it replaces that greeting, so `rsync`
+and GIO's replace (`gio copy`, `gio save`, Nautilus) work like `cp`. A temporary that is
+never renamed is kept in memory only and gone at the next mount.
 
 Crash safety is the outbox's: an accepted upload is journalled in its own spool
 (`<state>/<account>/greetings-spool/`) and resumed at the next mount; see
@@ -57,7 +60,7 @@ from ..state import StateStore
 from ..tree import File, Folder, Node, Tree
 from .base import Opened, Refused
 from .media import RemoteMediaOwner
-from .spooled import LocalRead, SpooledOwner, SpooledWriter
+from .spooled import LocalRead, SpooledOwner, SpooledWriter, is_temporary
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +112,10 @@ class GreetingsOwner(SpooledOwner, RemoteMediaOwner):
         self._model_lock = trio.Lock()  # model refreshes (listing, upload confirmation) one at a time
         self._replacing: dict[str, Item | None] = {}  # upload being written -> the slot's previous one
         self._plain_opens: set[str] = set()  # uploads opened without O_TRUNC (touch, editors)
+        # Temporary files (rsync, GIO) waiting to be renamed over a greeting: item id ->
+        # (node, item). Not journalled: until the rename nothing is promised.
+        self._temps: dict[str, tuple[File, Item]] = {}
+        self._pending: dict[str, tuple[Folder, str]] = {}  # temporaries renamed while still open
         self.tree.add(folder, File(key=STATUS_KEY, name=STATUS_NAME, mtime=time.time(), size=0))
         self._restore()
 
@@ -302,6 +309,12 @@ class GreetingsOwner(SpooledOwner, RemoteMediaOwner):
             if writing:
                 raise Refused(errno.EACCES, f"{STATUS_NAME} is written by rcfs")
             return Opened(self._handle(LocalRead(data=self._status_text())), direct_io=True, keep_cache=False)
+        temp = self._temp_of(node)
+        if temp is not None:
+            if writing or not temp.parts:
+                raise Refused(errno.EACCES, f"{node.name!r}: a temporary file is written once, then renamed "
+                                            "over a greeting")
+            return Opened(self._handle(LocalRead(part=temp.parts[0])), keep_cache=False)
         slot = self._slot_of(node)
         if slot is None:
             raise Refused(errno.ENOENT)
@@ -340,10 +353,120 @@ class GreetingsOwner(SpooledOwner, RemoteMediaOwner):
         if folder is self.folder or folder.parent is not self.folder:
             raise Refused(errno.EACCES, f"cannot create {name!r} here: a greeting goes into its rule's folder, "
                                         "e.g. /greetings/business-hours/Voicemail.mp3")
+        if is_temporary(name):
+            return await self._start_temp(folder, name, pid)
         target = self._target(folder, name)
         slot = self._slot(folder, target.answering_rule_id, target.greeting_type, name)
         writer = await self._start_upload(slot, name, pid)
         return slot.node, Opened(self._handle(writer), keep_cache=False)
+
+    async def _start_temp(self, folder: Folder, name: str, pid: int) -> tuple[File, Opened]:
+        """A temporary file in a rule folder: checked and spooled like a greeting, uploaded
+        only once renamed over one (`rename`)."""
+        if self.tree.child(folder, name) is not None:
+            raise Refused(errno.EEXIST, f"{name!r} exists")
+        item = Item(id=new_item_id(), channel=CHANNEL, recipient="", path=[folder.name, name], state="writing")
+        part = Part(name=name, data=f"{item.id}-0")
+        try:
+            fd = self.spool.open_part(part.data)
+        except OSError as exc:
+            raise Refused(exc.errno or errno.EIO, f"cannot spool {name!r}: {exc.strerror}") from None
+        node = File(key=f"greetings:temp:{item.id}", name=name, mtime=time.time(), size=0)
+        node.writable = True
+        node = self.tree.add(folder, node)  # type: ignore[assignment]
+        self._temps[item.id] = (node, item)
+        writer = SpooledWriter(node=node, item=item, part=part, fd=fd, channel=CHANNEL, pid=pid)
+        return node, Opened(self._handle(writer), keep_cache=False)
+
+    def _temp_of(self, node: Node) -> Item | None:
+        if not node.key.startswith("greetings:temp:"):
+            return None
+        found = self._temps.get(node.key.split(":", 2)[2])
+        return found[1] if found is not None and found[0] is node else None
+
+    def _forget_temp(self, item: Item, why: str) -> None:
+        self._pending.pop(item.id, None)
+        node, _ = self._temps.pop(item.id, (None, None))
+        if node is not None and node.parent is not None and node.parent.children.get(node.name) is node:
+            self.tree.remove(node.parent, node.name)
+        for part in item.parts:
+            self.spool.remove_part(part.data)
+        self.spool.remove_part(f"{item.id}-0")
+        log.debug("greetings: temporary %s %s", "/".join(item.path), why)
+
+    async def rename(self, folder: Folder, name: str, new_folder: Folder, new_name: str) -> None:
+        """rsync and GIO: a temporary renamed over a greeting's name replaces that greeting
+        (one upload, as if `cp` had written it). Greetings themselves keep their names."""
+        node = self.tree.child(folder, name)
+        if node is None:
+            raise Refused(errno.ENOENT)
+        temp = self._temp_of(node)
+        if temp is None:
+            raise Refused(errno.EACCES, f"{name!r}: a greeting keeps its name (its type); copy audio over "
+                                        "another one to replace that")
+        if new_folder.parent is not self.folder:
+            raise Refused(errno.EACCES, f"{new_name!r}: a greeting goes into its rule's folder")
+        still_open = self._writer_of(node) is not None
+        if not still_open and temp.state != "held":
+            raise Refused(errno.EBUSY, f"{name!r} is still being written")
+        if is_temporary(new_name):  # one temporary renamed to another: still nothing to upload
+            other = self.tree.child(new_folder, new_name)
+            if other is not None and other is not node:
+                other_temp = self._temp_of(other)
+                if other_temp is None:
+                    raise Refused(errno.EACCES, f"{new_name!r} cannot be replaced")
+                self._forget_temp(other_temp, "replaced")
+            self.tree.move(node, new_folder, new_name)
+            temp.path = [new_folder.name, new_name]
+            return
+        self._slot_for_temp(new_folder, new_name)  # refuses what the upload would refuse, now
+        if still_open:
+            # GIO renames its temporary before it closes it: the upload starts at that close.
+            self._pending[temp.id] = (new_folder, new_name)
+            self.tree.remove(folder, name)
+            temp.path = [new_folder.name, new_name]
+            return
+        await self._bind_temp(temp, node, new_folder, new_name)
+
+    def _slot_for_temp(self, folder: Folder, name: str) -> _Slot:
+        """The slot a temporary renamed to `name` replaces; EINVAL (no greeting name), EBUSY."""
+        target = self._target(folder, name)
+        slot = self._slot(folder, target.answering_rule_id, target.greeting_type, name)
+        writer = self._writer_of(slot.node)
+        if writer is not None:
+            if writer.dirty or writer.head or slot.node.size:
+                raise Refused(errno.EBUSY, f"{folder.name}/{name} is being written by another program")
+            # GIO's replace holds the target open (no O_TRUNC, nothing written) while it
+            # writes its temporary: that open uploads nothing.
+            writer.cancelled = writer.finished = True
+            self._drop(writer, "replaced by a renamed temporary file")
+            slot = self._slot(folder, target.answering_rule_id, target.greeting_type, name)
+        if slot.item is not None and slot.item.state == "sending":
+            raise Refused(errno.EBUSY, f"{folder.name}/{name}: the last upload is under way; try again "
+                                       "once STATUS.txt shows it")
+        return slot
+
+    async def _bind_temp(self, temp: Item, node: File, folder: Folder, name: str) -> None:
+        """A closed, checked temporary becomes the upload of the greeting it was renamed over."""
+        slot = self._slot_for_temp(folder, name)
+        target = self._target(folder, name)
+        self._temps.pop(temp.id, None)
+        self._pending.pop(temp.id, None)
+        if node.parent is not None and node.parent.children.get(node.name) is node:
+            self.tree.remove(node.parent, node.name)
+        if slot.node.name != name:
+            self._rename(slot, name)
+        previous = slot.item
+        temp.recipient = target.answering_rule_id
+        temp.path = [folder.name, name]
+        temp.options = {"type": target.greeting_type, "previous": slot.remote.greeting_id if slot.remote else ""}
+        self.items[temp.id] = temp
+        self._item_nodes[temp.id] = slot.node
+        self._replacing[temp.id] = previous
+        slot.item = temp
+        log.info("greetings: a temporary file renamed over %s/%s (%s greeting of rule %s)", folder.name, name,
+                 target.greeting_type, target.answering_rule_id)
+        await self._queue_upload(temp, slot.node, temp.parts[0])
 
     async def _start_upload(self, slot: _Slot, name: str, pid: int) -> SpooledWriter:
         target = self._target(slot.folder, name)
@@ -405,31 +528,56 @@ class GreetingsOwner(SpooledOwner, RemoteMediaOwner):
         raise Refused(errno.EACCES, f"{node.name!r}: a greeting is replaced whole (copy audio over it)")
 
     async def _accept(self, w: SpooledWriter) -> None:
-        """The audio passed every check: journal it and queue the upload."""
-        item = w.item
+        """The audio passed every check: journal it and queue the upload (a temporary
+        file: keep it until it is renamed over a greeting)."""
+        if w.item.id in self._temps:
+            w.item.parts = [w.part]
+            w.item.state = "held"
+            w.node.size = w.part.size
+            w.node.content_type = w.part.mime
+            pending = self._pending.get(w.item.id)
+            if pending is None:
+                log.info("greetings: %s (%s, %d bytes) kept until it is renamed over a greeting",
+                         "/".join(w.item.path), w.part.mime, w.part.size)
+                return
+            try:
+                await self._bind_temp(w.item, w.node, *pending)
+            except Refused as exc:
+                self._forget_temp(w.item, str(exc))
+                raise
+            return
+        try:
+            await self._queue_upload(w.item, w.node, w.part)
+        except Refused as exc:
+            w.error = exc
+            self._drop(w, str(exc))
+            raise
+
+    async def _queue_upload(self, item: Item, node: File, part: Part) -> None:
         previous = self._replacing.pop(item.id, None)
         self._plain_opens.discard(item.id)
         if previous is not None and previous.state in ("queued", "failed"):
             self._forget(previous, "replaced by a newer upload before it was sent")
-        item.parts = [w.part]
-        item.mtime = w.node.mtime = time.time()
-        w.node.size = w.part.size
-        w.node.content_type = w.part.mime
+        item.parts = [part]
+        item.mtime = node.mtime = time.time()
+        node.size = part.size
+        node.content_type = part.mime
         # The name the API will show: the type's, with the extension of the real audio.
-        w.part.name = greeting_file_name(item.options["type"], w.part.mime)
+        part.name = greeting_file_name(item.options["type"], part.mime)
         item.state = "queued"
         item.history.append([time.time(), "queued", "closed"])
         try:
             await self._save(item)
         except OSError as exc:
-            w.error = Refused(exc.errno or errno.EIO, f"{w.node.name!r}: cannot journal: {exc.strerror}; not sent")
-            self._drop(w, str(w.error))
-            raise w.error from None
-        log.info("greetings: %s (%s, %d bytes) queued for upload", "/".join(item.path), w.part.mime, w.part.size)
+            raise Refused(exc.errno or errno.EIO, f"{node.name!r}: cannot journal: {exc.strerror}; not sent") from None
+        log.info("greetings: %s (%s, %d bytes) queued for upload", "/".join(item.path), part.mime, part.size)
         self.on_queued()
 
     def _drop(self, w: SpooledWriter, why: str) -> None:
         """A refused upload: forget it, and show the greeting the rule plays again."""
+        if w.item.id in self._temps:
+            self._forget_temp(w.item, f"dropped: {why}")
+            return
         self.spool.remove_part(w.part.data)
         self.items.pop(w.item.id, None)
         self._item_nodes.pop(w.item.id, None)
@@ -459,6 +607,13 @@ class GreetingsOwner(SpooledOwner, RemoteMediaOwner):
         node = self.tree.child(folder, name)
         if node is None:
             raise Refused(errno.ENOENT)
+        temp = self._temp_of(node)
+        if temp is not None:  # rsync removes its temporary after a failed transfer
+            writer = self._writer_of(node)
+            if writer is not None:
+                writer.cancelled = True
+            self._forget_temp(temp, "removed")
+            return
         slot = self._slot_of(node)
         if slot is not None and slot.item is not None and slot.item.state in ("queued", "failed") \
                 and self._writer_of(node) is None:

@@ -51,7 +51,7 @@ from typing import Callable
 import trio
 
 from ..api.client import Priority
-from ..api.errors import ApiError
+from ..api.errors import ApiError, PermissionDenied
 from ..reader import Reader, Source
 from ..state import StateStore
 from ..tree import File, Folder, Node, Tree
@@ -105,9 +105,17 @@ class RemoteMediaOwner(FolderOwner):
 
     def __init__(self, tree: Tree, folder: Folder, *, client, reader: Reader, state: StateStore,
                  ttl: float, direct_io_above: int | None,
-                 priority_of: Callable[[int], Priority], listing_wait: float = LISTING_WAIT) -> None:
+                 priority_of: Callable[[int], Priority], listing_wait: float = LISTING_WAIT,
+                 extension_id: str = "~", label: str | None = None) -> None:
         super().__init__(tree, folder)
-        self.name = folder.name
+        # The path the log names (`faxes`, `company/users/102 Alice Smith/faxes`).
+        self.name = label or folder.name
+        # Whose mailbox this folder shows: `~` the signed-in user's, else an extension id.
+        self.extension_id = extension_id
+        # Node keys (inode numbers, learned sizes) of another mailbox carry its extension:
+        # the signed-in user's own mailbox is also under /company/users, and a call
+        # between two extensions is in both their logs, so one object can be in two places.
+        self.key_prefix = "" if extension_id == "~" else f"ext:{extension_id}:"
         self.client = client
         self.reader = reader
         self.state = state
@@ -120,6 +128,10 @@ class RemoteMediaOwner(FolderOwner):
         # message/call id -> names of the entries it produced in the folder
         self.entries: dict[str, list[str]] = {}
         self._load: _Load | None = None  # the refresh under way, if any
+        # A first listing refused for a permission: (until, error). Within the TTL every
+        # look gets the same EACCES without asking again (a folder of another extension
+        # the user may not read must not cost a 403 per `ls`).
+        self._denied: tuple[float, Exception] | None = None
         self._generation = 0  # bumped by invalidate()
         self._scans: collections.OrderedDict[int, _Scan] = collections.OrderedDict()  # by pid
         self._pid_of: dict[int, int] = {}  # reader handle -> pid that opened it
@@ -148,6 +160,10 @@ class RemoteMediaOwner(FolderOwner):
         """
         if folder is not self.folder or self.is_fresh():
             return
+        if self._denied is not None and not self.listed:
+            if trio.current_time() < self._denied[0]:
+                raise self._denied[1]
+            self._denied = None
         load = self._load or self._start_load()
         if self.listed:
             # Only the first callers wait, up to the load's own deadline: once it has
@@ -193,6 +209,8 @@ class RemoteMediaOwner(FolderOwner):
                 self.loaded_at = trio.current_time()  # do not hammer a failing API
             else:
                 log.info("listing /%s failed: %s", self.name, exc)
+                if isinstance(exc, PermissionDenied):
+                    self._denied = (trio.current_time() + self.ttl, exc)
         else:
             # Invalidated meanwhile: shown now, but the next look asks again.
             self.loaded_at = trio.current_time() if generation == self._generation else None

@@ -18,7 +18,7 @@ import datetime as dt
 import logging
 
 from .. import names
-from ..api.errors import ApiError
+from ..api.errors import ApiError, PermissionDenied
 from ..tree import File, Folder
 from .media import RemoteMediaOwner
 
@@ -58,7 +58,8 @@ class MessageFolderOwner(RemoteMediaOwner):
         if self.sync_token is not None:
             try:
                 result = await self.client.sync_messages(message_type=self.message_type,
-                                                         sync_token=self.sync_token)
+                                                         sync_token=self.sync_token,
+                                                         extension_id=self.extension_id)
             except ApiError as exc:
                 if exc.code != "MSG-333":
                     raise
@@ -75,11 +76,14 @@ class MessageFolderOwner(RemoteMediaOwner):
         token: str | None = None
         try:
             result = await self.client.sync_messages(message_type=self.message_type, date_from=self.since,
-                                                     record_count=1)
+                                                     record_count=1, extension_id=self.extension_id)
             token = result.sync_token
+        except PermissionDenied:
+            raise  # the listing would be refused too (another user's mailbox): ask once, not twice
         except ApiError as exc:
             log.info("no sync token for %s (%s); later refreshes will re-list", self.message_type, exc)
-        records = await self.client.list_messages(message_type=self.message_type, date_from=self.since)
+        records = await self.client.list_messages(message_type=self.message_type, date_from=self.since,
+                                                  extension_id=self.extension_id)
         self.apply(records, full=True)
         # Kept only once the listing is in: a load cut short between the two (an error,
         # the mount ending) must not leave a token for a listing never made.
@@ -178,7 +182,7 @@ class MessageFolderOwner(RemoteMediaOwner):
             return f"{stem}_{n}{dot}{ext}"
 
         def add_file(parent: Folder, name: str, att: dict, extra: dict[str, str]) -> None:
-            key = f"msg:{mid}:{att['id']}"
+            key = f"{self.key_prefix}msg:{mid}:{att['id']}"
             size = names.valid_size(att.get("size"))
             if size is None:
                 if att.get("size") is not None:
@@ -220,7 +224,7 @@ class MessageFolderOwner(RemoteMediaOwner):
             media = [a for a in attachments if a.get("type") == "MmsAttachment"]
             if not media:
                 return  # plain SMS: not part of /mms
-            sub = Folder(key=f"mms:{mid}", name=stem, mtime=mtime)
+            sub = Folder(key=f"{self.key_prefix}mms:{mid}", name=stem, mtime=mtime)
             sub.xattrs = dict(common)
             added = self.tree.add(folder, sub)
             if not isinstance(added, Folder):

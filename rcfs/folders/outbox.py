@@ -11,7 +11,8 @@ The tree (everything a person does here is a plain file operation):
         OPTIONS.txt                    options for what is sent from this folder (a
                                        commented template; edit it, errors: EINVAL at close)
         STATUS.txt                     this recipient's items and what became of them
-        contract.pdf                   one file = one fax (one MMS), sent once it is closed
+        contract.pdf                   one file = one fax (one MMS), sent once it has been
+                                       closed and left alone for the settle time
         docs/                          a folder copied in: each file in it is sent alone
         offer.draft/                   a draft: collects several files (and its own
                                        OPTIONS.txt); nothing is sent until it is renamed
@@ -21,14 +22,28 @@ The tree (everything a person does here is a plain file operation):
 When a file is closed its type is sniffed from its bytes (`rcfs.mime`) and checked
 against the channel, its bytes are fsync'd into the spool (`rcfs.spool`) and journalled:
 only then does `close` succeed. A wrong type is refused by `write()` as soon as the first
-bytes show it (else by `close`): EMEDIUMTYPE; too big: EFBIG; empty: EINVAL; spool disk
-full: ENOSPC. Hidden and temporary names (rsync's `.name.XXXXXX`, `name~`, `#name#`,
-swap files) are kept but never sent until renamed to a plain name, so rsync sends once,
-under the final name. The sender (`rcfs.sender`) does the rest. The write, check and
-spool steps are shared with /greetings (`rcfs.folders.spooled`).
+bytes show it (else by `close`): EMEDIUMTYPE; too big: EFBIG; spool disk full: ENOSPC.
+An empty file is kept (`touch`, `mktemp`, `: >` make one to fill later) and never sent
+while empty.
+
+Settle before sending (after rclone's VFS write-back): a closed file is `settling`, and
+goes to the sender only once it has been left alone for `settle` seconds (the mount's
+`--outbox-settle`). Reopening it for writing, truncating, touching or renaming it starts
+the wait again; the name it has when the wait ends is the name it is sent under; `rm`
+cancels it; a rename onto OPTIONS.txt is an options edit. Programs that write a
+temporary file and rename it (sed -i, Python's atomic replace, mktemp, office suites)
+thus send what they meant, once, under the final name. Hidden and temporary names
+(rsync's `.name.XXXXXX`, `name~`, `#name#`, swap files) are held however long they wait.
+A file written again gets a new spool part (copy on write): until that writer closes,
+the journal still promises the earlier content, so a crash never sends half a rewrite.
+The sender (`rcfs.sender`) does the rest. The write, check and spool steps are shared
+with /greetings (`rcfs.folders.spooled`).
 
 `rm` of an item still waiting cancels it (nothing is sent); `rm` of a sent or failed
 item clears it from the view; `touch` (or renaming) a failed item sends it again.
+Writing over an item already queued or sent (`cp new.pdf same.pdf`) makes a new item
+in its place, sent like any other; the old one leaves the outbox (a sent fax stays in
+/faxes; a queued one is cancelled).
 Status: STATUS.txt files, and `user.rc.*` xattrs on every item.
 """
 
@@ -39,7 +54,6 @@ import datetime as dt
 import errno
 import logging
 import os
-import re
 import secrets
 import time
 from typing import Callable
@@ -51,7 +65,7 @@ from ..phone import InvalidNumber, to_e164
 from ..spool import FINAL_STATES, Item, Part, Spool, new_item_id
 from ..tree import File, Folder, Node, Tree
 from .base import Opened, Refused
-from .spooled import LocalRead as _Reader, SpooledOwner, SpooledWriter as _Writer
+from .spooled import LocalRead as _Reader, SpooledOwner, SpooledWriter as _Writer, is_temporary
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +74,8 @@ DRAFT_SUFFIX = ".draft"
 STATUS_NAME = "STATUS.txt"
 OPTIONS_NAME = "OPTIONS.txt"
 OPTIONS_MAX = 64 * 1024
+SETTLE = 5.0  # seconds an item stays closed and untouched before it is sent (rclone: 5 s)
 
-# Names that are never sent until renamed: hidden files (rsync's and GIO's temporaries,
-# vim's .swp), backups, and what downloaders and editors write while they work.
-_TEMP_NAME = re.compile(r"(^\.)|(~$)|(^#.*#$)|(\.(swp|swx|swo|tmp|temp|part|partial|crdownload|kate-swp|bak)$)",
-                        re.IGNORECASE)
 
 # The options each channel understands: key -> (what it means, check(value) -> error or None)
 _RESOLUTIONS = ("High", "Low")
@@ -144,10 +155,6 @@ def parse_options(channel: str, text: str) -> dict[str, str]:
     return values
 
 
-def is_temporary(name: str) -> bool:
-    return bool(_TEMP_NAME.search(name))
-
-
 @dataclasses.dataclass
 class _TextWriter:
     """OPTIONS.txt being written: kept in memory (small), checked at close."""
@@ -156,7 +163,8 @@ class _TextWriter:
     target: "Recipient | Item"
     channel: str
     data: bytearray = dataclasses.field(default_factory=bytearray)
-    finished: bool = False
+    pid: int = 0  # the process that opened it (flush waits for its last descriptor)
+    dirty: bool = False  # opened with O_TRUNC or written: applied at the last close
 
 
 @dataclasses.dataclass
@@ -179,12 +187,15 @@ class OutboxOwner(SpooledOwner):
     """Owns /outbox: recipients, items and their files; hands complete items to the sender."""
 
     name = "outbox"
+    empty_allowed = True
     read_only_reason = "takes files only inside a recipient folder: mkdir /outbox/fax/NUMBER first"
 
     def __init__(self, tree: Tree, folder: Folder, spool: Spool, *, default_region: str = "US",
-                 on_queued: Callable[[], None] = lambda: None) -> None:
+                 on_queued: Callable[[], None] = lambda: None, settle: float = SETTLE) -> None:
         super().__init__(tree, folder, spool, on_queued=on_queued)
         self.default_region = default_region
+        self.settle = settle
+        self._options_pending: dict[str, File] = {}  # item id -> OPTIONS.txt it was renamed onto, still open
         self.recipients: dict[tuple[str, str], Recipient] = {}
         self.channel_folders: dict[str, Folder] = {}
         for channel in CHANNELS:
@@ -209,6 +220,10 @@ class OutboxOwner(SpooledOwner):
             except (KeyError, ValueError, Refused) as exc:
                 log.error("outbox: cannot place item %s (%s); it stays in the spool", item.id, exc)
                 continue
+            if item.state == "settling":
+                # Promised before the crash or unmount: it goes out after what is left of
+                # its wait (never longer than this mount's settle time).
+                item.next_attempt = min(item.next_attempt, time.time() + self.settle)
             self.items[item.id] = item
         waiting = self.waiting_count()
         if waiting:
@@ -234,7 +249,9 @@ class OutboxOwner(SpooledOwner):
     def _file_node(self, parent: Folder, item: Item, part: Part, name: str) -> File:
         node = File(key=f"outbox:part:{part.data}", name=name, mtime=item.mtime, size=part.size,
                     content_type=part.mime or None)
-        node.writable = item.state == "held"
+        # A file item can always be written over (a new version: `cp new.pdf same.pdf`);
+        # the files of a sealed draft cannot.
+        node.writable = item.kind == "file" or item.state == "held"
         added = self.tree.add(parent, node)
         assert isinstance(added, File)
         if item.kind == "file":
@@ -319,15 +336,18 @@ class OutboxOwner(SpooledOwner):
         return None
 
     # listing and attributes --------------------------------------------------------------------
+    def presented_size(self, node: File) -> int:
+        # Generated files are sized as they are now: `>>` appends at the size the kernel
+        # was given.
+        if node.name == STATUS_NAME and node.key.startswith("outbox:status"):
+            node.size = len(self._status_text(node))
+        elif node.key.startswith("outbox:options:"):
+            node.size = len(self._options_of(node).encode())
+        return super().presented_size(node)
+
     def attr_timeout(self, node: Node) -> float | None:
         # Generated files change with every send; items change state and size while written.
-        if isinstance(node, File):
-            if node.name == STATUS_NAME and node.key.startswith("outbox:status"):
-                node.size = len(self._status_text(node))
-            elif node.key.startswith("outbox:options:"):
-                node.size = len(self._options_of(node).encode())
-            return 0.0
-        return 1.0
+        return 0.0 if isinstance(node, File) else 1.0
 
     def xattrs(self, node: Node) -> dict[str, str]:
         values = dict(node.xattrs)
@@ -355,12 +375,16 @@ class OutboxOwner(SpooledOwner):
         return values
 
     def waiting_count(self) -> int:
-        return sum(1 for i in self.items.values() if i.state in ("queued", "sending"))
+        return sum(1 for i in self.items.values() if i.state in ("settling", "queued", "sending"))
 
     def _describe(self, item: Item) -> str:
         when = dt.datetime.fromtimestamp(item.sent_at or item.created).strftime("%Y-%m-%d %H:%M:%S")
         name = "/".join(item.path) + ("/" if item.kind == "bundle" else "")
         what = {"held": "held (draft or temporary name: not sent until renamed)",
+                "writing": "being written",
+                "empty": "empty: not sent while empty (write into it to send it)",
+                "settling": f"settling: sent once left alone for {self.settle:g} s "
+                            "(rename, rewrite or rm it until then)",
                 "queued": "waiting to be sent",
                 "sending": "sending",
                 "sent": f"sent, message {item.message_id}, delivery {item.delivery_status or 'pending'}",
@@ -380,7 +404,8 @@ class OutboxOwner(SpooledOwner):
             items = [i for i in self.items.values() if i.channel == channel and i.recipient == number]
             head = f"{channel.upper()} to {number}"
         counts = {s: sum(1 for i in items if i.state == s)
-                  for s in ("queued", "sending", "sent", "delivered", "failed", "held")}
+                  for s in ("writing", "settling", "queued", "sending", "sent", "delivered", "failed", "held",
+                            "empty")}
         summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "nothing yet"
         lines = [head, summary, ""] + [self._describe(i) for i in sorted(items, key=lambda i: i.id)]
         return ("\n".join(lines) + "\n").encode()
@@ -404,7 +429,8 @@ class OutboxOwner(SpooledOwner):
             text = self._options_of(node)
             if writing:
                 target = self._options_target(node)
-                writer = _TextWriter(node, target, self._channel_of_target(target))
+                writer = _TextWriter(node, target, self._channel_of_target(target), pid=pid,
+                                     dirty=bool(flags & os.O_TRUNC))
                 if not flags & os.O_TRUNC:
                     writer.data += text.encode()
                 return Opened(self._handle(writer), direct_io=True, keep_cache=False)
@@ -414,12 +440,21 @@ class OutboxOwner(SpooledOwner):
             raise Refused(errno.ENOENT)
         item, part = found
         if writing:
-            if item.state != "held":
-                raise Refused(errno.EACCES, f"{node.name!r} is {item.state}; rm it first to send a new version")
-            writer = self._rewrite(node, item, part, flags)
+            if self._writer_of(node) is not None:
+                raise Refused(errno.EBUSY, f"{node.name!r} is being written by another program")
+            if item.state == "sending":
+                raise Refused(errno.EBUSY, f"{node.name!r} is being sent right now; write the new version "
+                                           "once STATUS.txt shows it sent")
+            if item.kind == "bundle" and item.state != "held":
+                raise Refused(errno.EACCES, f"{node.name!r} belongs to a sealed draft ({item.state}); "
+                                            "copy the new version into a new .draft folder")
+            if item.kind == "file" and item.state not in ("held", "settling", "empty"):
+                writer = await self._new_version(node, item, flags)  # queued, sent, delivered, failed
+            else:
+                writer = await self._rewrite(node, item, part, flags)
             writer.pid = pid
             return Opened(self._handle(writer), keep_cache=False)
-        return Opened(self._handle(_Reader(part=part)), keep_cache=True)
+        return Opened(self._handle(_Reader(part=part)), keep_cache=False)
 
     def _options_target(self, node: File) -> "Recipient | Item":
         parts = node.key.split(":")
@@ -486,17 +521,62 @@ class OutboxOwner(SpooledOwner):
     def _writers_into(self, item: Item) -> int:
         return sum(1 for h in self._handles.values() if isinstance(h, _Writer) and h.item is item and not h.finished)
 
-    def _rewrite(self, node: File, item: Item, part: Part, flags: int) -> _Writer:
-        """A held file opened for writing again (an editor saving, rsync --inplace)."""
-        fd = os.open(self.spool.data_path(part.data), os.O_RDWR | os.O_CLOEXEC)
-        if flags & os.O_TRUNC:
-            os.ftruncate(fd, 0)
-        writer = _Writer(node=node, item=item, part=part, fd=fd, channel=item.channel)
-        head = os.pread(fd, mime.SNIFF_WINDOW, 0)
-        writer.head += head
-        node.writable = True
-        if item.kind == "file":
-            item.state = "writing"
+    async def _rewrite(self, node: File, item: Item, part: Part, flags: int) -> _Writer:
+        """A closed file opened for writing again (`>>`, an editor saving, rsync --inplace)
+        before it was sent: the wait starts again at its next close."""
+        if item.kind == "bundle":
+            # A draft's file: in place (a draft sends nothing until it is sealed).
+            fd = os.open(self.spool.data_path(part.data), os.O_RDWR | os.O_CLOEXEC)
+            if flags & os.O_TRUNC:
+                os.ftruncate(fd, 0)
+            writer = _Writer(node=node, item=item, part=part, fd=fd, channel=item.channel,
+                             dirty=bool(flags & os.O_TRUNC))
+            writer.head += os.pread(fd, mime.SNIFF_WINDOW, 0)
+            return writer
+        # A file item: a new part (copy on write). Its journal keeps promising the
+        # content of its last close until this writer closes successfully.
+        new = Part(name=node.name, data=f"{item.id}-{secrets.token_hex(4)}")
+        writer = await self._open_version(node, item, new, part, flags)
+        writer.replaces, writer.was = part, item.state
+        item.state = "writing"  # in memory only: the sender leaves it alone
+        return writer
+
+    async def _new_version(self, node: File, old: Item, flags: int, length: int | None = None) -> _Writer:
+        """Writing over an item that is queued or already sent (`cp other.pdf same.pdf`):
+        a new item on the same file. The old one steps aside now and is cleared (a sent
+        fax stays in /faxes) or cancelled (queued) once the new version closes; if the new
+        version is refused or nothing was written, the old one comes back."""
+        item = Item(id=new_item_id(), channel=old.channel, recipient=old.recipient, path=list(old.path),
+                    state="writing")
+        writer = await self._open_version(node, item, Part(name=node.name, data=f"{item.id}-0"),
+                                          old.parts[0], flags, length)
+        writer.displaced = old
+        self.items.pop(old.id, None)  # the sender sees the old one no more
+        self._item_nodes.pop(old.id, None)
+        self.items[item.id] = item
+        self._item_nodes[item.id] = node
+        node.key = f"outbox:part:{writer.part.data}"  # the file is the new item's now (same inode)
+        log.info("outbox: %s (%s) is being written again: a new %s", "/".join(old.path), old.state, old.channel)
+        return writer
+
+    async def _open_version(self, node: File, item: Item, part: Part, old: Part, flags: int,
+                            length: int | None = None) -> _Writer:
+        """A new spool part for `item`, starting as a copy of `old` unless O_TRUNC."""
+        try:
+            fd = self.spool.open_part(part.data)
+        except OSError as exc:
+            raise Refused(exc.errno or errno.EIO, f"cannot spool {node.name!r}: {exc.strerror}") from None
+        try:
+            if not flags & os.O_TRUNC:
+                await trio.to_thread.run_sync(self.spool.copy_part, old.data, fd, length)
+        except OSError as exc:
+            os.close(fd)
+            self.spool.remove_part(part.data)
+            raise Refused(exc.errno or errno.EIO, f"cannot spool {node.name!r}: {exc.strerror}") from None
+        writer = _Writer(node=node, item=item, part=part, fd=fd, channel=item.channel,
+                         dirty=bool(flags & os.O_TRUNC))
+        writer.head += os.pread(fd, mime.SNIFF_WINDOW, 0)
+        node.size = os.fstat(fd).st_size
         return writer
 
     async def write(self, handle: int, offset: int, data: bytes) -> int:
@@ -508,6 +588,7 @@ class OutboxOwner(SpooledOwner):
             if len(state.data) < end:
                 state.data.extend(b"\0" * (end - len(state.data)))
             state.data[offset:end] = data
+            state.dirty = True
             return len(data)
         if not isinstance(state, _Writer):
             raise Refused(errno.EBADF)
@@ -524,14 +605,37 @@ class OutboxOwner(SpooledOwner):
         if found is None:
             raise Refused(errno.EACCES, f"{node.name!r} cannot be changed")
         item, part = found
-        if item.state != "held":
-            raise Refused(errno.EACCES, f"{node.name!r} is {item.state}; rm it first to send a new version")
-        os.truncate(self.spool.data_path(part.data), size)
-        part.size = node.size = size
+        if item.state == "sending":
+            raise Refused(errno.EBUSY, f"{node.name!r} is being sent right now")
+        if item.kind == "bundle":
+            if item.state != "held":
+                raise Refused(errno.EACCES, f"{node.name!r} belongs to a sealed draft ({item.state})")
+            os.truncate(self.spool.data_path(part.data), size)
+            part.size = node.size = size
+            return
+        if size == part.size and item.state in ("held", "settling", "empty"):
+            self._rest(item, "truncated")
+            await self._save(item)
+            return
+        # A new version of the file with its first `size` bytes, checked like a close.
+        flags = os.O_TRUNC if size == 0 else 0
+        if item.state in ("held", "settling", "empty"):
+            new = Part(name=node.name, data=f"{item.id}-{secrets.token_hex(4)}")
+            writer = await self._open_version(node, item, new, part, flags, length=size)
+            writer.replaces, writer.was = part, item.state
+            item.state = "writing"
+        else:
+            writer = await self._new_version(node, item, flags, length=size)
+        writer.dirty = True
+        try:
+            await self._finish(writer)
+        finally:
+            os.close(writer.fd)
 
     async def touch(self, node: Node, mtime: float | None) -> None:
         """`touch`, `cp -p`, rsync and gio set times (and modes): keep mtime (rsync compares
-        it on the next run, so a sent file is not sent again); a failed item is retried."""
+        it on the next run, so a sent file is not sent again); a failed item is retried;
+        a settling one waits again."""
         item = None
         if isinstance(node, File):
             found = self._item_of_file(node)
@@ -546,11 +650,15 @@ class OutboxOwner(SpooledOwner):
             item.mtime = mtime
         if item.state == "failed":
             self._requeue(item, "touched")
+        elif item.state == "settling":
+            self._rest(item, "touched")
         await self._save(item)
 
     async def flush(self, handle: int) -> None:
         state = self._handles.get(handle)
         if isinstance(state, _TextWriter):
+            if self._open_elsewhere(state):
+                return  # `echo x > OPTIONS.txt`: the shell's dup2 closes a first descriptor
             await self._finish_options(state)
         elif isinstance(state, _Writer):
             await self._flush_spooled(state)
@@ -559,51 +667,162 @@ class OutboxOwner(SpooledOwner):
         state = self._handles.pop(handle, None)
         if isinstance(state, _Writer):
             await self._release_spooled(state)
+        elif isinstance(state, _TextWriter):
+            try:
+                await self._finish_options(state)  # a last flush that was deferred
+            except Refused as exc:
+                log.warning("outbox: %s", exc)
 
     async def _finish_options(self, w: _TextWriter) -> None:
-        if w.finished:
+        """The options written so far take effect (at the last close of the writer)."""
+        if not w.dirty:
             return
-        w.finished = True
+        w.dirty = False
         text = bytes(w.data).decode("utf-8", errors="replace")
+        await self._set_options(w.target, w.channel, text)
+        w.node.size = len(text.encode())
+
+    async def _set_options(self, target: "Recipient | Item", channel: str, text: str) -> None:
         try:
-            parse_options(w.channel, text)
+            parse_options(channel, text)
         except ValueError as exc:
             raise Refused(errno.EINVAL, f"{OPTIONS_NAME}: {exc}; the previous options stay") from None
-        if isinstance(w.target, Recipient):
-            w.target.options_text = text
+        if isinstance(target, Recipient):
+            target.options_text = text
             await trio.to_thread.run_sync(self._save_recipients)
         else:
-            w.target.options["__text__"] = text
-            await self._save(w.target)
-        log.info("outbox: options for %s %s updated", w.channel, w.target.number if isinstance(w.target, Recipient)
-                 else "/".join(w.target.path))
+            target.options["__text__"] = text
+            await self._save(target)
+        log.info("outbox: options for %s %s updated", channel, target.number if isinstance(target, Recipient)
+                 else "/".join(target.path))
+
+    def _rest(self, item: Item, why: str) -> None:
+        """A file item was closed, renamed, truncated or touched: from now on it waits the
+        settle time again before it is sent (or is held: a temporary name; or kept: empty)."""
+        if any(is_temporary(n) for n in item.path):
+            state = "held"
+        elif item.size == 0:
+            state = "empty"
+        elif self.settle > 0:
+            state = "settling"
+            item.next_attempt = time.time() + self.settle
+        else:
+            state = "queued"
+            item.next_attempt = 0.0
+        if state != item.state or state == "settling":
+            item.history.append([time.time(), state, why])
+        item.state = state
+
+    async def settled(self, item: Item) -> None:
+        """The sender found the item's wait over: it is queued for sending (journalled)."""
+        if self.items.get(item.id) is not item or item.state != "settling":
+            return
+        if time.time() < item.next_attempt:
+            return
+        item.state = "queued"
+        item.history.append([time.time(), "queued", "settled"])
+        await self._save(item)
+        log.info("outbox: %s to %s left alone for %g s: queued for sending", "/".join(item.path),
+                 item.recipient, self.settle)
 
     async def _accept(self, w: _Writer) -> None:
-        """A written file passed every check: place it in its item, journal it, queue it."""
+        """A written file passed every check: place it in its item, journal it, let it settle."""
         item = w.item
+        options = self._options_pending.pop(item.id, None)
+        if options is not None:
+            await self._options_from_closed(w, options)
+            return
+        if w.displaced is not None and not w.dirty:
+            # Opened for writing over a sent item, but nothing was written: nothing changes.
+            self._restore_displaced(w, "opened for writing and closed unchanged")
+            return
         w.node.size = w.part.size
-        w.node.content_type = w.part.mime
+        w.node.content_type = w.part.mime or None
         if item.kind == "bundle":
             item.parts = [p for p in item.parts if p.data != w.part.data] + [w.part]
             item.parts.sort(key=lambda p: p.name)
         else:
             item.parts = [w.part]
             item.mtime = w.node.mtime
-            held = any(is_temporary(n) for n in item.path)
-            item.state = "held" if held else "queued"
-            item.history.append([time.time(), item.state, "closed"])
-            w.node.writable = held
+            w.node.key = f"outbox:part:{w.part.data}"  # a new version's part (same inode)
+            self._rest(item, "closed")
         try:
             await self._save(item)
         except OSError as exc:
             w.error = Refused(exc.errno or errno.EIO, f"{w.node.name!r}: cannot journal: {exc.strerror}; not sent")
             self._drop(w, str(w.error))
             raise w.error from None
-        log.info("outbox: %s (%s, %d bytes) %s", "/".join(item.path), w.part.mime, w.part.size,
-                 "queued for sending" if item.state == "queued" else "kept, not sent (" +
-                 ("draft" if item.kind == "bundle" else "temporary name") + ")")
-        if item.state == "queued":
+        # The journal now promises the new content; what it promised before can go.
+        if w.replaces is not None and w.replaces.data != w.part.data:
+            self.spool.remove_part(w.replaces.data)
+        if w.displaced is not None:
+            old = w.displaced
+            w.displaced = None
+            self.spool.delete(old)
+            log.info("outbox: %s to %s %s: a new version was written over it", "/".join(old.path), old.recipient,
+                     "cancelled, nothing was sent" if old.state in ("queued", "settling", "held")
+                     else f"cleared from the outbox (it was {old.state}, message {old.message_id})")
+        state = {"held": "kept, not sent (" + ("draft" if item.kind == "bundle" else "temporary name") + ")",
+                 "empty": "kept empty, not sent while empty",
+                 "settling": f"settling: sent if left alone for {self.settle:g} s",
+                 "queued": "queued for sending"}.get(item.state, item.state)
+        log.info("outbox: %s (%s, %d bytes) %s", "/".join(item.path), w.part.mime or "empty", w.part.size, state)
+        if item.state in ("queued", "settling"):
+            self.on_queued()  # the sender looks again (when the wait ends)
+
+    async def _options_from_closed(self, w: _Writer, options: File) -> None:
+        """A file renamed onto OPTIONS.txt while open has been closed: its text is the
+        options (EINVAL at this close when they do not parse). Never sent either way."""
+        item = w.item
+        self.items.pop(item.id, None)
+        self._item_nodes.pop(item.id, None)
+        data = await trio.to_thread.run_sync(self.spool.part_bytes, w.part)
+        self.spool.remove_part(w.part.data)
+        text = data[:OPTIONS_MAX].decode("utf-8", errors="replace")
+        log.info("outbox: %s renamed onto %s: an options edit, not sent", "/".join(item.path), OPTIONS_NAME)
+        await self._set_options(self._options_target(options), item.channel, text)
+        options.size = len(text.encode())
+
+    def _restore_displaced(self, w: _Writer, why: str) -> None:
+        """The item a new version was to replace comes back, unchanged, on its file."""
+        old = w.displaced
+        assert old is not None
+        w.displaced = None
+        self.spool.remove_part(w.part.data)
+        self.items.pop(w.item.id, None)
+        self._item_nodes.pop(w.item.id, None)
+        w.node.key = f"outbox:part:{old.parts[0].data}"
+        w.node.size = old.parts[0].size
+        w.node.content_type = old.parts[0].mime or None
+        self.items[old.id] = old
+        self._item_nodes[old.id] = w.node
+        log.info("outbox: %s: %s; it stays %s", "/".join(old.path), why, old.state)
+        if old.state == "queued":
             self.on_queued()
+
+    def _drop(self, w: _Writer, why: str) -> None:
+        """A refused write changes nothing that was promised before it: a rewrite leaves
+        the file as it was closed last, a new version over a sent item gives the file
+        back to that item; a new file is forgotten."""
+        self._options_pending.pop(w.item.id, None)
+        if w.cancelled:  # removed while written: `unlink` forgot the item already
+            self.spool.remove_part(w.part.data)
+            return
+        if w.displaced is not None:
+            self._restore_displaced(w, f"the new version was refused ({why})")
+            return
+        if w.replaces is not None and w.item.kind == "file":
+            self.spool.remove_part(w.part.data)
+            item = w.item
+            item.state = w.was
+            w.node.size = w.replaces.size
+            if item.state == "settling":
+                self._rest(item, "a rewrite was refused")
+            log.info("outbox: %s: the rewrite was refused (%s); it keeps what it had", "/".join(item.path), why)
+            if item.state == "settling":
+                self.on_queued()
+            return
+        super()._drop(w, why)
 
     def _requeue(self, item: Item, why: str) -> None:
         item.state = "queued"
@@ -727,6 +946,13 @@ class OutboxOwner(SpooledOwner):
             self.tree.remove(folder, name)
             if writer.item.kind == "file":
                 self.items.pop(writer.item.id, None)
+                self._item_nodes.pop(writer.item.id, None)
+                # What an earlier close promised goes too (a rewrite's item, a sent item
+                # being written over): its journal must not send it after a remount.
+                self.spool.delete(writer.item)
+                if writer.displaced is not None:
+                    self.spool.delete(writer.displaced)
+                    writer.displaced = None
             log.info("outbox: %s removed while being written; it will not be sent", name)
             return
         found = self._item_of_file(node)
@@ -753,7 +979,7 @@ class OutboxOwner(SpooledOwner):
                          "cancelled, nothing was sent" if was == "queued" else "cleared")
             self.tree.remove(folder, name)
             return
-        self._forget(item, "cancelled, nothing was sent" if item.state in ("held", "queued")
+        self._forget(item, "cancelled, nothing was sent" if item.state in ("held", "queued", "settling", "empty")
                      else "cleared from the outbox")
 
     async def rename(self, folder: Folder, name: str, new_folder: Folder, new_name: str) -> None:
@@ -765,7 +991,7 @@ class OutboxOwner(SpooledOwner):
         if src is None or dst is None or src[0] is not dst[0]:
             raise Refused(errno.EXDEV, "items move only within their recipient folder")  # mv copies
         if new_name == OPTIONS_NAME and isinstance(node, File) and new_folder is folder:
-            await self._options_from_file(folder, node)  # editors save by renaming a temp file
+            await self._options_from_file(folder, node)  # sed -i, editors, Python's atomic replace
             return
         if new_name in (STATUS_NAME, OPTIONS_NAME) or node.key.startswith(("outbox:status", "outbox:options:")):
             raise Refused(errno.EACCES, f"{STATUS_NAME} and {OPTIONS_NAME} keep their names")
@@ -773,14 +999,25 @@ class OutboxOwner(SpooledOwner):
             await self._rename_folder(folder, node, new_folder, new_name)
             return
         assert isinstance(node, File)
+        writer = self._writer_of(node)
         found = self._item_of_file(node)
-        if found is None:
-            raise Refused(errno.EBUSY, f"{name!r} is still being written")
+        if found is None or writer is not None:
+            if writer is None or writer.item.kind != "file":
+                raise Refused(errno.EBUSY, f"{name!r} is still being written")
+            # Renamed while still open (written, then renamed, then closed): it is sent
+            # under the name it has at its last close and after its wait.
+            if self._item_of_folder(new_folder) is not None:
+                raise Refused(errno.EXDEV, "a file joins a draft by being copied into it")
+            self._replace_target(new_folder, new_name, keep=node)
+            self.tree.move(node, new_folder, new_name)
+            writer.item.path = dst[1] + [new_name]
+            writer.part.name = new_name
+            return
         item, _ = found
         if item.kind == "bundle":
             if item.state != "held" or new_folder is not folder:
                 raise Refused(errno.EACCES, "files of a draft are renamed only inside it, before it is sealed")
-            self._replace_target(new_folder, new_name)
+            self._replace_target(new_folder, new_name, keep=node)
             self.tree.move(node, new_folder, new_name)
             for p in item.parts:
                 if p.data == found[1].data:
@@ -791,42 +1028,73 @@ class OutboxOwner(SpooledOwner):
             raise Refused(errno.EBUSY, f"{name!r} is being sent right now")
         if self._item_of_folder(new_folder) is not None:
             raise Refused(errno.EXDEV, "a file joins a draft by being copied into it")
-        self._replace_target(new_folder, new_name)
+        self._replace_target(new_folder, new_name, keep=node)
         self.tree.move(node, new_folder, new_name)
         rcp, below = dst
         item.path = below + [new_name]
         item.parts[0].name = new_name  # the name the recipient sees
         was = item.state
-        if was in ("held", "queued"):
-            item.state = "held" if any(is_temporary(n) for n in item.path) else "queued"
-            node.writable = item.state == "held"
+        if was in ("held", "settling", "empty"):
+            self._rest(item, f"renamed to {new_name}")  # the wait starts again
+        elif was == "queued" and any(is_temporary(n) for n in item.path):
+            item.state = "held"
         elif was == "failed":
             self._requeue(item, "renamed")
-        if item.state != was:
+        if item.state != was and item.state != "settling":
             item.history.append([time.time(), item.state, f"renamed to {new_name}"])
         await self._save(item)
-        if item.state == "queued" and was != "queued":
-            log.info("outbox: %s queued for sending (renamed from %s)", "/".join(item.path), name)
+        if item.state in ("queued", "settling") and was != "queued":
+            log.info("outbox: %s %s (renamed from %s)", "/".join(item.path),
+                     "queued for sending" if item.state == "queued" else
+                     f"settling: sent if left alone for {self.settle:g} s", name)
             self.on_queued()
 
     async def _options_from_file(self, folder: Folder, node: File) -> None:
+        """A file renamed onto OPTIONS.txt (sed -i's temporary, an editor's or Python's
+        atomic save): its text becomes the options, and the file itself is gone. It is
+        never sent, whether its text is accepted or not."""
         found = self._item_of_file(node)
         options = self.tree.child(folder, OPTIONS_NAME)
-        if found is None or found[0].state != "held" or not isinstance(options, File):
-            raise Refused(errno.EACCES, f"{OPTIONS_NAME} is replaced only by a saved temporary file")
+        writer = self._writer_of(node)
+        if writer is not None:
+            if writer.item.kind != "file" or writer.replaces is not None or writer.displaced is not None \
+                    or not isinstance(options, File):
+                raise Refused(errno.EBUSY, f"{node.name!r} is still being written; close it first")
+            # GIO (gedit, `gio save`) renames its temporary before it closes it: the text
+            # becomes the options at that close.
+            self._options_target(options)
+            self._options_pending[writer.item.id] = options
+            self.tree.remove(folder, node.name)
+            return
+        if found is None or found[0].state not in ("held", "settling", "empty") or not isinstance(options, File):
+            raise Refused(errno.EACCES, f"{OPTIONS_NAME} is replaced only by a file not yet sent")
         item, part = found
-        data = self.spool.part_bytes(part)[:OPTIONS_MAX]
-        writer = _TextWriter(options, self._options_target(options), item.channel, bytearray(data))
-        await self._finish_options(writer)
-        self._forget(item, f"saved as {OPTIONS_NAME}")
+        target = self._options_target(options)
+        data = await trio.to_thread.run_sync(self.spool.part_bytes, part)
+        text = data[:OPTIONS_MAX].decode("utf-8", errors="replace")
+        if item.kind == "bundle":
+            item.parts = [p for p in item.parts if p.data != part.data]
+            self.spool.remove_part(part.data)
+            self.tree.remove(folder, node.name)
+            await self._save(item)
+        else:
+            self._forget(item, f"renamed onto {OPTIONS_NAME}: an options edit, not sent")
+        await self._set_options(target, target.channel, text)
+        options.size = len(text.encode())
 
-    def _replace_target(self, folder: Folder, name: str) -> None:
+    def _replace_target(self, folder: Folder, name: str, keep: Node | None = None) -> None:
         """rename(2) replaces its target: an item of that name is cancelled or cleared."""
         target = self.tree.child(folder, name)
-        if target is None:
+        if target is None or target is keep:
             return
         if isinstance(target, Folder):
             raise Refused(errno.EISDIR, f"{name!r} is a folder")
+        writer = self._writer_of(target) if isinstance(target, File) else None
+        if writer is not None:
+            if writer.dirty or writer.item.kind != "file":
+                raise Refused(errno.EBUSY, f"{name!r} is being written")
+            self._replace_open(folder, name, writer)
+            return
         found = self._item_of_file(target)
         if found is None:
             raise Refused(errno.EACCES, f"{name!r} cannot be replaced")
@@ -839,7 +1107,28 @@ class OutboxOwner(SpooledOwner):
             self.tree.remove(folder, name)
             self.spool.save(item)
             return
-        self._forget(item, "replaced by a new version" + (", nothing was sent" if item.state in ("held", "queued") else ""))
+        self._forget(item, "replaced by a renamed file" + (
+            ", nothing was sent" if item.state in ("held", "queued", "settling", "empty") else ""))
+
+    def _replace_open(self, folder: Folder, name: str, writer: _Writer) -> None:
+        """A rename over a file that is open for writing but not written: GIO's replace
+        opens the target (no O_TRUNC), writes `.goutputstream-XXXXXX` and renames it over
+        the target before it closes it. The target's item is replaced; the descriptor
+        still open on it writes into nothing."""
+        writer.cancelled = True
+        self.spool.remove_part(writer.part.data)
+        self.items.pop(writer.item.id, None)
+        self._item_nodes.pop(writer.item.id, None)
+        old = writer.displaced or writer.item
+        writer.displaced = None
+        if old is writer.item:
+            old.state = writer.was
+        self.tree.remove(folder, name)
+        self.spool.delete(old)
+        self.items.pop(old.id, None)
+        self._item_nodes.pop(old.id, None)
+        log.info("outbox: %s to %s replaced by a renamed file%s", "/".join(old.path), old.recipient,
+                 ", nothing was sent" if old.state in ("held", "queued", "settling", "empty") else "")
 
     async def _rename_folder(self, folder: Folder, node: Folder, new_folder: Folder, new_name: str) -> None:
         if new_folder is not folder:

@@ -25,8 +25,12 @@ class RecordingsOwner(RemoteMediaOwner):
         super().__init__(*args, **kw)
         self.since = since
 
+    def key_for(self, rid: str) -> str:
+        """A recording's node key (`key_prefix`: see RemoteMediaOwner)."""
+        return f"{self.key_prefix}rec:{rid}"
+
     async def load(self) -> None:
-        records = await self.client.list_call_log(date_from=self.since)
+        records = await self.client.list_call_log(date_from=self.since, extension_id=self.extension_id)
         seen: set[str] = set()
         for record in records:
             if not isinstance(record, dict):
@@ -50,7 +54,7 @@ class RecordingsOwner(RemoteMediaOwner):
 
     def _recording_node(self, record: dict, rec: dict, created: dt.datetime) -> str:
         rid = str(rec["id"])
-        key = f"rec:{rid}"
+        key = self.key_for(rid)
         content_type = self.state.content_types.get(key, "audio/mpeg")
         stem = names.base_name(created, record.get("direction"), names.other_party(record), rid)
         name = names.with_extension(stem, content_type)
@@ -79,7 +83,7 @@ class RecordingsOwner(RemoteMediaOwner):
         self.state.learn_content_type(node.key, base)
         if names.extension_for(base) == names.extension_for(node.content_type):
             return
-        rid = node.key.split(":", 1)[1]
+        rid = node.xattrs.get("user.rc.id") or node.key.rsplit(":", 1)[1]
         stem = node.name.rsplit(".", 1)[0]
         self.tree.rename(self.folder, node, names.with_extension(stem, base))
         node.content_type = base

@@ -11,9 +11,13 @@ that "written here, sent from the spool" is one piece of code with two users:
                             MIME check: EMEDIUMTYPE at `write()` as soon as the first bytes
                             show the type), `_flush_spooled` (the last close finishes the
                             file), `_release_spooled`, `_finish` (seal + fsync, EINVAL when
-                            empty, the full MIME check and the channel's size and page
-                            limits, then the owner's `_accept` journals it) and `_drop`
-                            (forget a refused file: node, part and journal).
+                            empty unless the owner keeps empty files (`empty_allowed`), the
+                            full MIME check and the channel's size and page limits, then the
+                            owner's `_accept` journals it) and `_drop` (forget a refused
+                            file: node, part and journal; owners may restore what a refused
+                            rewrite would have replaced: `replaces`, `displaced`).
+    is_temporary            the names held back as temporaries (rsync, GIO, editors' backups
+                            and swap files), for the outbox and /greetings alike.
 
 The channel of a writer (`fax`, `mms`, `greeting`) picks its row of `rcfs.mime`'s table.
 """
@@ -24,6 +28,7 @@ import dataclasses
 import errno
 import logging
 import os
+import re
 import shutil
 from typing import Callable
 
@@ -35,6 +40,16 @@ from ..tree import File, Folder, Node, Tree
 from .base import FolderOwner, Refused
 
 log = logging.getLogger(__name__)
+
+# Names that are never sent until renamed: hidden files (rsync's and GIO's temporaries,
+# vim's .swp), backups, and what downloaders and editors write while they work.
+_TEMP_NAME = re.compile(r"(^\.)|(~$)|(^#.*#$)|(\.(swp|swx|swo|tmp|temp|part|partial|crdownload|kate-swp|bak)$)",
+                        re.IGNORECASE)
+
+
+def is_temporary(name: str) -> bool:
+    return bool(_TEMP_NAME.search(name))
+
 
 # How a log line or an error names one message of a channel.
 ARTICLES = {"fax": "a fax", "mms": "an MMS", "greeting": "a greeting"}
@@ -56,6 +71,15 @@ class SpooledWriter:
     error: Refused | None = None  # sticky: every later write/flush gets it
     finished: bool = False
     cancelled: bool = False
+    # A file that was already closed once and is written again gets a new part (copy on
+    # write): `replaces` is the part it had, which stays the journalled (and, for the
+    # outbox, promised) content until this writer closes successfully; `was` its state.
+    replaces: Part | None = None
+    was: str = ""
+    # An item already sent (or queued) that this writer's new item takes the place of,
+    # on the same file: it comes back if the new version is refused or never written.
+    displaced: Item | None = None
+    dirty: bool = False  # opened with O_TRUNC, written or truncated since it was opened
 
 
 @dataclasses.dataclass
@@ -68,6 +92,10 @@ class LocalRead:
 
 class SpooledOwner(FolderOwner):
     """A folder whose written files go to a spool and from there to a sender."""
+
+    # Whether a file closed with no bytes is kept (the outbox: `touch`, `mktemp` and
+    # `: >` make one, filled later) or refused with EINVAL (a greeting).
+    empty_allowed = False
 
     def __init__(self, tree: Tree, folder: Folder, spool: Spool, *,
                  on_queued: Callable[[], None] = lambda: None, **kw) -> None:
@@ -114,6 +142,7 @@ class SpooledOwner(FolderOwner):
         os.ftruncate(writer.fd, size)
         del writer.head[size:]
         writer.node.size = size
+        writer.dirty = True
         return True
 
     async def _write_spooled(self, w: SpooledWriter, offset: int, data: bytes) -> int:
@@ -135,6 +164,7 @@ class SpooledOwner(FolderOwner):
             w.error = Refused(code, f"{w.node.name!r}: cannot spool: {why}; not sent")
             raise w.error from None
         w.node.size = max(w.node.size or 0, offset + written)
+        w.dirty = True
         self._early_check(w, offset, data[:written])
         return written
 
@@ -174,22 +204,24 @@ class SpooledOwner(FolderOwner):
             node = node.parent
         return os.path.join(self.mount_target, *reversed(parts))
 
-    def _open_elsewhere(self, w: SpooledWriter) -> bool:
+    def _open_elsewhere(self, w: "SpooledWriter | object") -> bool:
         """Whether the writing process still holds another descriptor of this file.
 
         Only readlink() on /proc: it never calls into this filesystem (a stat would).
         The descriptor being closed is already gone from the table when FLUSH arrives.
+        `w`: any open file with `pid` and `node` (a spooled writer, the outbox's OPTIONS.txt).
         """
-        if not w.pid or not self.mount_target:
+        pid, node = getattr(w, "pid", 0), getattr(w, "node")
+        if not pid or not self.mount_target:
             return False
-        path = self.path_of(w.node)
+        path = self.path_of(node)
         try:
-            fds = os.listdir(f"/proc/{w.pid}/fd")
+            fds = os.listdir(f"/proc/{pid}/fd")
         except OSError:
             return False
         for fd in fds:
             try:
-                if os.readlink(f"/proc/{w.pid}/fd/{fd}") == path:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == path:
                     return True
             except OSError:
                 continue
@@ -197,7 +229,7 @@ class SpooledOwner(FolderOwner):
 
     async def _release_spooled(self, w: SpooledWriter) -> None:
         """release(): every descriptor is closed."""
-        if not w.finished and not w.cancelled and w.node.size:
+        if not w.finished and not w.cancelled and (w.node.size or self.empty_allowed):
             # Every descriptor is closed now; the last flush was deferred (see flush).
             try:
                 await self._finish(w)
@@ -215,6 +247,7 @@ class SpooledOwner(FolderOwner):
             return
         if w.cancelled:
             w.finished = True
+            self.spool.remove_part(w.part.data)  # removed while written: nothing is kept
             return
         if w.error is not None:
             w.finished = True
@@ -222,18 +255,10 @@ class SpooledOwner(FolderOwner):
             raise w.error
         try:
             await trio.to_thread.run_sync(self.spool.seal_part, w.fd, w.part)
-            path = self.spool.data_path(w.part.data)
-            if w.part.size == 0:
-                raise mime.MediaRejected("the file is empty", errno.EINVAL)
-            found = await trio.to_thread.run_sync(mime.sniff, bytes(w.head), path)
-            mime.check(w.channel, found)
-            w.part.mime = mime.canonical(found)
-            item = w.item
-            parts = [p for p in item.parts if p.data != w.part.data] + [w.part]
-            mime.check_sizes(w.channel, [p.size for p in parts])
-            if w.channel == "fax":
-                pages = await trio.to_thread.run_sync(mime.page_count, found, path)
-                mime.check_pages(w.channel, pages)
+            if w.part.size == 0 and self.empty_allowed:
+                w.part.mime = ""  # kept, never sent while empty: there is no type to check
+            else:
+                await self._check_content(w)
         except mime.MediaRejected as exc:
             w.error = Refused(exc.errno, f"{'/'.join(w.item.path[:-1] + [w.node.name])}: {exc.reason}; not sent")
         except OSError as exc:
@@ -245,6 +270,21 @@ class SpooledOwner(FolderOwner):
             self._drop(w, str(w.error))
             raise w.error
         await self._accept(w)
+
+    async def _check_content(self, w: SpooledWriter) -> None:
+        """The whole sealed file against its channel: MediaRejected says why not."""
+        path = self.spool.data_path(w.part.data)
+        if w.part.size == 0:
+            raise mime.MediaRejected("the file is empty", errno.EINVAL)
+        found = await trio.to_thread.run_sync(mime.sniff, bytes(w.head), path)
+        mime.check(w.channel, found)
+        w.part.mime = mime.canonical(found)
+        item = w.item
+        parts = [p for p in item.parts if p.data not in (w.part.data, w.replaces.data if w.replaces else "")]
+        mime.check_sizes(w.channel, [p.size for p in parts + [w.part]])
+        if w.channel == "fax":
+            pages = await trio.to_thread.run_sync(mime.page_count, found, path)
+            mime.check_pages(w.channel, pages)
 
     async def _accept(self, w: SpooledWriter) -> None:
         """The written file passed every check: journal it and hand it on (owners)."""

@@ -1,10 +1,13 @@
 """Outbox benchmark: 30 faxes queued at once against the Heavy quota, with a recording
-read by `cat` in the middle of the queue. Writes bench-results/outbox.md.
+read by `cat` in the middle of the queue, and what the settle time costs (issue 19).
+Writes bench-results/outbox.md.
 
 Figures: wall time from the `cp` until the 30th fax was accepted by the API, against the
 floor the quota allows ((ceil(30 / limit) - 1) x window: the first `limit` go at once,
-each later batch one window after); POSTs and 429s counted at the emulator; the `cat`'s
-time against the same read on an idle quota.
+each later batch one window after) plus the settle time (no fax may leave before it);
+POSTs and 429s counted at the emulator; the `cat`'s time against the same read on an
+idle quota. The same queue is measured in the same run on a mount with `--outbox-settle 0`
+(sent at close, as before issue 19) and one with the default settle time, side by side.
 """
 
 from __future__ import annotations
@@ -89,6 +92,7 @@ def _queue(emu, mp: Path, number: str, args, reader: Path | None) -> dict:
             out["cat"] = _cat_seconds(reader)
         time.sleep(0.05)
     out["elapsed"] = max(sent_at.values()) if sent_at else float("nan")
+    out["first"] = min(sent_at.values()) if sent_at else float("nan")
     out["stats"] = emu.admin("GET", "/_emulator/stats")
     out["failed"] = sum(1 for s in _states(folder, names).values() if s == "failed")
     return out
@@ -97,26 +101,39 @@ def _queue(emu, mp: Path, number: str, args, reader: Path | None) -> dict:
 def run(args: argparse.Namespace) -> list[list[str]]:
     limit = 10
     with emulator("--scale", "demo", "--window", str(args.window), "--send-delay", "0.5") as emu:
-        with mount(emu) as (mp, _proc):
-            recs = sorted((mp / "recordings").iterdir(), key=lambda p: p.name)
+        with mount(emu, "--outbox-settle", "0") as (mp, _proc):
             time.sleep(args.window + 1)  # the listing's Heavy slot expires: a clean quota
+            at_close = _queue(emu, mp, "+14155550122", args, None)
+        time.sleep(args.window + 1)
+        with mount(emu, "--outbox-settle", f"{args.settle:g}") as (mp, _proc):
+            recs = sorted((mp / "recordings").iterdir(), key=lambda p: p.name)
+            time.sleep(args.window + 1)
             alone = _cat_seconds(recs[0])
             time.sleep(args.window + 1)
             plain = _queue(emu, mp, "+14155550123", args, None)
             time.sleep(args.window + 1)
             busy = _queue(emu, mp, "+14155550124", args, recs[1])
     rows = []
-    for label, r in (("queued at once (cp)", plain), ("queued at once, a recording read meanwhile", busy)):
+    for label, r, settle in (("queued at once (cp), sent at close (--outbox-settle 0)", at_close, 0.0),
+                             (f"queued at once (cp), settle {args.settle:g} s (the default)", plain, args.settle),
+                             (f"queued at once, settle {args.settle:g} s, a recording read meanwhile", busy,
+                              args.settle)):
         heavy = r["stats"]["groups"].get("heavy", 0) if isinstance(r["stats"].get("groups"), dict) else None
         heavy = heavy or (r["stats"]["requests"].get("fax-send", 0) + (1 if r["cat"] is not None else 0))
-        floor = (math.ceil(heavy / limit) - 1) * args.window
+        floor = (math.ceil(heavy / limit) - 1) * args.window + settle
         posts = r["stats"]["requests"].get("fax-send", 0)
         rows.append([f"{args.faxes} faxes {label}, Heavy {limit} per {args.window:g} s",
                      f"{r['elapsed']:.2f} s vs floor {floor:.2f} s = {r['elapsed'] / floor:.2f}x (goal <= 1.1)",
                      f"{posts} POSTs, {heavy} Heavy requests, {r['stats']['rate_limited']} x 429, "
                      f"{r['failed']} failed",
                      f"cp returned after {r['cp']:.2f} s (spooled, fsync'd); until the API accepted the last "
-                     "fax; floor = (ceil(Heavy requests / limit) - 1) x window"])
+                     "fax; floor = (ceil(Heavy requests / limit) - 1) x window + settle time"])
+    rows.append([f"what the {args.settle:g} s settle time costs (same run)",
+                 f"+{plain['elapsed'] - at_close['elapsed']:.2f} s until the last fax was accepted "
+                 f"({plain['elapsed']:.2f} s vs {at_close['elapsed']:.2f} s)",
+                 f"first fax accepted after {plain['first']:.2f} s vs {at_close['first']:.2f} s",
+                 "no fax leaves before it has been closed and untouched for the settle time; "
+                 "the rest of the queue waits for the quota as before"])
     rows.append(["the recording's cat during the second queue",
                  f"{busy['cat']:.2f} s (alone on an idle quota: {alone:.2f} s)",
                  f"started at {busy['cat_started']:.2f} s, when the first {limit} faxes had used the window",
@@ -129,6 +146,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--faxes", type=int, default=30)
     parser.add_argument("--window", type=float, default=6.0, help="emulator rate-limit window (s)")
+    parser.add_argument("--settle", type=float, default=5.0, help="the settle time measured against 0 (s)")
     args = parser.parse_args()
     rows = run(args)
     stamp = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
