@@ -59,7 +59,7 @@ import enum
 import itertools
 import logging
 from contextlib import AbstractAsyncContextManager
-from typing import Callable, Protocol
+from typing import Callable, NoReturn, Protocol
 
 import cachetools
 import trio
@@ -346,6 +346,7 @@ class Reader:
         self._read_timeout = read_timeout
         self._idle_timeout = stream_idle_timeout
         self._progress_timeout = progress_timeout
+        self._stopping = False
         self._failure_ttl = failure_ttl
         self._rate_patience = read_timeout if rate_limit_patience is None else rate_limit_patience
         self._max_replans = 8
@@ -420,7 +421,7 @@ class Reader:
     async def open(self, source: Source, *, priority: Priority = Priority.FOREGROUND) -> int:
         """Open `source` and return a handle. Costs a request only when the size is unknown."""
         if self._nursery is None:
-            raise RuntimeError("Reader.run() is not running")
+            self._not_running()
         f = self._files.get(source.key)
         if f is None:
             f = _File(source.key, source.url, self._sizes.get(source.key, source.size))
@@ -474,7 +475,7 @@ class Reader:
         # Access-pattern bookkeeping happens before any await: the kernel sends
         # concurrent reads on one handle and each must see its predecessors.
         if self._nursery is None:
-            raise RuntimeError("Reader.run() is not running")
+            self._not_running()
         seek = abs(offset - h.pos) > self._seek_tol
         if seek:
             h.streak = 0
@@ -491,6 +492,20 @@ class Reader:
                 self._st.cache_hits += 1
                 return _piece(block, within, min(within + length, len(block)))
         return await self._read_range(h, offset, length, seek, sequential)
+
+    def _not_running(self) -> NoReturn:
+        if self._stopping:
+            raise NetworkError("rcfs is unmounting")
+        raise RuntimeError("Reader.run() is not running")
+
+    def stop(self) -> None:
+        """Unmounting: end every download now. A read waiting on one fails at once (EIO)
+        instead of retrying for up to `progress_timeout` against a server that may be
+        gone (the FUSE loop only ends once every request in flight is answered), and so
+        does every read after it."""
+        self._stopping = True
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
 
     def close(self, handle: int) -> None:
         """Forget `handle` and stop its read-ahead stream. Unknown handles are ignored."""
@@ -511,7 +526,7 @@ class Reader:
         `prefetch_bytes` bytes are already in flight, or its rate-limit group has no
         room beyond the foreground reserve. Never awaits: callers use it from `open`.
         """
-        if self._nursery is None or self.prefetch_depth == 0:
+        if self._nursery is None or self.prefetch_depth == 0 or self._stopping:
             return False
         f = self._files.get(source.key)
         size = f.size if f is not None and f.size is not None else self._sizes.get(source.key, source.size)
@@ -675,6 +690,8 @@ class Reader:
         """
         f = h.file
         bs = self._bs
+        if self._stopping:
+            raise NetworkError(f"cannot read {f.key}: rcfs is unmounting")
         if f.failure is not None and trio.current_time() - f.failed_at < self._failure_ttl:
             raise _fresh(f.failure)
         # Any stream on this file that will pass block b soon serves it: its own

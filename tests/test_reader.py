@@ -498,6 +498,31 @@ async def test_a_server_error_that_clears_is_invisible_to_the_reader(autojump_cl
             assert await reader.read(h, 0, len(data)) == data
 
 
+async def test_stop_ends_a_read_waiting_on_a_retrying_download_at_once(autojump_clock: trio.abc.Clock) -> None:
+    # Unmounting while the server is gone: the FUSE loop waits for every read in flight,
+    # so a read must not go on retrying for progress_timeout.
+    client, reader, data = make(30 * MiB, progress_timeout=60.0)
+    async with running(reader):
+        h = await reader.open(Source("rec:19", URL, len(data)))
+        assert await reader.read(h, 0, 4096) == data[:4096]
+        client.drop_at = [2 * MiB]
+        client.fail_with = NetworkError("connection refused")
+        async with trio.open_nursery() as nursery:
+            async def stop_soon() -> None:
+                await trio.sleep(5)
+                reader.stop()
+
+            nursery.start_soon(stop_soon)
+            t0 = trio.current_time()
+            with pytest.raises(NetworkError):
+                await read_all(reader, h, len(data))
+            assert trio.current_time() - t0 < 6  # at the stop, not 60 s later
+            requests = client.count()
+        with pytest.raises(NetworkError):
+            await reader.read(h, 20 * MiB, 4096)  # nothing new is fetched
+        assert client.count() == requests
+
+
 async def test_stalled_stream_times_out(autojump_clock: trio.abc.Clock) -> None:
     client, reader, data = make(20 * MiB, read_timeout=5.0)
     client.gate = trio.Event()  # never set: the body stalls after its first piece
