@@ -16,7 +16,11 @@ learns the missing facts while the user is not asking for anything:
   of that group stop until it has been quiet for a window again;
 - learned facts go through the same callbacks as those a download learns (persisted
   in the StateStore, kernel caches invalidated by the adapter), so each is paid once
-  per account, not once per mount.
+  per account, not once per mount;
+- what to probe comes from each owner (`RemoteMediaOwner.probe_targets`): message and
+  recording files are keyed like their content; a greeting's file is keyed by its rule
+  and type, its content by the greeting, so the owner names the content and is told
+  the size it has (`probe_learned_size`).
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ import trio
 from .api.client import Priority, RingCentralClient
 from .api.errors import ApiError, NotFound, RangeNotSatisfiable, RateLimited
 from .api.governor import Group
-from .folders.media import RemoteMediaOwner, iter_files
+from .folders.media import RemoteMediaOwner
+from .reader import Source
 from .state import StateStore
 from .tree import File
 
@@ -69,27 +74,28 @@ class BackgroundLearner:
         self._quiet_since: dict[Group, float] = {}
 
     # what is left to learn ------------------------------------------------------------
-    def _needs(self, node: File) -> bool:
-        if node.key in self._skip or not node.url:
+    def _needs(self, node: File, source: Source) -> bool:
+        if source.key in self._skip or not source.url:
             return False
         if node.size is None:
             return True
-        return node.key.startswith("rec:") and node.key not in self.state.content_types
+        return source.key.startswith("rec:") and source.key not in self.state.content_types
 
-    def pending(self) -> list[File]:
-        """Files still to probe, newest first."""
-        files = [f for owner in self.owners for f in iter_files(owner.folder) if self._needs(f)]
-        files.sort(key=lambda f: f.mtime, reverse=True)
-        return files
+    def pending(self) -> list[tuple[RemoteMediaOwner, File, Source]]:
+        """(owner, file, what to probe) still to learn, newest first."""
+        found = [(owner, node, source) for owner in self.owners
+                 for node, source in owner.probe_targets() if self._needs(node, source)]
+        found.sort(key=lambda t: t[1].mtime, reverse=True)
+        return found
 
     def pending_counts(self) -> dict[str, int]:
         sizes = types = 0
         for owner in self.owners:
-            for f in iter_files(owner.folder):
-                if f.key in self._skip or not f.url:
+            for node, source in owner.probe_targets():
+                if source.key in self._skip or not source.url:
                     continue
-                sizes += f.size is None
-                types += f.key.startswith("rec:") and f.key not in self.state.content_types
+                sizes += node.size is None
+                types += source.key.startswith("rec:") and source.key not in self.state.content_types
         return {"sizes": sizes, "types": types}
 
     # pacing ---------------------------------------------------------------------------
@@ -128,44 +134,52 @@ class BackgroundLearner:
             pending = self.pending()
             # Nothing to learn: look again now and then (a refresh may list new files).
             await trio.sleep(self.tick if pending else max(self.tick, 5.0))
-            by_group: dict[Group, list[File]] = {}
-            for node in pending:
-                by_group.setdefault(self.client.budget_for(node.url).group, []).append(node)
-            for group, files in by_group.items():
-                for node in files:
+            by_group: dict[Group, list[tuple[RemoteMediaOwner, File, Source]]] = {}
+            for target in pending:
+                by_group.setdefault(self.client.budget_for(target[2].url).group, []).append(target)
+            for group, targets in by_group.items():
+                for owner, node, source in targets:
                     if not self.may_probe(group):
                         break
-                    if self._needs(node):  # (a download may have learned it meanwhile)
-                        await self.probe(node, group)
+                    if self._needs(node, source):  # (a download may have learned it meanwhile)
+                        await self.probe(node, group, source=source, owner=owner)
 
-    async def probe(self, node: File, group: Group) -> None:
+    async def probe(self, node: File, group: Group, *, source: Source | None = None,
+                    owner: RemoteMediaOwner | None = None) -> None:
+        source = source or Source(key=node.key, url=node.url, size=node.size)
+        key = source.key
+
+        def learned_size(size: int) -> None:
+            self.stats.sizes_learned += 1
+            self.on_size(key, size)
+            if owner is not None:
+                owner.probe_learned_size(node, key, size)
+
         self.stats.requests[group.value] = self.stats.requests.get(group.value, 0) + 1
         try:
-            chunk = await self.client.fetch(node.url, 0, 0, priority=Priority.BACKGROUND)
+            chunk = await self.client.fetch(source.url, 0, 0, priority=Priority.BACKGROUND)
         except RateLimited:
             self.stats.rate_limited += 1
             return  # the group is blocked now; may_probe waits for it to be quiet again
         except NotFound:
-            self._skip.add(node.key)
+            self._skip.add(key)
             return
         except RangeNotSatisfiable as exc:  # an empty file: byte 0 does not exist
-            self._skip.add(node.key)
+            self._skip.add(key)
             if exc.total is not None and node.size is None:
-                self.stats.sizes_learned += 1
-                self.on_size(node.key, exc.total)
+                learned_size(exc.total)
             return
         except ApiError as exc:
             self.stats.failures += 1
-            log.debug("background probe of %s failed: %s", node.key, exc)
-            self._skip.add(node.key)  # not again this session: a broken item must not loop
+            log.debug("background probe of %s failed: %s", key, exc)
+            self._skip.add(key)  # not again this session: a broken item must not loop
             return
         if chunk.total is None:
-            self._skip.add(node.key)  # the server does not say; opening the file will find out
+            self._skip.add(key)  # the server does not say; opening the file will find out
         elif node.size is None:
-            self.stats.sizes_learned += 1
-            self.on_size(node.key, chunk.total)
-        if chunk.content_type and node.key.startswith("rec:") and node.key not in self.state.content_types:
+            learned_size(chunk.total)
+        if chunk.content_type and key.startswith("rec:") and key not in self.state.content_types:
             self.stats.types_learned += 1
-            self.on_content_type(node.key, chunk.content_type)
+            self.on_content_type(key, chunk.content_type)
         self.state.maybe_flush()
         # Another task's request in the same group while ours was out is seen at the next look.

@@ -20,8 +20,10 @@ log = logging.getLogger("rcfs")
 EPILOG_MOUNT = """\
 credentials (never on the command line):
   environment  RC_SERVER_URL, RC_CLIENT_ID, RC_CLIENT_SECRET, RC_JWT
+               (RC_MEDIA_URL: the media host, where it is not the platform's
+               platform. -> media. twin; the token goes to these origins only)
   config file  ~/.config/rcfs/config.toml with keys server_url, client_id,
-               client_secret, jwt (or jwt_file); keep it chmod 600
+               client_secret, jwt (or jwt_file), media_url; keep it chmod 600
 
 what you get:
   /faxes /voicemail /recordings /mms  read-only media, named
@@ -326,7 +328,8 @@ def cmd_mount(args: argparse.Namespace) -> int:
                     emulator_stderr.close()
             cfg = EmulatorConfig()
             creds = Credentials(server_url=demo.platform_url, client_id=cfg.client_id,
-                                client_secret=cfg.client_secret, jwt=cfg.user_jwt if args.demo_user else cfg.jwt)
+                                client_secret=cfg.client_secret, jwt=cfg.user_jwt if args.demo_user else cfg.jwt,
+                                media_url=demo.media_url)
             print(f"rcfs: demo emulator at {demo.platform_url} (media {demo.media_url})", file=sys.stderr)
         assert creds is not None
         options = MountOptions(

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 # Long timeouts are safe for immutable media; listings change, so their entries expire sooner.
 STATIC_TIMEOUT = 300.0
 ENTRY_TIMEOUT = 10.0
+PROVISIONAL_ATTR_TIMEOUT = ENTRY_TIMEOUT  # a provisional size (see _attrs)
 CONTROL_XATTR_PID = "user.rc.pid"
 XATTR_VALUE_MAX = 4096  # bytes; values from the API are capped so no record can flood a reader
 CONTROL_XATTR_MAX = 65536  # XATTR_SIZE_MAX: the root's control values (status report)
@@ -72,6 +73,20 @@ def reader_priority(pid: int) -> Priority:
     names = _process_names(pid)
     background = any(word in name for name in names for word in BACKGROUND_READERS)
     return Priority.BACKGROUND if background else Priority.FOREGROUND
+
+
+# Programs that list xattrs only to mark files with an ACL or a security context.
+_ACL_ONLY_LISTERS = frozenset(("ls", "dir", "vdir"))
+
+
+def _asks_only_for_acls(pid: int) -> bool:
+    """Whether the process `pid` is `ls` (by /proc/PID/comm; cut at 15 characters, which
+    cannot matter for these names)."""
+    try:
+        with open(f"/proc/{pid}/comm", "rb") as fh:
+            return fh.read(64).strip().decode("utf-8", "replace") in _ACL_ONLY_LISTERS
+    except OSError:
+        return False  # gone already, or not visible: answer as to anyone
 
 
 def errno_for(exc: BaseException) -> int:
@@ -227,7 +242,9 @@ class Operations(pyfuse3.Operations):
         pyfuse3.invalidate_entry_async(folder.inode, os.fsencode(name), ignore_enoent=True)
 
     # attributes ----------------------------------------------------------------------
-    def _attrs(self, node: Node) -> pyfuse3.EntryAttributes:
+    def _attrs(self, node: Node, owner: FolderOwner | None = None) -> pyfuse3.EntryAttributes:
+        """`owner`: the node's owner when the caller knows it (readdir: one for all)."""
+        owner = owner or self.owner_of(node)
         attr = pyfuse3.EntryAttributes()
         attr.st_ino = node.inode
         attr.st_mode = self.tree.mode(node)
@@ -248,11 +265,16 @@ class Operations(pyfuse3.Operations):
         else:
             assert isinstance(node, File)
             attr.st_nlink = 1
-            attr.st_size = self.owner_of(node).presented_size(node)
+            attr.st_size = owner.presented_size(node)
             attr.st_blocks = (attr.st_size + 511) // 512
             attr.entry_timeout = ENTRY_TIMEOUT
-            attr.attr_timeout = STATIC_TIMEOUT if node.size_known else 0.0
-        override = self.owner_of(node).attr_timeout(node)
+            # A provisional size is replaced by invalidating the kernel's copy the moment
+            # the real one is learned (size_learned), so it need not expire at once: with
+            # a timeout of 0, every `ls -l` paid one GETATTR per such file (a third of a
+            # big fax folder: 4x slower than tmpfs). ENTRY_TIMEOUT bounds how long a lost
+            # invalidation could show it.
+            attr.attr_timeout = STATIC_TIMEOUT if node.size_known else PROVISIONAL_ATTR_TIMEOUT
+        override = owner.attr_timeout(node)
         if override is not None:
             attr.attr_timeout = override
             attr.entry_timeout = min(attr.entry_timeout, max(override, 0.0))
@@ -351,10 +373,14 @@ class Operations(pyfuse3.Operations):
             listing = _Listing(folder)
             self._dirs[fh] = (inode, listing)
         i = bisect.bisect_right(listing.cookies, start_id)
+        # Every file in the folder has the folder's owner: found once, not per entry (a
+        # subfolder may have one of its own: a mailbox under /company, a top folder).
+        owner = self._owner_for_child(folder)
         for child in itertools.islice(listing.nodes, i, None):
             if child.parent is not folder or folder.children.get(child.name) is not child:
                 continue  # removed (or renamed) since the snapshot
-            if not pyfuse3.readdir_reply(token, os.fsencode(child.name), self._attrs(child), child.cookie):
+            attrs = self._attrs(child, None if child.is_dir else owner)
+            if not pyfuse3.readdir_reply(token, os.fsencode(child.name), attrs, child.cookie):
                 return
             self.tree.remember(child)
 
@@ -443,21 +469,33 @@ class Operations(pyfuse3.Operations):
     @_handler
     async def getxattr(self, inode, name, ctx):
         if not name.startswith(b"user."):
-            # `ls -l` asks every file for security.selinux and POSIX ACLs: answer those
-            # without building the file's xattrs (scripts/bench --anchors, warm ls -l).
-            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+            # `ls -l` asks every file for security.selinux and system.posix_acl_access.
+            # ENOTSUP ("this filesystem has no such attributes at all") makes coreutils
+            # remember the device and stop asking; ENODATA ("this file has none") would
+            # cost two round trips per file, forever: the kernel caches neither answer
+            # (design/FUSE-SPEED.md). Never ENOSYS: the kernel would then refuse every
+            # getxattr, user.rc.* included, without asking us.
+            raise pyfuse3.FUSEError(errno.ENOTSUP)
         value = self._xattrs(self._node(inode)).get(os.fsdecode(name))
         if callable(value):
             value = value()
         if value is None:
-            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)  # a user.rc.* name this node lacks
         # The root's control values are ours (the status report may exceed the cap meant
         # for values taken from the API); the kernel's own limit is 64 KiB.
         cap = CONTROL_XATTR_MAX if inode == ROOT_INODE else XATTR_VALUE_MAX
-        return value.encode("utf-8", errors="replace")[:cap]
+        return names.safe_value(value).encode("utf-8", errors="replace")[:cap]
 
     @_handler
     async def listxattr(self, inode, ctx):
+        if _asks_only_for_acls(ctx.pid):
+            # coreutils >= 9.4 lists every file's xattrs during `ls -l`, only to find
+            # ACL and SELinux names, which rcfs never has; with more than 152 bytes of
+            # names it even asks three times per file. To `ls` alone the answer is
+            # "not supported": it then remembers the device and asks nothing more,
+            # which shows exactly what the list would have shown (no `+`, no context).
+            # getfattr, cp -a, rsync -X and tar --xattrs get the names.
+            raise pyfuse3.FUSEError(errno.ENOTSUP)
         return [k.encode() for k in sorted(self._xattrs(self._node(inode)))]
 
     @_handler

@@ -17,10 +17,13 @@ from typing import Any
 from .folders.base import FolderOwner
 from .folders.messages import MESSAGE_TYPES, MessageFolderOwner
 from .folders.recordings import RecordingsOwner
+from .folders.texts import TextsOwner
+from .spool import Spool
 from .tree import Folder, Tree
 
-# The media folders every mailbox has, in the order `ls` shows them.
+# The media folders every mailbox has, in the order `ls` shows them; and its texts.
 MEDIA_FOLDERS = ("faxes", "voicemail", "recordings", "mms")
+TEXTS = "texts"
 
 
 @dataclasses.dataclass
@@ -32,11 +35,13 @@ class Mailbox:
     @classmethod
     def media(cls, tree: Tree, folder: Folder, extension_id: str, *, since: dt.datetime,
               message_ttl: float, recording_ttl: float, media: dict[str, Any],
-              label: str = "") -> "Mailbox":
-        """The media folders of `extension_id`'s mailbox, made in `folder`.
+              label: str = "", texts_spool: Spool | None = None, region: str = "US") -> "Mailbox":
+        """The media folders of `extension_id`'s mailbox, made in `folder`, and its texts.
 
         `media`: what every remote-media owner takes (client, reader, state, ...);
-        `label`: the mailbox's path for the log ("" at the top level).
+        `label`: the mailbox's path for the log ("" at the top level);
+        `texts_spool`: where appends to its texts are spooled; None makes its texts
+        read-only (another user's mailbox: an admin does not text as someone else).
         """
         owners: dict[str, FolderOwner] = {}
         for name in MEDIA_FOLDERS:
@@ -49,4 +54,9 @@ class Mailbox:
             else:
                 owners[name] = RecordingsOwner(tree, sub, ttl=recording_ttl, since=since,
                                                extension_id=extension_id, label=where, **media)
+        key = f"dir:{TEXTS}" if extension_id == "~" else f"dir:ext:{extension_id}:{TEXTS}"
+        sub = tree.mkdir(folder, TEXTS, key=key, writable=texts_spool is not None)
+        owners[TEXTS] = TextsOwner(tree, sub, texts_spool, extension_id=extension_id, ttl=message_ttl,
+                                   since=since, default_region=region,
+                                   label=f"{label}/{TEXTS}" if label else TEXTS, **media)
         return cls(extension_id, folder, owners)

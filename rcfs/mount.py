@@ -39,6 +39,7 @@ from .folders.exports import ExportsOwner
 from .folders.greetings import GreetingsOwner
 from .folders.media import RemoteMediaOwner
 from .folders.outbox import OutboxOwner
+from .folders.texts import TextsOwner
 from . import status as status_report
 from . import systemd
 from .background import BackgroundLearner
@@ -236,20 +237,27 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
         sender = Sender(client, outbox, outbox.spool, on_sent=sent, greetings=greetings)
         outbox.on_queued = sender.wake
         greetings.on_queued = sender.wake
+        # /texts (issue 16): appends go out through a Sender of their own spool, channel "sms".
+        texts: TextsOwner = owners["texts"]  # type: ignore[assignment]
+        texts_sender = Sender(client, texts, texts.spool, channels=("sms",),
+                              on_sent=lambda channel: texts.invalidate())
+        texts.on_queued = texts_sender.wake
         # The learner works for the signed-in user's folders only: probing every recording
         # of a company in the background would spend the Heavy budget of a whole account.
-        learner = BackgroundLearner(client, mailbox_media, state,
+        # (Transcripts have nothing to learn.)
+        learner = BackgroundLearner(client, [o for o in mailbox_media if not isinstance(o, TextsOwner)], state,
                                     on_size=lambda key, size: ops.size_learned(key, size) if ops else None,
                                     on_content_type=lambda key, ct: ops.content_type_learned(key, ct) if ops else None)
         started = time.time()
 
         def status_json() -> str:
             report = status_report.collect(client, reader, tree, learner=learner, outbox=outbox, started=started,
-                                           company=company)
+                                           company=company, texts=texts)
             return json.dumps(report, separators=(",", ":"))
 
         def control_xattrs() -> dict[str, str | Callable[[], str]]:
             return {"user.rc.outbox_waiting": str(outbox.waiting_count()),
+                    "user.rc.texts_waiting": str(texts.waiting_count()),
                     "user.rc.greetings_waiting": str(greetings.waiting_count()),
                     status_report.STATUS_XATTR: status_json}
 
@@ -270,6 +278,7 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
         target = os.path.realpath(opts.mountpoint)
         outbox.mount_target = target
         greetings.mount_target = target
+        texts.mount_target = target
         pyfuse3.init(ops, target, fuse_options)
         clean = False
         try:
@@ -277,6 +286,7 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
                 await nursery.start(reader.run)
                 if not opts.read_only:
                     await nursery.start(sender.run)
+                    await nursery.start(texts_sender.run)
                 # Reads waiting on downloads end at once, or the loop would wait for them.
                 nursery.start_soon(_watch_signals, lambda: (reader.stop(), pyfuse3.terminate()))
                 await nursery.start(exports.manager.run)
@@ -295,6 +305,9 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
             state.flush()
             pyfuse3.close(unmount=clean)
             waiting = outbox.waiting_count()
+            if texts.waiting_count():
+                log.warning("%d text(s) not sent yet; they stay in the spool and go out at the next mount",
+                            texts.waiting_count())
             if greetings.waiting_count():
                 log.warning("%d greeting upload(s) not finished yet; they stay in the spool and go out at "
                             "the next mount", greetings.waiting_count())
@@ -331,7 +344,8 @@ def build_owners(opts: MountOptions, tree: Tree, client: RingCentralClient, read
     # The signed-in user's mailbox is the top level (rcfs.mailbox) ...
     owners: dict[str, FolderOwner] = dict(Mailbox.media(
         tree, tree.root, "~", since=opts.since, message_ttl=opts.message_ttl,
-        recording_ttl=opts.recording_ttl, media=media).owners)
+        recording_ttl=opts.recording_ttl, media=media, region=region,
+        texts_spool=None if opts.read_only else Spool(account_dir / "texts-spool")).owners)
     # ... with the folders only the signed-in user has.
     for name in ("outbox", "greetings", "exports"):
         folder = tree.mkdir(tree.root, name, key=f"dir:{name}", writable=True)

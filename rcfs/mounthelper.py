@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mount.fuse.rcfs: {exc}", file=sys.stderr)
         return 1  # mount(8): "incorrect invocation or permissions"
     # Only the config file: see the module docstring.
-    for name in ("RC_CLIENT_ID", "RC_CLIENT_SECRET", "RC_JWT", "RC_SERVER_URL", "RCFS_REDIS_PASSWORD"):
+    for name in ("RC_CLIENT_ID", "RC_CLIENT_SECRET", "RC_JWT", "RC_SERVER_URL", "RC_MEDIA_URL", "RCFS_REDIS_PASSWORD"):
         os.environ.pop(name, None)
     from .cli import main as cli_main
 

@@ -81,6 +81,25 @@ def _replace_unsafe(text: str) -> str:
                    for ch in text)
 
 
+# Controls that only break a line or a column: a space keeps the value readable.
+_WHITESPACE_CONTROLS = frozenset("\t\n\r\v\f\x1c\x1d\x1e\x1f\x85")
+
+
+def safe_value(text: str) -> str:
+    """An extended-attribute value from the API, safe to print on a terminal.
+
+    `attr -g`, `getfattr --only-values` and scripts print values raw, so an ESC or a C1
+    CSI in a caller id (`+1555\x1b[2J0188`) would drive the reader's terminal, and a
+    bidi override would disguise the text. Every Cc/Cf character is replaced as in
+    names: line and column breaks by a space, the rest by `_`. Nothing else changes
+    (values are not names: `/`, leading dots and spaces stay).
+    """
+    if text.isprintable():
+        return text  # the common case: no per-character work
+    return "".join((" " if ch in _WHITESPACE_CONTROLS else "_")
+                   if unicodedata.category(ch) in _HIDDEN_CATEGORIES else ch for ch in text)
+
+
 def _truncate_utf8(text: str, max_bytes: int) -> str:
     data = text.encode("utf-8")
     if len(data) <= max_bytes:
@@ -210,3 +229,36 @@ def other_party(record: dict) -> str:
     if not isinstance(party, dict):
         party = {}
     return party_label(party.get("phoneNumber") or party.get("extensionNumber"), party.get("name"))
+
+
+# Bidi embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069): in a text they
+# can make a line display as something else than it says (`gnp.exe` shown as `exe.png`).
+# Other format characters stay: ZWJ and ZWNJ join emoji and scripts, LRM/RLM only mark.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_LINE_BREAKS = re.compile("\r\n|[\r\x0b\x0c\x85\u2028\u2029]")
+TEXT_REPLACEMENT = "\ufffd"
+
+
+def safe_text(raw: object, *, max_chars: int = 10_000) -> str:
+    """A message text from the API as lines a terminal shows as they are.
+
+    Line breaks of every kind become `\\n`, a tab a space; every other control character
+    (C0, DEL and C1: ESC and CSI start terminal escapes), the bidi controls and the BOM
+    become U+FFFD, so that something was there stays visible. At most `max_chars`
+    characters (a longer text ends in `…`)."""
+    if raw is None:
+        return ""
+    text = raw if isinstance(raw, str) else str(raw)
+    text = text.encode("utf-8", errors="replace").decode("utf-8")
+    text = _LINE_BREAKS.sub("\n", text).replace("\t", " ")
+    if not text.isprintable():
+        text = "".join(ch if ch == "\n" or (ch.isprintable() and ch not in _BIDI_CONTROLS)
+                       or unicodedata.category(ch) == "Cf" and ch not in _BIDI_CONTROLS and ch != "\ufeff"
+                       or ch == " " else TEXT_REPLACEMENT
+                       for ch in text)
+    elif any(ch in _BIDI_CONTROLS for ch in text):
+        text = "".join(TEXT_REPLACEMENT if ch in _BIDI_CONTROLS else ch for ch in text)
+    if len(text) > max_chars:
+        text = text[: max_chars - 1] + "\u2026"
+    return text
+

@@ -23,6 +23,11 @@ permanent ones (a 4xx with an error code, a missing permission) fail the item wi
 API's words. Delivery is then polled (`GET message`, Light, background priority) until
 the status leaves Queued: Sent -> delivered, SendingFailed -> failed with the fax error code.
 
+Texts (channel "sms"): a Sender whose `outbox` is the texts owner (`rcfs.folders.texts`)
+and whose spool is its own; one JSON POST per append (Medium). Reconciled like an MMS,
+but by the text: an outbound SMS to that number, created since the attempt, whose
+`subject` is the appended text.
+
 Greetings (channel "greeting", items of `rcfs.folders.greetings`, their own spool):
 one upload POST each (`upload_greeting` with the answering rule, the type and
 `apply=true`; Heavy), journalled `sending` before it exactly like a fax. After an
@@ -53,6 +58,7 @@ from . import names
 from .api.client import Priority
 from .api.errors import ApiError, AuthError, BadResponse, NetworkError, NotFound, RateLimited, Rejected, ServerError
 from .folders.outbox import OutboxOwner
+from .folders.texts import sms_text
 
 if TYPE_CHECKING:
     from .folders.greetings import GreetingsOwner
@@ -71,7 +77,8 @@ class Sender:
                  on_sent: Callable[[str], None] = lambda channel: None,
                  max_attempts: int = 8, base_delay: float = 2.0, max_delay: float = 300.0,
                  settle: float = 60.0,
-                 poll_first: float = 2.0, poll_max: float = 60.0, max_polls: int = 40) -> None:
+                 poll_first: float = 2.0, poll_max: float = 60.0, max_polls: int = 40,
+                 channels: tuple[str, ...] = ("fax", "mms")) -> None:
         self.client = client
         self.outbox = outbox
         self.spool = spool
@@ -84,8 +91,12 @@ class Sender:
         self.poll_first = poll_first
         self.poll_max = poll_max
         self.max_polls = max_polls
-        self._wakeup = {ch: trio.Event() for ch in ("fax", "mms", "greeting", "poll")}
+        # The channels this sender works: the outbox's ("fax", "mms"), or "sms" for a
+        # Sender whose `outbox` is a texts owner (rcfs.folders.texts: appends to send).
+        self.channels = channels
+        self._wakeup = {ch: trio.Event() for ch in (*channels, "greeting", "poll")}
         self._mms_sender: str | None = None
+        self._sms_sender: str | None = None
         self._polls: dict[str, int] = {}
         self._rng = random.Random()
 
@@ -96,8 +107,8 @@ class Sender:
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._worker, "fax")
-            nursery.start_soon(self._worker, "mms")
+            for channel in self.channels:
+                nursery.start_soon(self._worker, channel)
             nursery.start_soon(self._poller)
             if self.greetings is not None:
                 nursery.start_soon(self._worker, "greeting")
@@ -186,6 +197,11 @@ class Sender:
             if sender is None:
                 await self._fail(item, "the account has no phone number with the MMS feature (MmsSender)")
                 return
+        elif item.channel == "sms":
+            sender = options.get("from") or await self._default_sms_sender()
+            if sender is None:
+                await self._fail(item, "the account has no phone number with the SMS feature (SmsSender)")
+                return
         if item.state not in ("queued", "sending") or not self._still_there(item):
             return  # cancelled (rm) while its files were being read: nothing goes out
         item.state = "sending"
@@ -208,6 +224,9 @@ class Sender:
                     cover_index=int(cover) if cover else None,
                     cover_page_text=options.get("cover_text"),
                     priority=Priority.OUTBOX)
+            elif item.channel == "sms":
+                to = [n for n in item.options.get("to", "").split(",") if n] or [item.recipient]
+                body = await self.client.send_sms(sender, to, sms_text(files[0][1]), priority=Priority.OUTBOX)
             else:
                 body = await self.client.send_mms(sender, [item.recipient], files, text=options.get("text"),
                                                   priority=Priority.OUTBOX)
@@ -283,6 +302,15 @@ class Sender:
                     break
         return self._mms_sender
 
+    async def _default_sms_sender(self) -> str | None:
+        if self._sms_sender is None:
+            numbers = await self.client.list_phone_numbers(priority=Priority.OUTBOX)
+            senders = [r for r in numbers if "SmsSender" in (r.get("features") or []) and r.get("phoneNumber")]
+            senders.sort(key=lambda r: not r.get("primary"))
+            if senders:
+                self._sms_sender = str(senders[0]["phoneNumber"])
+        return self._sms_sender
+
     # reconciliation ------------------------------------------------------------------------------
     async def _reconcile(self, item: Item) -> dict | None:
         if item.channel == "greeting":
@@ -305,7 +333,13 @@ class Sender:
             created = names.parse_time(record.get("creationTime"))
             if created is None or created.timestamp() < started - RECONCILE_SLACK:
                 continue
-            if self._same_attachments(item, record):
+            if item.channel == "sms":
+                # A text has no attachment to compare: its text is the record's subject.
+                same = record.get("subject") == sms_text(
+                    await trio.to_thread.run_sync(self.spool.part_bytes, item.parts[0]))
+            else:
+                same = self._same_attachments(item, record)
+            if same:
                 candidates.append((created, record))
         if not candidates:
             return None

@@ -178,8 +178,10 @@ def resolve_credentials(*, server_url: str | None, client_id: str | None,
             + f": set them in the environment or in {config_path or default_config_file()} "
             "(keys server_url, client_id, client_secret, jwt or jwt_file). "
             "To try rcfs without an account: rcfs mount --demo MOUNTPOINT")
+    # Only where the media host is not the platform's twin (the emulator's own port).
+    media_url = pick(None, "RC_MEDIA_URL", "media_url") or ""
     return Credentials(server_url=values["server_url"].rstrip("/"), client_id=values["client_id"],
-                       client_secret=values["client_secret"], jwt=values["jwt"])
+                       client_secret=values["client_secret"], jwt=values["jwt"], media_url=media_url.rstrip("/"))
 
 
 def resolve_shared_budget(*, flag: str | None, config_path: Path | None,

@@ -28,7 +28,7 @@ MAX_DOWNLOADS = 20  # the report stays well under the 64 KiB an attribute may ho
 
 def collect(client: "RingCentralClient", reader: "Reader", tree: "Tree", *,
             learner: "BackgroundLearner | None", outbox: "OutboxOwner | None",
-            started: float, company: dict[str, Any] | None = None) -> dict[str, Any]:
+            started: float, company: dict[str, Any] | None = None, texts: Any = None) -> dict[str, Any]:
     """A JSON-able snapshot of the mount's counters (no request, no await)."""
     from .api.governor import Group
 
@@ -78,6 +78,11 @@ def collect(client: "RingCentralClient", reader: "Reader", tree: "Tree", *,
         report["outbox"] = {"waiting": states.get("queued", 0) + states.get("settling", 0), "sending": states.get("sending", 0),
                             "failed": states.get("failed", 0), "held": states.get("held", 0),
                             "sent": states.get("sent", 0) + states.get("delivered", 0)}
+    if texts is not None:  # replies appended to /texts (rcfs.folders.texts)
+        states = collections.Counter(item.state for item in texts.items.values())
+        report["texts"] = {"waiting": states.get("queued", 0), "sending": states.get("sending", 0),
+                           "failed": states.get("failed", 0),
+                           "sent": states.get("sent", 0) + states.get("delivered", 0)}
     if company:
         report["company"] = company_report(company)
     return report
@@ -157,6 +162,10 @@ def render(report: dict[str, Any], mountpoint: str = "") -> str:
     if ob is not None:
         lines.append(f"outbox             {ob['waiting']} waiting, {ob['sending']} sending, "
                      f"{ob['failed']} failed, {ob['sent']} sent, {ob['held']} held")
+    tx = report.get("texts")
+    if tx is not None:
+        lines.append(f"texts              {tx['waiting']} waiting, {tx['sending']} sending, "
+                     f"{tx['failed']} failed, {tx['sent']} sent")
     fleet = report.get("fleet")
     if fleet is not None:
         lines.extend(_render_fleet(fleet))

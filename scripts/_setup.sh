@@ -4,8 +4,12 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 
+# Every program a test runs comes from here or from Debian's base system:
+# tests/test_setup_installs.py finds them in the code and fails on one that does not.
 # redis-server, redis-tools: the fleet tests' real Redis (issue 18; the tests start their own on a socket)
-APT_PACKAGES=(fuse3 libfuse3-dev pkg-config gcc attr file libmagic1 libglib2.0-bin shared-mime-info rsync curl psmisc tar strace redis-server redis-tools)
+# git: the benchmarks label their results with the commit
+APT_PACKAGES=(fuse3 libfuse3-dev pkg-config gcc attr file libmagic1 libglib2.0-bin shared-mime-info rsync curl psmisc tar strace
+              redis-server redis-tools unzip systemd git)
 
 need_apt=()
 for pkg in "${APT_PACKAGES[@]}"; do

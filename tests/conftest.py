@@ -198,7 +198,7 @@ class EmulatorProcess:
     def env(self) -> dict[str, str]:
         """Environment variables an rcfs mount reads to reach this emulator."""
         return {"RC_SERVER_URL": self.platform, "RC_CLIENT_ID": self.client_id,
-                "RC_CLIENT_SECRET": self.client_secret, "RC_JWT": self.jwt}
+                "RC_CLIENT_SECRET": self.client_secret, "RC_JWT": self.jwt, "RC_MEDIA_URL": self.media}
 
     def admin(self, method: str, path: str, json: Any = None) -> Any:
         """Call an admin endpoint; returns the JSON body (None for 204). Asserts 2xx."""

@@ -38,19 +38,35 @@ def force_unmount(path: Path) -> None:
         subprocess.run([FUSERMOUNT or "umount", "-u", "-z", str(path)], capture_output=True)
 
 
+def emulator_media_url(server_url: str) -> str:
+    """The media base URL of the emulator at `server_url` (its admin `info`): what a
+    user of the emulator configures as RC_MEDIA_URL, its media being on another port."""
+    import httpx
+
+    try:
+        r = httpx.get(server_url.rstrip("/") + "/_emulator/info", timeout=10)
+        r.raise_for_status()
+        return r.json()["media"]
+    except (httpx.HTTPError, ValueError, KeyError):
+        return ""  # not an emulator (a test of an unreachable server): no media origin
+
+
 @contextlib.contextmanager
 def mounted(mountpoint: Path, *, server_url: str, client_id: str, client_secret: str, jwt: str,
             state_dir: Path, extra_args: list[str] = (), log_path: Path | None = None,
-            timeout: float = 30.0, background: bool = False) -> Iterator[subprocess.Popen]:
+            timeout: float = 30.0, background: bool = False,
+            media_url: str | None = None) -> Iterator[subprocess.Popen]:
     """Mount the account at `server_url` on `mountpoint` until the block ends.
 
+    `media_url`: the media origin rcfs may send the token to besides the platform's
+    (RC_MEDIA_URL); by default the one the emulator at `server_url` serves media on.
     `background`: run the background learner (rcfs.background). Off unless a test asks:
     its probes are extra requests whenever a group is idle, which tests that count the
     requests of a foreground workload would see at random; tests/test_desktop.py runs it.
     """
     mountpoint.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, RC_SERVER_URL=server_url, RC_CLIENT_ID=client_id,
-               RC_CLIENT_SECRET=client_secret, RC_JWT=jwt)
+               RC_CLIENT_SECRET=client_secret, RC_JWT=jwt, RC_MEDIA_URL=media_url or emulator_media_url(server_url))
     log_path = log_path or mountpoint.parent / f"{mountpoint.name}.log"
     log_fh = open(log_path, "w")
     cmd = [sys.executable, "-m", "rcfs", "mount", str(mountpoint), "--state-dir", str(state_dir),

@@ -49,7 +49,9 @@ def make_emu(*, faults: dict | None = None, **config) -> Emulator:
 
 def creds(emu: Emulator) -> Credentials:
     c = emu.config
-    return Credentials(server_url=emu.platform_base, client_id=c.client_id, client_secret=c.client_secret, jwt=c.jwt)
+    # media_url: served on loopback, the media host is another port (in process, the twin)
+    return Credentials(server_url=emu.platform_base, client_id=c.client_id, client_secret=c.client_secret, jwt=c.jwt,
+                       media_url=emu.media_base)
 
 
 def asgi_client(emu: Emulator, **kw) -> RingCentralClient:

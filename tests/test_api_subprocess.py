@@ -16,7 +16,8 @@ FAST = RetryPolicy(attempts=4, base_delay=0.02, max_delay=0.1, total=10.0)
 
 
 def connect(srv, **kw) -> RingCentralClient:
-    creds = Credentials(server_url=srv.platform, client_id=srv.client_id, client_secret=srv.client_secret, jwt=srv.jwt)
+    creds = Credentials(server_url=srv.platform, client_id=srv.client_id, client_secret=srv.client_secret, jwt=srv.jwt,
+                        media_url=srv.media)
     kw.setdefault("retry", FAST)
     kw.setdefault("timeout", 10.0)
     return RingCentralClient(creds, **kw)

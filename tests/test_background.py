@@ -32,7 +32,7 @@ async def _with_learner(tmp_path: Path, test, **config):
     emu = Emulator(cfg, seed.build_store(cfg))
     async with trio.open_nursery() as nursery:
         await nursery.start(partial(serve, emu, host="127.0.0.1"))
-        creds = Credentials(emu.platform_base, cfg.client_id, cfg.client_secret, cfg.jwt)
+        creds = Credentials(emu.platform_base, cfg.client_id, cfg.client_secret, cfg.jwt, media_url=emu.media_base)
         async with RingCentralClient(creds, retry=RETRY, timeout=5.0) as client:
             reader = Reader(client)
             await nursery.start(reader.run)
@@ -48,7 +48,8 @@ async def _with_learner(tmp_path: Path, test, **config):
                 learned.append(key)
                 ops.size_learned(key, size)
 
-            media = [o for name, o in owners.items() if name in ("faxes", "voicemail", "recordings", "mms")]
+            media = [o for name, o in owners.items()
+                     if name in ("faxes", "voicemail", "recordings", "mms", "greetings")]
             for owner in media:
                 await owner.refresh(owner.folder)
             learner = BackgroundLearner(client, media, state, on_size=on_size,
@@ -61,11 +62,11 @@ async def _with_learner(tmp_path: Path, test, **config):
 
 def test_learns_every_unknown_size_and_type_newest_first_within_half_the_limit(tmp_path):
     async def test(emu, client, learner, media, learned, state):
-        unknown = learner.pending()
-        assert unknown and len({f.key for f in unknown}) == len(unknown)
-        by_group: dict[Group, list[File]] = {}
-        for f in unknown:
-            by_group.setdefault(client.budget_for(f.url).group, []).append(f)
+        unknown = learner.pending()  # (owner, file, what to probe)
+        assert unknown and len({src.key for _, _, src in unknown}) == len(unknown)
+        by_group: dict[Group, list[tuple[File, object]]] = {}
+        for _, f, src in unknown:
+            by_group.setdefault(client.budget_for(src.url).group, []).append((f, src))
         peak: dict[Group, int] = {}
 
         async def watch_budget():
@@ -82,11 +83,11 @@ def test_learns_every_unknown_size_and_type_newest_first_within_half_the_limit(t
                     await trio.sleep(0.05)
             inner.cancel_scope.cancel()
         # One probe per file, and within each group newest first.
-        assert sorted(learned) == sorted(f.key for f in unknown if f.size is not None)
+        assert sorted(learned) == sorted(src.key for _, f, src in unknown if f.size is not None)
         assert sum(learner.stats.requests.values()) == len(unknown)
         for group, files in by_group.items():
-            order = [k for k in learned if k in {f.key for f in files}]
-            assert order == [f.key for f in sorted(files, key=lambda f: f.mtime, reverse=True)], group
+            order = [k for k in learned if k in {src.key for _, src in files}]
+            assert order == [src.key for f, src in sorted(files, key=lambda t: t[0].mtime, reverse=True)], group
             limit = client.governor.budget(group).limit
             assert peak[group] <= max(1, int(limit * SHARE)), (group, peak[group], limit)
         # Learned facts are the real ones, and recordings are named by their real type.
@@ -98,6 +99,31 @@ def test_learns_every_unknown_size_and_type_newest_first_within_half_the_limit(t
                     assert state.content_types[node.key] == rec.media.content_type
                     assert node.name.endswith(".wav" if "wav" in rec.media.content_type else ".mp3")
         assert client.stats.rate_limited == 0
+
+    trio.run(partial(_with_learner, tmp_path, test, limit_heavy=6))
+
+
+def test_greeting_sizes_are_learned_in_the_background_without_opening_them(tmp_path):
+    """A greeting's size is not in the rule's JSON: shown provisionally until learned.
+    The learner probes each greeting a rule plays, once, and the file shows its size."""
+    async def test(emu, client, learner, media, learned, state):
+        greetings = next(o for o in media if o.name == "greetings")
+        slots = [f for f in iter_files(greetings.folder) if f.key.startswith("greeting:")]
+        assert slots and all(f.size is None for f in slots)  # (the listing does not say)
+        async with trio.open_nursery() as inner:
+            inner.start_soon(learner.run)
+            with trio.fail_after(120):
+                while learner.pending_counts() != {"sizes": 0, "types": 0}:
+                    await trio.sleep(0.05)
+            inner.cancel_scope.cancel()
+        for f in slots:
+            greeting_id = greetings.xattrs(f)["user.rc.greeting_id"]
+            assert f.size == emu.store.greetings[greeting_id].media.size, f.name
+            assert greetings.presented_size(f) == f.size
+            assert state.sizes[f"greeting:{greeting_id}"] == f.size  # kept for the next mount
+        assert sorted(k for k in learned if k.startswith("greeting:")) == sorted(
+            f"greeting:{greetings.xattrs(f)['user.rc.greeting_id']}" for f in slots)
+        assert emu.stats.requests["greeting-content"] == len(slots)  # one probe each
 
     trio.run(partial(_with_learner, tmp_path, test, limit_heavy=6))
 

@@ -343,3 +343,25 @@ async def test_admin_injected_message_shows_up_in_isync(make_emulator, emulator_
     assert [r["id"] for r in inc["records"]] == [new_id]
     assert inc["records"][0]["subject"] == "ping"
     assert new_id == listed["records"][0]["id"]
+
+
+async def test_one_conversation_id_for_seeded_sent_and_injected_texts(make_emulator, emulator_client):
+    """Production gives every text between the same numbers one conversationId, whichever
+    way it went; a group text and another of the user's numbers are other conversations."""
+    emu = make_emulator()
+    seeded = next(m for m in emu.store.messages.values() if m.type == "SMS" and m.direction == "Inbound"
+                  and len(m.to) == 1 and m.to[0].phone_number == emu.store.main_number)
+    other = seeded.from_.phone_number
+    async with api_client(emu, emulator_client) as c:
+        sent = (await c.post(EXT + "/sms", json={"from": {"phoneNumber": emu.store.main_number},
+                                                 "to": [{"phoneNumber": other}], "text": "reply"})).json()
+        inbound = (await c.post("/_emulator/messages", json={"type": "SMS", "from": other, "text": "again"})).json()
+        group = (await c.post("/_emulator/messages", json={"type": "SMS", "from": other, "text": "all",
+                                                           "also": ["+14155550998"]})).json()
+        support = (await c.post("/_emulator/messages", json={"type": "SMS", "from": other, "text": "hi",
+                                                             "toNumber": "+16505550101"})).json()
+    assert sent["conversationId"] == inbound["conversationId"] == seeded.conversation_id
+    assert sent["conversation"]["id"] == str(seeded.conversation_id)
+    assert len({seeded.conversation_id, group["conversationId"], support["conversationId"]}) == 3
+    assert [p["phoneNumber"] for p in group["to"]] == [emu.store.main_number, "+14155550998"]
+    assert support["to"][0]["phoneNumber"] == "+16505550101"

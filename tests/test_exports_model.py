@@ -49,7 +49,7 @@ async def stack(emu: Emulator) -> AsyncIterator[tuple[RingCentralClient, Reader]
     c = emu.config
     async with trio.open_nursery() as nursery:
         await nursery.start(partial(serve, emu, host="127.0.0.1"))
-        creds = Credentials(emu.platform_base, c.client_id, c.client_secret, c.jwt)
+        creds = Credentials(emu.platform_base, c.client_id, c.client_secret, c.jwt, media_url=emu.media_base)
         async with RingCentralClient(creds, retry=RETRY, timeout=10.0) as rc:
             reader = Reader(rc, block_size=256 * KiB, small_file_max=2 * MiB, read_timeout=20.0)
             await nursery.start(reader.run)

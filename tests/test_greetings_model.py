@@ -31,7 +31,7 @@ async def stack() -> AsyncIterator[tuple[Emulator, RingCentralClient, Reader]]:
     emu = Emulator(cfg, seed.build_store(cfg))
     async with trio.open_nursery() as nursery:
         await nursery.start(partial(serve, emu, host="127.0.0.1"))
-        creds = Credentials(emu.platform_base, cfg.client_id, cfg.client_secret, cfg.jwt)
+        creds = Credentials(emu.platform_base, cfg.client_id, cfg.client_secret, cfg.jwt, media_url=emu.media_base)
         async with RingCentralClient(creds, retry=RETRY, timeout=10.0) as rc:
             reader = Reader(rc, block_size=256 * KiB, small_file_max=2 * MiB, read_timeout=20.0)
             await nursery.start(reader.run)

@@ -229,7 +229,7 @@ async def _model(tmp_path: Path, **config):
     emu = Emulator(cfg, seed.build_store(cfg))
     async with trio.open_nursery() as nursery:
         await nursery.start(partial(serve, emu, host="127.0.0.1"))
-        creds = Credentials(emu.platform_base, cfg.client_id, cfg.client_secret, cfg.jwt)
+        creds = Credentials(emu.platform_base, cfg.client_id, cfg.client_secret, cfg.jwt, media_url=emu.media_base)
         retry = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05, total=10.0)
         async with RingCentralClient(creds, retry=retry, timeout=5.0) as client:
             tree = Tree(uid=os.getuid(), gid=os.getgid())

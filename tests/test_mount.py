@@ -77,7 +77,7 @@ def test_listing_costs_no_content_request(emu, mnt):
 
 
 def test_top_level_tree(mnt):
-    assert sorted(os.listdir(mnt)) == ["company", "exports", "faxes", "greetings", "mms", "outbox", "recordings", "voicemail"]  # the demo user is an admin
+    assert sorted(os.listdir(mnt)) == ["company", "exports", "faxes", "greetings", "mms", "outbox", "recordings", "texts", "voicemail"]  # the demo user is an admin
     for name in ("faxes", "voicemail", "recordings", "mms"):
         assert os.listdir(mnt / name), name
 

@@ -167,3 +167,14 @@ def test_renamed_file_keeps_inode_and_old_name_still_resolves():
     assert tree.child(folder, "a.mp3") is node and tree.child(folder, "a.wav") is node
     tree.remove(folder, "a.wav")
     assert tree.child(folder, "a.mp3") is None
+
+
+def test_xattr_values_lose_control_and_format_characters_and_keep_the_rest():
+    assert names.safe_value("+16505550100") == "+16505550100"
+    assert names.safe_value("+1555\x1b[2J0188") == "+1555_[2J0188"  # ESC: a terminal escape
+    assert names.safe_value("a\x9b31mb") == "a_31mb"  # C1 CSI
+    assert names.safe_value("gpj.\u202eexe") == "gpj._exe"  # bidi override (Cf)
+    assert names.safe_value("zero\u200bwidth\ufeff") == "zero_width_"  # Cf
+    assert names.safe_value("line one\nline two\tcol\r") == "line one line two col "
+    assert names.safe_value("/a/../.b  c") == "/a/../.b  c"  # not a name: nothing else changes
+    assert names.safe_value("Café ☎ 東京") == "Café ☎ 東京"

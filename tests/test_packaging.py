@@ -129,7 +129,7 @@ def test_the_installed_console_script_mounts_an_account(wheel_venv, start_emulat
     with rcfs_mount(mp, ["--state-dir", str(tmp_path / "rcfs-state"), "--debug"], env=env,
                     cmd=[str(wheel_venv / "bin" / "rcfs")]) as proc:
         assert _mounting_binary(proc.pid).startswith(str(wheel_venv))
-        assert sorted(os.listdir(mp)) == ["company", "exports", "faxes", "greetings", "mms", "outbox", "recordings", "voicemail"]  # the demo user is an admin
+        assert sorted(os.listdir(mp)) == ["company", "exports", "faxes", "greetings", "mms", "outbox", "recordings", "texts", "voicemail"]  # the demo user is an admin
         faxes = sorted((mp / "faxes").iterdir())
         assert faxes
         fax = faxes[0]

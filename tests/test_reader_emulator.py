@@ -44,7 +44,7 @@ async def stack(emu: Emulator, **reader_kw: object) -> AsyncIterator[tuple[Reade
     c = emu.config
     async with trio.open_nursery() as nursery:
         await nursery.start(partial(serve, emu, host="127.0.0.1"))
-        creds = Credentials(emu.platform_base, c.client_id, c.client_secret, c.jwt)
+        creds = Credentials(emu.platform_base, c.client_id, c.client_secret, c.jwt, media_url=emu.media_base)
         async with RingCentralClient(creds, retry=RETRY, timeout=5.0) as rc:
             reader_kw.setdefault("block_size", 256 * KiB)
             reader_kw.setdefault("small_file_max", 2 * MiB)

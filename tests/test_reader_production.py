@@ -53,7 +53,7 @@ async def test_a_200_to_a_range_request_never_holds_the_whole_body(start_emulato
     # The emulator runs in its own process: only rcfs' memory is traced here.
     srv = start_emulator(ignore_range=True, chunked_media=True, window=1.0, limit_heavy=100)
     store = seed.build_store(build_config())
-    creds = Credentials(srv.platform, srv.client_id, srv.client_secret, srv.jwt)
+    creds = Credentials(srv.platform, srv.client_id, srv.client_secret, srv.jwt, media_url=srv.media)
     async with RingCentralClient(creds, retry=RETRY, timeout=5.0) as rc, trio.open_nursery() as nursery:
         bound = 6 * MiB
         reader = Reader(rc, cache_bytes=bound, block_size=256 * KiB, small_file_max=256 * KiB)

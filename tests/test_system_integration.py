@@ -47,7 +47,7 @@ def _mount_options(path: Path) -> set[str]:
 
 def _write_config(path: Path, srv) -> Path:
     path.write_text(f'server_url = "{srv.platform}"\nclient_id = "{srv.client_id}"\n'
-                    f'client_secret = "{srv.client_secret}"\njwt = "{srv.jwt}"\n')
+                    f'client_secret = "{srv.client_secret}"\njwt = "{srv.jwt}"\nmedia_url = "{srv.media}"\n')
     path.chmod(0o600)
     return path
 
@@ -202,7 +202,7 @@ def test_readiness_is_notified_only_once_serving_and_sigterm_unmounts(start_emul
     mp = tmp_path / "rc"
     mp.mkdir()
     env = dict(os.environ, NOTIFY_SOCKET=str(sock_path), RC_SERVER_URL=srv.platform, RC_CLIENT_ID=srv.client_id,
-               RC_CLIENT_SECRET=srv.client_secret, RC_JWT=srv.jwt)
+               RC_CLIENT_SECRET=srv.client_secret, RC_JWT=srv.jwt, RC_MEDIA_URL=srv.media)
     log = open(tmp_path / "rcfs.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "rcfs", "mount", str(mp), "--state-dir", str(tmp_path / "s")],
                             env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

@@ -107,6 +107,9 @@ class Credentials:
     client_id: str
     client_secret: str
     jwt: str
+    # The media host's origin when it is not the platform's twin (platform.X -> media.X,
+    # same scheme and port): the emulator's media port, a proxy. Empty: the twin only.
+    media_url: str = ""
 
     def __repr__(self) -> str:  # never print secrets
         return f"Credentials(server_url={self.server_url!r}, client_id={self.client_id!r}, ...)"
@@ -261,6 +264,28 @@ def _stays_local(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin_of(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of `url`, the port spelled out; None when it has none."""
+    parts = urlsplit(url)
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower().rstrip(".")
+    try:
+        port = parts.port or _DEFAULT_PORTS.get(scheme)
+    except ValueError:  # a port out of range or not a number
+        return None
+    if not host or port is None:
+        return None
+    return scheme, host, port
+
+
+def _origin_text(origin: tuple[str, str, int]) -> str:
+    scheme, host, port = origin
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}" + ("" if _DEFAULT_PORTS.get(scheme) == port else f":{port}")
 
 
 def _safe_url(url: str | httpx.URL) -> str:
@@ -500,16 +525,19 @@ class RingCentralClient:
     * `governor`: a `RateGovernor` (one is created when omitted).
     * `max_connections`: HTTP keep-alive pool size.
     * `wall_clock`: epoch seconds for token expiry (tests inject one).
-    * `media_hosts`: host names besides the derived ones that may receive the token.
+    * `media_urls`: media origins besides the derived one and `credentials.media_url`.
     * `shared`: a `SharedBudget` (issue 18): the fleet's rate-limit budget and token pair.
 
-    Where the token goes (`check_url`): every request goes to a host of `trusted_hosts`
-    = the platform host of `server_url`, its media twin (`platform.X` -> `media.X`, so
-    `media.ringcentral.com` for production) and `media_hosts`; and over https, or over
-    plain http only to a host that stays on this machine (loopback, `localhost`,
-    `*.localhost`, `*.invalid`: the emulator and tests). Anything else an API
-    answer names (an attachment or nextPage URI) is refused with UntrustedURL before a
-    connection is made. The token only ever travels in the Authorization header.
+    Where the token goes (`check_url`): every request goes to an origin of
+    `trusted_origins`, compared whole (scheme, host and port): the origin of
+    `server_url`, its media twin (`platform.X` -> `media.X`, same scheme and port, so
+    `https://media.ringcentral.com` for production), `credentials.media_url` and
+    `media_urls`; and over https, or over plain http only to a host that stays on this
+    machine (loopback, `localhost`, `*.localhost`, `*.invalid`: the emulator and tests).
+    A host name alone is not enough: another port on the same host is another service
+    (on loopback, any local user's). Anything else an API answer names (an attachment or
+    nextPage URI) is refused with UntrustedURL before a connection is made. The token
+    only ever travels in the Authorization header.
     """
 
     def __init__(
@@ -525,7 +553,7 @@ class RingCentralClient:
         max_connections: int = 32,
         user_agent: str = "rcfs/0.1",
         wall_clock: Callable[[], float] = time.time,
-        media_hosts: Iterable[str] = (),
+        media_urls: Iterable[str] = (),
         shared: Any = None,
     ) -> None:
         self.credentials = dataclasses.replace(credentials, server_url=credentials.server_url.rstrip("/"))
@@ -546,7 +574,8 @@ class RingCentralClient:
             follow_redirects=False,
         )
         self._denied_permissions: set[str] = set()
-        self.trusted_hosts = self._trusted_hosts(self.credentials.server_url, media_hosts)
+        self.trusted_origins = self._trusted_origins(self.credentials.server_url,
+                                                     [self.credentials.media_url, *media_urls])
         self.auth = TokenManager(
             self.credentials,
             request_token=self._token_request,
@@ -873,10 +902,11 @@ class RingCentralClient:
             envelope["text"] = text
         return await self._multipart(f"{EXTENSION_PATH}/mms", envelope, files, "attachment", priority=priority)
 
-    async def send_sms(self, from_number: str, to: Sequence[str], text: str) -> dict:
+    async def send_sms(self, from_number: str, to: Sequence[str], text: str, *,
+                       priority: Priority = Priority.FOREGROUND) -> dict:
         """Send a plain SMS (JSON body). Returns the message record."""
         body = {"from": {"phoneNumber": from_number}, "to": [{"phoneNumber": n} for n in to], "text": text}
-        return await self._json("POST", f"{EXTENSION_PATH}/sms", json=body)
+        return await self._json("POST", f"{EXTENSION_PATH}/sms", json=body, priority=priority)
 
     async def upload_greeting(
         self,
@@ -983,25 +1013,25 @@ class RingCentralClient:
         return [(name, v) for v in value]
 
     @staticmethod
-    def _trusted_hosts(server_url: str, extra: Iterable[str]) -> frozenset[str]:
-        host = (urlsplit(server_url).hostname or "").lower()
-        hosts = {host, *(h.lower() for h in extra if h)}
-        if host.startswith("platform."):
-            hosts.add("media." + host[len("platform."):])
-        return frozenset(h for h in hosts if h)
+    def _trusted_origins(server_url: str, extra: Iterable[str]) -> frozenset[tuple[str, str, int]]:
+        platform = origin_of(server_url)
+        origins = {platform, *(origin_of(u) for u in extra if u)}
+        if platform is not None and platform[1].startswith("platform."):
+            scheme, host, port = platform
+            origins.add((scheme, "media." + host[len("platform."):], port))
+        return frozenset(o for o in origins if o is not None)
 
     def check_url(self, url: str) -> None:
         """Raise UntrustedURL unless `url` may receive the access token (see the class doc)."""
-        parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
-        scheme = parts.scheme.lower()
-        secure = scheme == "https" or (scheme == "http" and _stays_local(host))
-        if host in self.trusted_hosts and secure:
+        origin = origin_of(url)
+        secure = origin is not None and (origin[0] == "https" or (origin[0] == "http" and _stays_local(origin[1])))
+        if origin in self.trusted_origins and secure:
             return
-        why = "not https" if host in self.trusted_hosts else "not the platform or a media host of this account"
+        why = "not https" if origin in self.trusted_origins else "not the platform or a media origin of this account"
         shown = _safe_url(url)
         log.error("refusing to send the access token to %s (%s)", shown, why)
-        raise UntrustedURL(self._scrub(f"refusing {shown}: {why} (trusted: {', '.join(sorted(self.trusted_hosts))})"))
+        trusted = ", ".join(sorted(_origin_text(o) for o in self.trusted_origins))
+        raise UntrustedURL(self._scrub(f"refusing {shown}: {why} (trusted: {trusted})"))
 
     def _url(self, url: str) -> str:
         if url.startswith(("http://", "https://")):

@@ -2,7 +2,9 @@
 
     GET  /_emulator/stats          {"requests": {route: n}, "total_requests", "groups":
                                    {"light": n, ...}, "statuses": {"200": n, ...},
-                                   "rate_limited": n, "bytes_served": n, "faults": {kind: n}}
+                                   "rate_limited": n, "bytes_served": n, "faults": {kind: n},
+                                   "media_requests": [[route, path, Range header], ...]: the
+                                   last 2000 content requests in arrival order}
     POST /_emulator/stats/reset    zero the counters (204)
     GET  /_emulator/requests       every rate-limited request in arrival order (the last
                                    20000): {"requests": [{t (emulator clock, s), route, path, group,
@@ -33,7 +35,10 @@
                                    401 and their refresh tokens 400 invalid_grant from now on
     POST /_emulator/messages       inject an inbound message (for sync tests): JSON
                                    {"type": "SMS"|"Fax"|"VoiceMail", "from": "+1…",
-                                    "text": "…" (SMS), "pages": n (Fax), "seconds": n
+                                    "text": "…" (SMS), "also": ["+1…"] (SMS: the other
+                                    recipients of a group text), "toNumber": "+1…" (SMS:
+                                    which of the user's numbers it reaches; default the
+                                    main number), "pages": n (Fax), "seconds": n
                                     (VoiceMail), "audioParts": n (VoiceMail: that many
                                     AudioRecording attachments, default 1), "minutesAgo": n
                                     (default 0), "deliverBefore": "<route name>" (hold the
@@ -67,7 +72,6 @@ import datetime as dt
 import importlib
 import json
 import logging
-import zlib
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -77,7 +81,7 @@ from starlette.routing import BaseRoute, Route
 from .app import ApiProblem
 from .auth import Session
 from .config import Faults
-from .store import Attachment, Message, Party
+from .store import Attachment, Message, Party, conversation_id
 
 if TYPE_CHECKING:
     from .app import Emulator
@@ -218,9 +222,19 @@ def inject_message(emu: Emulator, body: dict[str, Any]) -> Message:
         if kind == "SMS":
             text = str(body.get("text", "Hello from the emulator"))
             att = Attachment(id=msg_id, type="Text", media=media.text_plain(text), text=text)
+            # A group text: the other recipients besides the user ("also"); the user's own
+            # number it arrives at ("toNumber", default the main number).
+            also = body.get("also", [])
+            mine = body.get("toNumber", store.main_number)
+            if not isinstance(also, list) or not all(isinstance(n, str) and n for n in also):
+                raise _bad(emu, "[also] must be a list of phone numbers")
+            if not isinstance(mine, str) or not mine:
+                raise _bad(emu, "[toNumber] must be a phone number")
+            me = Party(phone_number=mine, extension_number=store.extension_number)
             msg = Message(id=msg_id, type="SMS", direction="Inbound", creation_time=created,
-                          from_=Party(phone_number=sender), to=[me], attachments=[att], subject=text,
-                          conversation_id=8_000_000_000_000_000_000 + zlib.crc32(sender.encode()))
+                          from_=Party(phone_number=sender), to=[me, *(Party(phone_number=n) for n in also)],
+                          attachments=[att], subject=text,
+                          conversation_id=conversation_id([sender, mine, *also]))
         elif kind == "Fax":
             pages = int(body.get("pages", 1))
             att = Attachment(id=msg_id, type="RenderedDocument", media=media.fax_pdf(msg_id, pages))

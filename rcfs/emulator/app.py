@@ -107,6 +107,9 @@ class ApiProblem(Exception):
         self.response = response
 
 
+MEDIA_LOG_MAX = 2000  # content requests kept for GET /_emulator/stats (media_requests)
+
+
 @dataclasses.dataclass
 class Stats:
     """Counters the admin endpoint reports (`GET /_emulator/stats`)."""
@@ -117,12 +120,16 @@ class Stats:
     rate_limited: int = 0
     bytes_served: int = 0
     faults: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    # The latest content requests in arrival order, (route, path, Range header): tests tell
+    # a client's 1-byte probes from its reads, and which came while which was running.
+    media_log: collections.deque = dataclasses.field(default_factory=lambda: collections.deque(maxlen=MEDIA_LOG_MAX))
     # Every rate-limited request in arrival order (`GET /_emulator/requests`): tests of
     # several clients sharing one budget read who was answered what, and when.
     log: collections.deque = dataclasses.field(default_factory=lambda: collections.deque(maxlen=20000))
 
     def reset(self) -> None:
         """Zero every counter."""
+        self.media_log.clear()
         self.log.clear()
         self.requests.clear()
         self.groups.clear()
@@ -141,6 +148,7 @@ class Stats:
             "rate_limited": self.rate_limited,
             "bytes_served": self.bytes_served,
             "faults": dict(self.faults),
+            "media_requests": [list(entry) for entry in self.media_log],
         }
 
 
@@ -545,6 +553,8 @@ class Emulator:
 
         async def run(request: Request) -> Response:
             self.stats.requests[name] += 1
+            if name.endswith("-content"):
+                self.stats.media_log.append((name, request.url.path, request.headers.get("range", "")))
             faults = self.config.faults
             if group is not None and faults.latency_ms > 0:
                 await anyio.sleep(faults.latency_ms / 1000.0)

@@ -3,8 +3,9 @@
 Scales (`config.scale`):
 
 - ``demo``: about 30 faxes (inbound and outbound, PDF and TIFF, 1-5 pages), 30
-  voicemails with transcriptions, 20 SMS of which 12 are MMS, and 20 call-log records of
-  which 12 carry a recording (30 s - 10 min). Small, so a demo mounts at once.
+  voicemails with transcriptions, 20 SMS of which 12 are MMS, the text conversations of
+  ``texts()`` (37 plain SMS, TEXTS_TOTAL), and 20 call-log records of which 12 carry a
+  recording (30 s - 10 min). Small, so a demo mounts at once.
 - ``listing``: ``config.faxes`` (default 10,000) one- or two-page PDF faxes, the rest as
   in demo. Media are lazy, so building it takes a fraction of a second.
 - ``company``: demo for the signed-in user, and a company of 240 extensions with
@@ -39,9 +40,10 @@ import string
 import time
 from typing import Callable
 
-from . import media
+from . import media, numbers
 from .config import EmulatorConfig
-from .store import DROP, Attachment, CallRecord, Greeting, Message, Party, Recording, Store
+from .store import (DROP, Attachment, CallRecord, Greeting, Message, Party, Recording, Store,
+                    conversation_id)
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,8 @@ LISTING_FAXES = 10_000
 VOICEMAILS = 30
 SMS_TOTAL = 20
 MMS_COUNT = 12
+# Text conversations (plain SMS, no attachment) besides the SMS/MMS above: see `texts()`.
+TEXT_CONVERSATIONS = ("long", "rtl", "group", "support-line", "controls")
 CALLS_TOTAL = 20
 RECORDED_CALLS = 12
 BENCH_LARGE = ((200 * 1024**2, "mp3"), (400 * 1024**2, "wav"), (1024**3, "mp3"), (2 * 1024**3, "wav"))
@@ -106,6 +110,59 @@ _SMS_TEXTS = (
     "Please review the attached", "Happy birthday! \U0001f389", "Where should I park?",
     "The package is at the front desk", "Can we move it to Friday?", "Invoice paid, thank you",
 )
+# The long conversation: (who, text); "me" is the user. Multi-line texts, emoji (with
+# ZWJ sequences and flags), and one text near the API's limit of 1000 UTF-16 units.
+_LONG_CHAT = (
+    ("them", "Hi! Are we still on for the site visit?"),
+    ("me", "Yes. 3pm at the north gate."),
+    ("them", "Great \U0001f44d"),
+    ("them", "Can you bring the floor plans?\nAnd the updated budget."),
+    ("me", "Will do. Shopping list for the kickoff:\n- coffee\n- bagels\n- name tags"),
+    ("them", "\U0001f389\U0001f389\U0001f389"),
+    ("me", "Running 10 minutes late, sorry!"),
+    ("them", "No worries, parking is on Elm St."),
+    ("them", "The family is coming too \U0001f468\u200d\U0001f469\u200d\U0001f467 \U0001f1fa\U0001f1f8"),
+    ("me", "Perfect, see you all there."),
+    ("them", "Minutes from today:\n1. Permit filed\n2. Budget approved\n\n3. Next visit in two weeks"),
+    ("me", "Thanks for writing these up."),
+    ("them", "LONG"),
+    ("me", "Got it, reading now \u2615"),
+    ("them", "Caf\u00e9 au lait next time? \u263a\ufe0f"),
+    ("me", "Deal."),
+    ("them", "Confirmed for tomorrow 9am"),
+    ("me", "See you then."),
+    ("them", "I'm at the gate"),
+    ("me", "On my way"),
+)
+_LONG_TEXT = ("Here is the full summary, as promised. " * 26)[:990] + " End."
+_RTL_CHAT = (
+    ("them", "\u0645\u0631\u062d\u0628\u0627\u060c \u0647\u0644 \u0623\u0646\u062a \u0645\u062a\u0627\u062d \u063a\u062f\u0627\u061f"),
+    ("me", "\u0646\u0639\u0645\u060c \u0627\u0644\u0633\u0627\u0639\u0629 10"),
+    ("them", "\u05e9\u05dc\u05d5\u05dd! \u05d4\u05e4\u05d2\u05d9\u05e9\u05d4 \u05d1-10:00"),
+    ("me", "OK, \u05e0\u05ea\u05e8\u05d0\u05d4 at 5"),
+    ("them", "\u0634\u0643\u0631\u0627 \U0001f64f"),
+)
+_GROUP_CHAT = (
+    (0, "Who is bringing the projector?"),
+    (1, "I can, if someone has the cable."),
+    ("me", "I have the HDMI cable."),
+    (0, "Great, thanks both!"),
+    (1, "See you at 10 \U0001f44b"),
+    ("me", "\U0001f44d"),
+)
+_SUPPORT_CHAT = (
+    ("them", "Hello, is this the support line?"),
+    ("me", "Yes, how can we help?"),
+    ("them", "My order #4411 has not arrived."),
+    ("me", "Sorry about that. It ships today."),
+)
+# Texts as production may carry them: terminal escapes (ESC and the C1 CSI), a bidi
+# override, CR LF line ends, a tab, a NUL, Unicode line separators.
+_CONTROL_CHAT = (
+    ("them", "\x1b[2J\x1b[31mALERT\x1b[0m please call \x9b1mnow"),
+    ("them", "invoice \u202egnp.exe\u202c attached\r\nline two\tafter a tab\x00!\u2028third line"),
+)
+TEXTS_TOTAL = len(_LONG_CHAT) + len(_RTL_CHAT) + len(_GROUP_CHAT) + len(_SUPPORT_CHAT) + len(_CONTROL_CHAT)
 _AREAS = ("212", "312", "415", "617", "206", "303", "512", "646", "213", "404", "702", "650")
 
 
@@ -145,6 +202,7 @@ class _Builder:
         self.pending: list[_Pending] = []
         self.vm_messages: list[Message] = []
         self._call_ids: set[str] = set()
+        self.text_ids: set[int] = set()  # the messages of texts(): hide_sizes skips them
 
     # helpers -------------------------------------------------------------------
     def _people(self, n: int) -> list[_Person]:
@@ -308,6 +366,58 @@ class _Builder:
                            conversation_id=self._conversation(person.phone))
         return make
 
+    def texts(self) -> None:
+        """The text conversations of TEXT_CONVERSATIONS: a long one (multi-line texts,
+        emoji, a text near the 1000-unit limit), one in Arabic and Hebrew, a group text
+        with two other people, one with the user's second ("Support") number, and one
+        whose texts carry terminal escapes and bidi overrides. Plain SMS: one Text
+        attachment each. (The SMS/MMS above make further conversations in which texts
+        and MMS alternate.) Their own generator: the other kinds stay as they were."""
+        rng = _rng(self.seed, "texts")
+        main = self.store.main_number
+        support = numbers.phone_numbers(self.store)[1].phone_number
+        people = self.people[20:26]
+        # conversation -> (start days ago, other people, the user's number, its texts)
+        plan = {
+            "long": (150, [people[0]], main, [(w, _LONG_TEXT if t == "LONG" else t) for w, t in _LONG_CHAT]),
+            "rtl": (40, [people[1]], main, list(_RTL_CHAT)),
+            "group": (20, [people[2], people[3]], main, list(_GROUP_CHAT)),
+            "support-line": (9, [people[4]], support, list(_SUPPORT_CHAT)),
+            "controls": (0.5, [people[5]], main, list(_CONTROL_CHAT)),
+        }
+        for name in TEXT_CONVERSATIONS:
+            days, others, mine, chat = plan[name]
+            when = self.now - dt.timedelta(days=days)
+            step = max(60, int(days * 86_400 / (len(chat) + 1)))
+            for who, text in chat:
+                when += dt.timedelta(seconds=rng.randint(step // 2, step))
+                when = when.replace(microsecond=0)
+                while when in self.used_times:
+                    when += dt.timedelta(seconds=1)
+                self.used_times.add(when)
+                self._add(when, self._text_factory(who, text, others, mine))
+
+    def _text_factory(self, who: object, text: str, others: list[_Person],
+                      mine: str) -> Callable[[dt.datetime], Message]:
+        def make(when: dt.datetime) -> Message:
+            me = Party(phone_number=mine)
+            if who == "me":
+                sender, to, direction = me, [Party(phone_number=p.phone) for p in others], "Outbound"
+            else:
+                person = others[0 if who == "them" else int(who)]  # type: ignore[arg-type]
+                sender = Party(phone_number=person.phone, name=person.name)
+                to = [me] + [Party(phone_number=p.phone) for p in others if p is not person]
+                direction = "Inbound"
+            msg_id = self.store.new_id()
+            self.text_ids.add(msg_id)
+            return Message(id=msg_id, type="SMS", direction=direction, creation_time=when, from_=sender,
+                           to=to, attachments=[self._att("Text", media.text_plain(text), text=text)],
+                           read_status="Read" if direction == "Outbound" or self.now - when > dt.timedelta(days=2)
+                           else "Unread",
+                           message_status="Received" if direction == "Inbound" else "Delivered",
+                           subject=text, conversation_id=conversation_id([mine] + [p.phone for p in others]))
+        return make
+
     def _mms_media(self, kind: str, key: tuple, person: _Person) -> media.MediaObject:
         seed = _sub_seed(self.seed, *key)
         if kind == "jpeg":
@@ -321,7 +431,7 @@ class _Builder:
         return media.audio_mp3(seed, 3 + seed % 10)
 
     def _conversation(self, phone: str) -> int:
-        return 1_000_000_000_000_000_000 + _sub_seed(self.seed, "conversation", phone) % 10**18
+        return conversation_id([self.store.main_number, phone])
 
     def hostile(self) -> None:
         """One recent inbound MMS per group of HOSTILE_NAMES."""
@@ -502,9 +612,13 @@ class _Builder:
         """
         rng = _rng(self.seed, "hide-sizes")
         share = self.config.hide_sizes
+        texts = _rng(self.seed, "hide-sizes-texts")
         for msg_id in sorted(self.store.messages):
+            # The text conversations came later: their own draws, so every other
+            # attachment keeps the draw it had before they existed.
+            draw = texts if msg_id in self.text_ids else rng
             for att in self.store.messages[msg_id].attachments:
-                att.expose_size = not rng.random() < share
+                att.expose_size = not draw.random() < share
 
 
 def fax_count(config: EmulatorConfig) -> int:
@@ -534,6 +648,7 @@ def build_store(config: EmulatorConfig, now: dt.datetime | None = None) -> Store
     b.faxes(fax_count(config), listing=config.scale == "listing")
     b.voicemails(VOICEMAILS)
     b.sms(SMS_TOTAL, MMS_COUNT)
+    b.texts()
     if config.hostile_names:
         b.hostile()
     if config.odd_records:

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from .multipart import (FAX_TYPES, GREETING_TYPES, MMS_TYPES, MultipartError, Part,
                         boundary_of, count_pages, media_type, parse_multipart, sniff)
-from .store import Attachment, Greeting, Message, Party, Store
+from .store import Attachment, Greeting, Message, Party, Store, conversation_id
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -616,12 +616,6 @@ def resend_fax(emu: Any, body: dict[str, Any]) -> Message:
 
 # --------------------------------------------------------------------------------------
 # SMS / MMS
-
-
-def conversation_id(numbers: list[str]) -> int:
-    """A stable int64 conversation id for a set of numbers (the real ones exceed 2^53)."""
-    digest = hashlib.sha256("|".join(sorted(set(numbers))).encode()).digest()
-    return int.from_bytes(digest[:8], "big") & (2**63 - 1) | 2**62
 
 
 @_with_send_faults(SMS_MAX_BODY, "Medium")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import itertools
 from typing import Callable, Iterable
 
@@ -20,6 +21,17 @@ UTC = dt.timezone.utc
 
 # In `odd_json` overrides: drop this key from the rendered JSON (a "missing field").
 DROP = object()
+
+
+def conversation_id(numbers: list[str]) -> int:
+    """The int64 conversation id of a set of phone numbers (the user's own included).
+
+    Production gives every message between the same numbers the same `conversationId`,
+    inbound and outbound alike, and a user's two numbers texting one person are two
+    conversations; seeded, injected and sent texts all take their id from here. Real ids
+    exceed 2^53 (CONTRACT §1), so these do too."""
+    digest = hashlib.sha256("|".join(sorted(set(numbers))).encode()).digest()
+    return int.from_bytes(digest[:8], "big") & (2**63 - 1) | 2**62
 
 
 def iso(t: dt.datetime) -> str:

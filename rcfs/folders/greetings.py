@@ -246,6 +246,24 @@ class GreetingsOwner(SpooledOwner, RemoteMediaOwner):
         slot = self._slot_by_inode.get(node.inode)
         return slot if slot is not None and slot.node is node else None
 
+    # the background learner (rcfs.background) ---------------------------------------------
+    def probe_targets(self):
+        """The greetings the rules play whose size is not known yet: a greeting's file is
+        keyed by its rule and type, its content by the greeting, so name the content.
+        An upload being written or waiting shows its own bytes: nothing to learn there."""
+        for slot in list(self._slots.values()):
+            if (slot.remote is None or slot.node.size is not None or slot.pending
+                    or self._writer_of(slot.node) is not None):
+                continue
+            yield slot.node, slot.remote.source
+
+    def probe_learned_size(self, node: File, key: str, size: int) -> None:
+        slot = self._slot_of(node)
+        # Only while the slot still shows that greeting (a replacement may have begun).
+        if (slot is not None and slot.remote is not None and slot.remote.source.key == key
+                and not slot.pending and self._writer_of(node) is None):
+            node.size = size  # attributes time out at once here: the next stat shows it
+
     # attributes and status -----------------------------------------------------------------
     def attr_timeout(self, node: Node) -> float | None:
         if isinstance(node, File):

@@ -2,12 +2,12 @@
 that refresh after a TTL with single flight, and reads through the block-cache reader.
 
 Unknown sizes (recordings, attachments without `size`): such a file shows a provisional
-size (PROVISIONAL_SIZE) with an attribute timeout of 0 until its size is learned. `ls -l`
-therefore costs no request. `open()` resolves the size with the first content request
-(which also starts the download, so nothing is wasted) before any byte is read, and the
-kernel re-asks getattr after it (timeout 0, and the adapter invalidates the cached
-attributes when a size is learned), so `cat`, `cp`, `rsync`, `tar` and `sha256sum` see
-the exact size. Once learned, a size is exact for good and persisted across remounts;
+size (PROVISIONAL_SIZE) until its size is learned. `ls -l` therefore costs no request.
+`open()` resolves the size with the first content request (which also starts the
+download, so nothing is wasted) before any byte is read, and the kernel re-asks getattr
+after it (the adapter invalidates the cached attributes when a size is learned; the
+provisional ones also expire after a short timeout), so `cat`, `cp`, `rsync`, `tar` and
+`sha256sum` see the exact size. Once learned, a size is exact for good and persisted across remounts;
 `rcfs.background` learns the rest while the API is idle.
 
 Why not size 0: GLib types every empty regular file `application/x-zerosize` without
@@ -230,6 +230,20 @@ class RemoteMediaOwner(FolderOwner):
 
     def presented_size(self, node: File) -> int:
         return node.size if node.size is not None else PROVISIONAL_SIZE
+
+    # what the background learner may probe (rcfs.background) ---------------------------
+    def probe_targets(self):
+        """(node, Source) for each file of this folder whose content a probe can reach:
+        the file shown, and the object on the media host behind it (for message and
+        recording files the same key)."""
+        for node in iter_files(self.folder):
+            if node.url:
+                yield node, Source(key=node.key, url=node.url, size=node.size)
+
+    def probe_learned_size(self, node: File, key: str, size: int) -> None:
+        """A probe of `key` (behind `node`) found its size. Files keyed like their
+        content learn it through the adapter's `size_learned` already; an owner whose
+        files are keyed otherwise (greetings) shows it here."""
 
     # reads ----------------------------------------------------------------------------
     async def open(self, node: File, flags: int, pid: int) -> Opened:

@@ -48,9 +48,9 @@ def parties(record: dict) -> tuple[str, str]:
 class MessageFolderOwner(RemoteMediaOwner):
     """One message-store folder (its `message_type`: Fax, VoiceMail or SMS)."""
 
-    def __init__(self, *args, since: dt.datetime, **kw) -> None:
+    def __init__(self, *args, since: dt.datetime, message_type: str | None = None, **kw) -> None:
         super().__init__(*args, **kw)
-        self.message_type = MESSAGE_TYPES[self.folder.name]
+        self.message_type = message_type or MESSAGE_TYPES[self.folder.name]
         self.since = since
         self.sync_token: str | None = None
 

@@ -203,7 +203,7 @@ def rcfs_system(name: str = "rcfs", *extra: str, checkout: Path = ROOT) -> Syste
     def mount(bench: Bench, emu: Emulator, case: str = "") -> Iterator[Mounted]:
         d = fresh_dir(bench, "rcfs-")
         env = dict(os.environ, RC_SERVER_URL=emu.platform, RC_CLIENT_ID=CLIENT_ID,
-                   RC_CLIENT_SECRET=CLIENT_SECRET, RC_JWT=JWT)
+                   RC_CLIENT_SECRET=CLIENT_SECRET, RC_JWT=JWT, RC_MEDIA_URL=emu.media)
         # --no-background: the idle-time learner's probes would land in the request counts
         argv = [sys.executable, "-m", "rcfs", "mount", str(d / "mnt"), "--state-dir", str(d / "state"),
                 "--no-background", *extra]

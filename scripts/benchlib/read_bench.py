@@ -36,7 +36,7 @@ def mount(emu: Emulator, *extra: str) -> Iterator[tuple[Path, subprocess.Popen]]
     mp = tmp / "mnt"
     mp.mkdir()
     env = dict(os.environ, RC_SERVER_URL=emu.platform, RC_CLIENT_ID=CLIENT_ID, RC_CLIENT_SECRET=CLIENT_SECRET,
-               RC_JWT=JWT)
+               RC_JWT=JWT, RC_MEDIA_URL=emu.media)
     log = open(tmp / "mount.log", "w")
     # --no-background: the idle-time learner's probes would land in the request counts.
     proc = subprocess.Popen([sys.executable, "-m", "rcfs", "mount", str(mp), "--state-dir", str(tmp / "state"),
@@ -116,7 +116,7 @@ def reader_alone_seconds(emu: Emulator, url: str) -> float:
     from rcfs.reader import Reader, Source
 
     async def main() -> float:
-        async with RingCentralClient(Credentials(emu.platform, CLIENT_ID, CLIENT_SECRET, JWT)) as client:
+        async with RingCentralClient(Credentials(emu.platform, CLIENT_ID, CLIENT_SECRET, JWT, media_url=emu.media)) as client:
             reader = Reader(client)
             async with trio.open_nursery() as nursery:
                 await nursery.start(reader.run)
