@@ -294,7 +294,8 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
                 if not opts.read_only:
                     await nursery.start(sender.run)
                     await nursery.start(texts_sender.run)
-                nursery.start_soon(_watch_signals, pyfuse3.terminate)
+                # Reads waiting on downloads end at once, or the loop would wait for them.
+                nursery.start_soon(_watch_signals, lambda: (reader.stop(), pyfuse3.terminate()))
                 await nursery.start(exports.manager.run)
                 if opts.background:
                     nursery.start_soon(learner.run)

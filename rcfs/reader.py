@@ -20,11 +20,16 @@ ranges through the returned handle, and closes it. Underneath:
   that stream runs on to the end of the file while `open()` waits (blocks go to the
   byte-bounded cache as usual), so the file never looks empty; the end is a 200's clean
   end, or a 416 at the end. Like every read, that wait is bounded by `read_timeout`.
-* Flaky links: a producer whose body drops continues from the byte it reached. It gives
-  up after `max_resumes` attempts in a row that brought no new byte (the count starts
-  over after any progress), backing off between them; every `read()` is also bounded
-  by `read_timeout`, so a read that cannot progress ends in an error (EIO) within
-  `read_timeout` seconds (90 by default) at the latest.
+* Flaky links: a producer whose body drops, is cut short or is answered 5xx continues
+  from the byte it reached, backing off between attempts (up to 2 s). Transient
+  failures never end a download that still makes progress, however many there are: it
+  gives up only after `progress_timeout` seconds (60 by default) in which no new byte
+  arrived, waits for rate-limit slots included (a count of attempts would run out while
+  each retry waits for its slot, on a link that is slow but working). A `read()` waits
+  as long as the download it waits on makes progress; `read_timeout` seconds (90 by
+  default) after that download's last byte it ends in an error (EIO) even if the
+  download has not given up: a net under the producers' own bound, never reached while
+  bytes arrive.
 * Prefetch (`prefetch()`): a caller that predicts the next opens (a folder owner that
   sees `cp -r`, `rsync` or `tar` read a folder's files one after another) asks for small
   files of known size ahead of their open. Each is one ranged GET, like the first read
@@ -54,7 +59,7 @@ import enum
 import itertools
 import logging
 from contextlib import AbstractAsyncContextManager
-from typing import Callable, Protocol
+from typing import Callable, NoReturn, Protocol
 
 import cachetools
 import trio
@@ -68,9 +73,14 @@ from rcfs.api.errors import (
     RangeNotSatisfiable,
     RateLimited,
     RateLimitWaitExceeded,
+    ServerError,
 )
 
 __all__ = ["Bytes", "ContentClient", "Reader", "ReaderStats", "Source"]
+
+# Failures a later attempt can get past: a dropped, cut or stalled connection, a 5xx.
+# Retried for as long as the download keeps making progress (`progress_timeout`).
+TRANSIENT = (NetworkError, ServerError)
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +129,7 @@ class ReaderStats:
     requests: int = 0  # HTTP requests issued (fetches + stream opens, resumes included)
     fetches: int = 0  # ranged GETs
     streams: int = 0  # streaming GETs opened (first opens and re-opens)
-    resumes: int = 0  # re-opens after a dropped connection
+    resumes: int = 0  # retries after a transient failure (drop, cut, 5xx)
     bytes_fetched: int = 0  # body bytes received
     cache_hits: int = 0  # block lookups answered from the cache
     cache_misses: int = 0  # block lookups that started a download
@@ -132,6 +142,9 @@ class ReaderStats:
     prefetches: int = 0  # small files fetched ahead of their open (`Reader.prefetch`)
     prefetches_used: int = 0  # ... of which a later open found cached or in flight
     prefetching: int = 0  # prefetch requests in flight now
+    reads: int = 0  # read() calls (with FUSE: the kernel's read requests, each one round trip)
+    read_bytes: int = 0  # bytes they asked for
+    largest_read: int = 0  # the largest one asked for
 
 
 def _fresh(exc: ApiError) -> ApiError:
@@ -141,6 +154,10 @@ def _fresh(exc: ApiError) -> ApiError:
 
 class _Replan(Exception):
     """Internal: the producer of a block went away without error; plan the read again."""
+
+
+class _Stalled(Exception):
+    """Internal: the producer of a block brought no byte for the reader's whole timeout."""
 
 
 class _State(enum.Enum):
@@ -153,11 +170,11 @@ class _State(enum.Enum):
 class _Pending:
     """One block being downloaded. Filled from its first byte on, readable as it fills."""
 
-    def __init__(self, index: int, length: int, claims: dict[int, _Pending], owner: object) -> None:
+    def __init__(self, index: int, length: int, claims: dict[int, _Pending], owner: _Fetch | _Stream) -> None:
         self.index = index
         self.length = length  # expected bytes (block_size, less for the last block)
         self.claims = claims  # the producer's map of blocks it still has to fill
-        self.owner = owner  # the _Stream or _Fetch filling it
+        self.owner: _Fetch | _Stream = owner  # the producer filling it
         self.buf: bytearray | None = None
         self.data: bytes | bytearray | None = None
         self.filled = 0
@@ -184,11 +201,12 @@ class _Pending:
         assert self.buf is not None
         return bytes(memoryview(self.buf)[start:stop])
 
-    async def wait_for(self, need: int) -> None:
+    async def wait_for(self, need: int, began: float, timeout: float) -> None:
         """Return once `need` bytes are in or the block is final; raise if it failed.
 
-        Raises `_Replan` when the producer abandoned the block. The caller bounds the
-        wait with its own deadline.
+        Raises `_Replan` when the producer abandoned the block, and `_Stalled` once
+        `timeout` seconds passed since the later of `began` and the producer's last
+        byte (the producer may be filling an earlier block: that is progress too).
         """
         while self.filled < need:
             if self.state is _State.DONE:
@@ -198,7 +216,11 @@ class _Pending:
                 raise _fresh(self.error)
             if self.state is _State.ABANDONED:
                 raise _Replan()
-            await self._changed.wait()
+            deadline = max(began, self.owner.progress_at) + timeout
+            if trio.current_time() >= deadline:
+                raise _Stalled()
+            with trio.move_on_at(deadline):
+                await self._changed.wait()
 
 
 class _File:
@@ -239,9 +261,12 @@ class _Handle:
 
 
 class _Fetch:
-    """Marker owner for blocks filled by a ranged GET."""
+    """Owner of blocks filled by ranged GETs: when it last received a byte."""
 
-    __slots__ = ()
+    __slots__ = ("progress_at",)
+
+    def __init__(self) -> None:
+        self.progress_at = trio.current_time()  # its start, then its last new byte
 
 
 class _Stream:
@@ -257,8 +282,9 @@ class _Stream:
         self.demand = start  # furthest offset some reader is waiting for
         self.window = window
         self.priority = priority
-        self.resumes = 0  # drops in a row without a new byte
-        self.failed_at_pos = start  # where the previous drop happened
+        self.failures = 0  # transient failures since the last new byte
+        self.body: Stream | None = None  # the answer being received, when its pieces align with blocks
+        self.progress_at = trio.current_time()  # its start, then its last new byte
         self.dropped = False
         self.done = False
         self.error: ApiError | None = None
@@ -292,8 +318,8 @@ class Reader:
         max_window: int = 64 * MiB,
         seek_tolerance: int = 2 * MiB,
         read_timeout: float = 90.0,
+        progress_timeout: float = 60.0,
         stream_idle_timeout: float = 30.0,
-        max_resumes: int = 5,
         failure_ttl: float = 5.0,
         rate_limit_patience: float | None = None,
         prefetch_depth: int = 6,
@@ -319,7 +345,8 @@ class Reader:
         self._min_streak = min(256 * KiB, block_size)
         self._read_timeout = read_timeout
         self._idle_timeout = stream_idle_timeout
-        self._max_resumes = max_resumes
+        self._progress_timeout = progress_timeout
+        self._stopping = False
         self._failure_ttl = failure_ttl
         self._rate_patience = read_timeout if rate_limit_patience is None else rate_limit_patience
         self._max_replans = 8
@@ -394,7 +421,7 @@ class Reader:
     async def open(self, source: Source, *, priority: Priority = Priority.FOREGROUND) -> int:
         """Open `source` and return a handle. Costs a request only when the size is unknown."""
         if self._nursery is None:
-            raise RuntimeError("Reader.run() is not running")
+            self._not_running()
         f = self._files.get(source.key)
         if f is None:
             f = _File(source.key, source.url, self._sizes.get(source.key, source.size))
@@ -428,9 +455,9 @@ class Reader:
 
         The result is bytes-like (often a view of a cached block, to save a copy per read).
 
-        Raises an `ApiError` subclass when the bytes cannot be had (after the client's
-        retries and the reader's resumes, or after `read_timeout`), ValueError for an
-        unknown handle.
+        Raises an `ApiError` subclass when the bytes cannot be had (their download gave
+        up after `progress_timeout` without a new byte, or `read_timeout` passed since
+        its last byte), ValueError for an unknown handle.
         """
         h = self._handles.get(handle)
         if h is None:
@@ -438,12 +465,17 @@ class Reader:
         if offset < 0 or length < 0:
             raise ValueError("offset and length must not be negative")
         f = h.file
+        st = self._st
+        st.reads += 1
+        st.read_bytes += length
+        if length > st.largest_read:
+            st.largest_read = length
         if length == 0 or (f.size is not None and offset >= f.size):
             return b""
         # Access-pattern bookkeeping happens before any await: the kernel sends
         # concurrent reads on one handle and each must see its predecessors.
         if self._nursery is None:
-            raise RuntimeError("Reader.run() is not running")
+            self._not_running()
         seek = abs(offset - h.pos) > self._seek_tol
         if seek:
             h.streak = 0
@@ -459,10 +491,21 @@ class Reader:
             if block is not None:
                 self._st.cache_hits += 1
                 return _piece(block, within, min(within + length, len(block)))
-        with trio.move_on_after(self._read_timeout) as scope:
-            return await self._read_range(h, offset, length, seek, sequential)
-        assert scope.cancelled_caught
-        raise NetworkError(f"timed out reading {f.key} at {offset}")
+        return await self._read_range(h, offset, length, seek, sequential)
+
+    def _not_running(self) -> NoReturn:
+        if self._stopping:
+            raise NetworkError("rcfs is unmounting")
+        raise RuntimeError("Reader.run() is not running")
+
+    def stop(self) -> None:
+        """Unmounting: end every download now. A read waiting on one fails at once (EIO)
+        instead of retrying for up to `progress_timeout` against a server that may be
+        gone (the FUSE loop only ends once every request in flight is answered), and so
+        does every read after it."""
+        self._stopping = True
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
 
     def close(self, handle: int) -> None:
         """Forget `handle` and stop its read-ahead stream. Unknown handles are ignored."""
@@ -483,7 +526,7 @@ class Reader:
         `prefetch_bytes` bytes are already in flight, or its rate-limit group has no
         room beyond the foreground reserve. Never awaits: callers use it from `open`.
         """
-        if self._nursery is None or self.prefetch_depth == 0:
+        if self._nursery is None or self.prefetch_depth == 0 or self._stopping:
             return False
         f = self._files.get(source.key)
         size = f.size if f is not None and f.size is not None else self._sizes.get(source.key, source.size)
@@ -556,6 +599,7 @@ class Reader:
         parts: list[Bytes] = []
         pos = offset
         replans = 0
+        began = trio.current_time()
         while True:
             end = offset + length if f.size is None else min(offset + length, f.size)
             if pos >= end:
@@ -586,9 +630,13 @@ class Reader:
                 if isinstance(p.owner, _Stream):
                     self._raise_demand(p.owner, b * bs + want)
                 try:
-                    await p.wait_for(want)
+                    await p.wait_for(want, began, self._read_timeout)
                 except _Replan:
                     replans += 1
+                except _Stalled:
+                    raise NetworkError(
+                        f"timed out reading {f.key} at {pos}: no new byte for {self._read_timeout:g} s"
+                    ) from None
                 else:
                     piece = p.view(within, want)
                     if piece:
@@ -618,6 +666,11 @@ class Reader:
         if upto > st.demand:
             st.demand = upto
             st.notify()
+            if st.body is not None and upto > st.pos:
+                # The stream may be waiting for a big batch of read-ahead (up to a block);
+                # a reader now waits for less: wake the stream once that much is in, not
+                # when the whole batch is (on a slow link, the difference is seconds).
+                st.body.batch(upto - st.pos, self._bs - st.pos % self._bs)
 
     def _reach(self, st: _Stream) -> int:
         return max(st.window, self._seek_tol)
@@ -637,6 +690,8 @@ class Reader:
         """
         f = h.file
         bs = self._bs
+        if self._stopping:
+            raise NetworkError(f"cannot read {f.key}: rcfs is unmounting")
         if f.failure is not None and trio.current_time() - f.failed_at < self._failure_ttl:
             raise _fresh(f.failure)
         # Any stream on this file that will pass block b soon serves it: its own
@@ -701,7 +756,10 @@ class Reader:
                     stop = min(hi - base, p.length)
                     src = p.filled + base - offset
                     if p.filled == 0 and stop == p.length:
-                        self._complete(f, p, bytes(mv[src : src + stop]))  # whole block at once
+                        if src == 0 and stop == len(mv) and type(data) is bytes:
+                            self._complete(f, p, data)  # the piece is the block: keep it as it is
+                        else:
+                            self._complete(f, p, bytes(mv[src : src + stop]))  # whole block at once
                     elif p.filled < stop:
                         if p.buf is None:
                             p.buf = bytearray(p.length)
@@ -839,7 +897,9 @@ class Reader:
         pos = first * bs
         stop = (last + 1) * bs
         error: ApiError | None = None
-        resumes = stalls = 0
+        owner = next(iter(claims.values())).owner
+        assert isinstance(owner, _Fetch)
+        failures = stalls = 0
         throttled_since: float | None = None
         try:
             while claims:
@@ -854,12 +914,9 @@ class Reader:
                 except RangeNotSatisfiable as exc:
                     self._learn_size(f, exc.total if exc.total is not None and exc.total <= pos else pos)
                     break
-                except NetworkError:
-                    resumes += 1  # attempts in a row without a new byte
-                    if resumes > self._max_resumes:
-                        raise
-                    log.info("fetch of %s failed at %d; retrying (%d/%d)", f.key, pos, resumes, self._max_resumes)
-                    await self._no_progress_pause(resumes)
+                except TRANSIENT as exc:
+                    failures += 1
+                    await self._retry_pause(f, owner, pos, failures, exc)
                     continue
                 except RateLimited as exc:
                     throttled_since = await self._wait_for_rate_limit(f, exc, throttled_since)
@@ -880,7 +937,8 @@ class Reader:
                         raise BadResponse(f"no data for {f.key} at {pos}")
                     continue
                 pos = got_end
-                resumes = 0  # progress: the budget for drops starts over
+                failures = 0
+                owner.progress_at = trio.current_time()
         except ApiError as exc:
             error = exc
         except Exception:
@@ -889,10 +947,26 @@ class Reader:
         finally:
             self._release(f, claims, error, remember_failure=remember_failure)
 
-    async def _no_progress_pause(self, attempt: int) -> None:
-        """Back off before attempt `attempt` in a row that brought nothing (not the first)."""
-        if attempt > 1:
-            await trio.sleep(min(2.0, 0.05 * 2 ** (attempt - 1)))
+    async def _retry_pause(self, f: _File, owner: _Fetch | _Stream, pos: int, failures: int,
+                           exc: ApiError) -> None:
+        """A transient failure at `pos`: re-raise it once `owner` has gone
+        `progress_timeout` seconds without a new byte, else back off before the next try.
+
+        The bound is time, not a count: on a slow link every retry may first wait for a
+        rate-limit slot, so a run of failures can span minutes while the download still
+        moves forward between them. The pause doubles from 50 ms (the first retry goes at
+        once: a dropped connection is usually fine on the next try) to 2 s.
+        """
+        quiet = trio.current_time() - owner.progress_at
+        if quiet >= self._progress_timeout:
+            log.info("download of %s gives up at %d: no new byte for %.0f s (%d failures): %s",
+                     f.key, pos, quiet, failures, exc)
+            raise exc
+        self._st.resumes += 1
+        log.info("download of %s failed at %d (%s); retrying (failure %d, %.0f s without a new byte)",
+                 f.key, pos, exc, failures, quiet)
+        if failures > 1:
+            await trio.sleep(min(2.0, 0.05 * 2 ** (failures - 2), self._progress_timeout - quiet))
 
     async def _wait_for_rate_limit(self, f: _File, exc: RateLimited, since: float | None) -> float:
         """A request met a rate-limited group: wait and let the caller try again, for at
@@ -1005,12 +1079,17 @@ class Reader:
     async def _wait_for_room(self, st: _Stream) -> bool:
         """Pause until the reader needs more; False when it stayed away too long."""
         deadline = trio.current_time() + self._idle_timeout
+        waited = False
         while st.pos >= self._limit(st):
             if trio.current_time() >= deadline:
                 log.debug("stream of %s idle at %d; dropping it", st.file.key, st.pos)
                 return False
+            waited = True
             with trio.move_on_at(deadline):
                 await st.wake.wait()
+        if waited:
+            # Paused by its reader, not stuck: the time without progress starts now.
+            st.progress_at = max(st.progress_at, trio.current_time())
         return True
 
     def _stream_priority(self, st: _Stream) -> Priority:
@@ -1087,27 +1166,37 @@ class Reader:
                         raise BadResponse(f"asked {f.key} from {st.pos}, got bytes from {s.start}")
                     skip = st.pos - s.start  # a 200 answer starts at 0: skip what we have
                     st.ready.set()
-                    async for piece in s.aiter_bytes():
-                        self._st.bytes_fetched += len(piece)
-                        if skip:
-                            if len(piece) <= skip:
-                                skip -= len(piece)
-                                continue
-                            piece = piece[skip:]
-                            skip = 0
-                        if f.size is not None and st.pos + len(piece) > f.size:
-                            piece = piece[: f.size - st.pos]
-                        if piece:
-                            self._claim_for_stream(st, (st.pos + len(piece) - 1) // self._bs)
-                            self._write(f, st.pos, piece)
-                            st.pos += len(piece)
-                        if f.size is not None and st.pos >= f.size:
-                            return
-                        if not await self._wait_for_room(st):
-                            return
-                        # A reader waiting for bytes is woken as soon as they are all in;
-                        # read-ahead arrives in big pieces (fewer trips through Python).
-                        s.batch(st.demand - st.pos if st.demand > st.pos else self._bs)
+                    st.body = s if not skip else None
+                    try:
+                        async for piece in s.aiter_bytes():
+                            self._st.bytes_fetched += len(piece)
+                            if skip:
+                                if len(piece) <= skip:
+                                    skip -= len(piece)
+                                    continue
+                                piece = piece[skip:]
+                                skip = 0
+                            if f.size is not None and st.pos + len(piece) > f.size:
+                                piece = piece[: f.size - st.pos]
+                            if piece:
+                                self._claim_for_stream(st, (st.pos + len(piece) - 1) // self._bs)
+                                self._write(f, st.pos, piece)
+                                st.pos += len(piece)
+                                st.progress_at = trio.current_time()
+                                st.failures = 0
+                            if f.size is not None and st.pos >= f.size:
+                                return
+                            if not await self._wait_for_room(st):
+                                return
+                            # A reader waiting for bytes is woken as soon as they are all in;
+                            # read-ahead arrives in big pieces (fewer trips through Python),
+                            # cut at block ends so that a whole block is cached as it came.
+                            s.batch(st.demand - st.pos if st.demand > st.pos else self._bs,
+                                    None if skip else self._bs - st.pos % self._bs)
+                            if not skip:
+                                st.body = s
+                    finally:
+                        st.body = None  # (a finished answer takes no more hints)
                     whole_body = getattr(s, "whole_file", False) and not skip
             except RangeNotSatisfiable as exc:
                 total = exc.total if exc.total is not None and exc.total <= st.pos else st.pos
@@ -1116,19 +1205,9 @@ class Reader:
             except RateLimited as exc:
                 throttled_since = await self._wait_for_rate_limit(f, exc, throttled_since)
                 continue
-            except NetworkError:
-                if st.pos > st.failed_at_pos:
-                    st.resumes = 0  # it moved forward since the last drop: a fresh budget
-                st.failed_at_pos = st.pos
-                st.resumes += 1
-                self._st.resumes += 1
-                if st.resumes > self._max_resumes:
-                    raise
-                log.info(
-                    "stream of %s dropped at %d; resuming (%d/%d without progress)",
-                    f.key, st.pos, st.resumes, self._max_resumes,
-                )
-                await self._no_progress_pause(st.resumes)
+            except TRANSIENT as exc:
+                st.failures += 1
+                await self._retry_pause(f, st, st.pos, st.failures, exc)
                 continue
             if whole_body and f.size is None:
                 # A 200 ended cleanly: its body was the whole file, so this is the end.

@@ -10,6 +10,7 @@ import socket
 import trio
 
 from rcfs.api import Credentials, Priority, RetryPolicy, RingCentralClient, TokenStore
+from rcfs.api.client import BATCH_MAX
 
 FAST = RetryPolicy(attempts=4, base_delay=0.02, max_delay=0.1, total=10.0)
 
@@ -106,9 +107,9 @@ async def test_batched_stream_comes_in_big_pieces_and_leaves_the_connection_usab
         whole, batched = await pieces_of(True)
         assert whole == plain and len(whole) == sizes[url] > 5_000_000
         print(f"pieces of {len(whole)} bytes: {len(eager)} eager, {len(batched)} batched")
-        assert marks[0] == 512 * 1024  # never more than the body still owes, and back to 1:
+        assert marks[0] == BATCH_MAX  # never more than the body still owes, and back to 1:
         assert marks[-2] == 1 and marks[-1] == 1, marks
-        assert all(m <= 512 * 1024 for m in marks)
+        assert all(m <= BATCH_MAX for m in marks)
         # (No assertion on piece counts: a non-blocking recv returns whatever has arrived,
         # so the mark only acts when the reader waits; its effect is measured by
         # scripts/bench, not asserted by timing here.)
@@ -126,3 +127,38 @@ async def test_batched_stream_comes_in_big_pieces_and_leaves_the_connection_usab
         assert bytes(head.data) == bytes(whole[:10])
         assert trio.current_time() - start < 3.0
         assert rc.stats.transport_errors == 0
+
+
+async def test_a_stream_batched_to_block_boundaries_comes_in_pieces_that_never_cross_one(start_emulator):
+    """Stream.batch(n, boundary): no piece runs past the boundary, so the reader can keep a
+    piece that is exactly one block as that block (no copy); the cap on socket reads goes
+    away with the answer (the next answer on the connection is read whole)."""
+    block = 256 * 1024
+    srv = start_emulator(scale="bench", limit_heavy=1000)
+    async with connect(srv, timeout=10.0) as rc:
+        calls = await rc.list_call_log()
+        urls = [c["recording"]["contentUri"] for c in calls]
+        sizes = {u: (await rc.fetch(u, 0, 0, priority=Priority.FOREGROUND)).total for u in urls}
+        url = max((u for u in urls if sizes[u] < 10_000_000), key=lambda u: sizes[u])
+        start = block // 2  # the body starts mid-block: its first piece ends at a block end
+        whole, pieces, caps = bytearray(), [], []
+        async with rc.stream(url, start, priority=Priority.FOREGROUND) as s:
+            net = s._response.extensions["network_stream"]
+            async for piece in s.aiter_bytes():
+                pos = start + len(whole)
+                pieces.append((pos, len(piece)))
+                whole += piece
+                s.batch(block, block - (pos + len(piece)) % block)
+                caps.append(net.read_cap)
+        plain = await rc.fetch(url, start, sizes[url] - 1, priority=Priority.FOREGROUND)
+        assert bytes(whole) == bytes(plain.data) and len(whole) == sizes[url] - start
+        # after the first piece (its size set by what came with the headers): none crosses a block end
+        crossing = [(pos, n) for pos, n in pieces[1:] if pos // block != (pos + n - 1) // block]
+        assert crossing == [], crossing
+        whole_blocks = [(pos, n) for pos, n in pieces if pos % block == 0 and n == block]
+        print(f"{len(pieces)} pieces, {len(whole_blocks)} whole blocks of {len(whole) // block}")
+        assert whole_blocks  # (how many depends on the machine: a recv takes what has arrived)
+        # Socket reads were capped while the body came, and the cap went with the answer:
+        # the connection goes back to the pool reading as it did.
+        assert caps[0] is not None and all(c is not None and c <= block for c in caps[:-1]), caps
+        assert net.read_cap is None

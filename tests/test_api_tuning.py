@@ -87,12 +87,12 @@ def test_the_lock_covers_everything_rcfs_and_its_extras_install():
     assert not wrong, f"installed differs from constraints.txt (installed, locked): {wrong}"
 
 
-def test_both_changes_are_active_with_the_locked_libraries():
+def test_every_change_is_active_with_the_locked_libraries():
     # The versions in constraints.txt are the ones the tuning was written and measured
     # against. If a library upgrade makes a change inapplicable, rcfs still works but
     # slower: this test is what notices (run it when changing the lock).
     _installed_from_the_lock()
-    assert tuning.install() == {"socket_reads": True, "pass_through_buffer": True}
+    assert tuning.install() == {"socket_reads": True, "pass_through_buffer": True, "read_cap": True}
     assert PATCHED is not ORIGINAL and issubclass(PATCHED, ORIGINAL)
     import httpcore._async.http11 as h11conn
 

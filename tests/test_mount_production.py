@@ -197,7 +197,7 @@ def test_a_read_that_cannot_progress_is_eio_within_the_documented_bound(start_em
             t0 = time.monotonic()
             with pytest.raises(OSError) as info:
                 path.read_bytes()
-            # rcfs.reader: max_resumes drops in a row without progress, and never later
-            # than read_timeout (90 s) after the read began
+            # rcfs.reader: a download gives up after progress_timeout (60 s) without a new
+            # byte, and a read never waits more than read_timeout (90 s) past the last one
             assert info.value.errno == errno.EIO
             assert time.monotonic() - t0 < 90, path

@@ -61,6 +61,9 @@ class _FakeStream(Stream):
     def aiter_bytes(self) -> AsyncIterator[bytes]:
         return self
 
+    def batch(self, nbytes: int, boundary: int | None = None) -> None:
+        self._client.hints.append((self._pos, nbytes, boundary))
+
     def __aiter__(self) -> _FakeStream:
         return self
 
@@ -115,6 +118,7 @@ class FakeClient:
         self.gate: trio.Event | None = None  # when set, bodies stall after their first piece
         self.open_streams = 0
         self.pulled_to = 0  # furthest offset any stream body handed out
+        self.hints: list[tuple[int, int, int | None]] = []  # Stream.batch calls: (body at, nbytes, boundary)
 
     def count(self, kind: str | None = None) -> int:
         return sum(1 for r in self.requests if kind is None or r.kind == kind)
@@ -404,18 +408,48 @@ async def test_dropped_streams_resume_from_the_last_byte() -> None:
         assert reader.stats.resumes == 2
 
 
-async def test_drops_that_each_move_forward_never_exhaust_the_resume_budget() -> None:
-    client, reader, data = make(30 * MiB, max_resumes=3)
+async def test_drops_that_each_move_forward_never_end_the_download(autojump_clock: trio.abc.Clock) -> None:
+    client, reader, data = make(30 * MiB, progress_timeout=5.0)
     client.drop_every = 1 * MiB  # thirty drops, each after a new MiB
+    client.piece_latency = 0.2  # the whole download takes far longer than progress_timeout
     async with running(reader):
         h = await reader.open(Source("rec:14", URL, len(data)))
+        t0 = trio.current_time()
         assert await read_all(reader, h, len(data)) == data
-        assert reader.stats.resumes >= 29 > 3
+        assert trio.current_time() - t0 > 5 * 5.0
+        assert reader.stats.resumes >= 29
         assert client.count() == 1 + reader.stats.resumes
 
 
-async def test_resumes_without_progress_are_capped_and_the_read_fails(autojump_clock: trio.abc.Clock) -> None:
-    client, reader, data = make(30 * MiB, max_resumes=3)
+async def test_failures_between_progress_never_end_the_download(autojump_clock: trio.abc.Clock) -> None:
+    # Runs of five failures in a row, each run spanning well over the old count budget,
+    # with a little progress between them: the download goes on to the end.
+    client, reader, data = make(8 * MiB, progress_timeout=5.0)
+    client.stream_cap = 256 * KiB  # every answer ends after 256 KiB: the next is a new request
+    failing = [0]
+    real_stream = client.stream
+
+    @asynccontextmanager
+    async def flaky_stream(url, *, start, priority):
+        if failing[0] < 5:
+            failing[0] += 1
+            await trio.sleep(0.5)
+            raise ServerError("service unavailable", status=503)
+        failing[0] = 0
+        async with real_stream(url, start=start, priority=priority) as s:
+            yield s
+
+    client.stream = flaky_stream  # type: ignore[method-assign]
+    async with running(reader):
+        h = await reader.open(Source("rec:18", URL, len(data)))
+        assert await read_all(reader, h, len(data)) == data
+        assert client.count() == 32  # one answer per 256 KiB ...
+        assert reader.stats.resumes == 5 * 32  # ... each after five failures
+
+
+async def test_transient_failures_without_progress_end_the_read_after_progress_timeout(
+        autojump_clock: trio.abc.Clock) -> None:
+    client, reader, data = make(30 * MiB, progress_timeout=20.0)
     async with running(reader):
         h = await reader.open(Source("rec:14", URL, len(data)))
         assert await reader.read(h, 0, 1000) == data[:1000]
@@ -424,27 +458,69 @@ async def test_resumes_without_progress_are_capped_and_the_read_fails(autojump_c
         t0 = trio.current_time()
         with pytest.raises(NetworkError):
             await read_all(reader, h, len(data))
-        # the drop (after progress: budget 1 of 3), then resumes that bring nothing: 2, 3, and
-        # the fourth failure in a row is counted, not retried
-        assert reader.stats.resumes == 4
-        assert client.count() == 1 + 3
-        assert trio.current_time() - t0 < 5  # backing off between them, briefly
+        # retried, backing off (50 ms doubling to 2 s), for 20 s after the last byte; no longer
+        assert 20.0 <= trio.current_time() - t0 < 22.0
+        assert 15 <= reader.stats.resumes <= 25
+        assert client.count() == 1 + reader.stats.resumes
 
 
-async def test_server_error_is_raised_not_hung(autojump_clock: trio.abc.Clock) -> None:
-    client, reader, data = make(2 * MiB, failure_ttl=5.0)
+async def test_a_server_error_is_retried_until_progress_timeout_then_raised(autojump_clock: trio.abc.Clock) -> None:
+    client, reader, data = make(2 * MiB, failure_ttl=5.0, progress_timeout=10.0)
     client.fail_with = ServerError("bad gateway", status=502)
     async with running(reader):
         h = await reader.open(Source("msg:4:4", URL, len(data)))
+        t0 = trio.current_time()
         with pytest.raises(ServerError):
             await reader.read(h, 0, 4096)
+        assert 10.0 <= trio.current_time() - t0 < 12.0
+        tries = client.count()
+        assert tries > 3
         client.fail_with = None
         with pytest.raises(ServerError):  # fails fast for a moment: no request
             await reader.read(h, 0, 4096)
-        assert client.count() == 1
+        assert client.count() == tries
         await trio.sleep(6)  # then a read tries again
         assert await reader.read(h, 0, 4096) == data[:4096]
-        assert client.count() == 2
+        assert client.count() == tries + 1
+
+
+async def test_a_server_error_that_clears_is_invisible_to_the_reader(autojump_clock: trio.abc.Clock) -> None:
+    client, reader, data = make(2 * MiB)
+    client.fail_with = ServerError("bad gateway", status=502)
+    async with running(reader):
+        h = await reader.open(Source("msg:4:5", URL, len(data)))
+        async with trio.open_nursery() as nursery:
+            async def heal() -> None:
+                await trio.sleep(8)
+                client.fail_with = None
+
+            nursery.start_soon(heal)
+            assert await reader.read(h, 0, len(data)) == data
+
+
+async def test_stop_ends_a_read_waiting_on_a_retrying_download_at_once(autojump_clock: trio.abc.Clock) -> None:
+    # Unmounting while the server is gone: the FUSE loop waits for every read in flight,
+    # so a read must not go on retrying for progress_timeout.
+    client, reader, data = make(30 * MiB, progress_timeout=60.0)
+    async with running(reader):
+        h = await reader.open(Source("rec:19", URL, len(data)))
+        assert await reader.read(h, 0, 4096) == data[:4096]
+        client.drop_at = [2 * MiB]
+        client.fail_with = NetworkError("connection refused")
+        async with trio.open_nursery() as nursery:
+            async def stop_soon() -> None:
+                await trio.sleep(5)
+                reader.stop()
+
+            nursery.start_soon(stop_soon)
+            t0 = trio.current_time()
+            with pytest.raises(NetworkError):
+                await read_all(reader, h, len(data))
+            assert trio.current_time() - t0 < 6  # at the stop, not 60 s later
+            requests = client.count()
+        with pytest.raises(NetworkError):
+            await reader.read(h, 20 * MiB, 4096)  # nothing new is fetched
+        assert client.count() == requests
 
 
 async def test_stalled_stream_times_out(autojump_clock: trio.abc.Clock) -> None:
@@ -460,8 +536,8 @@ async def test_stalled_stream_times_out(autojump_clock: trio.abc.Clock) -> None:
         assert client.open_streams == 0
 
 
-async def test_open_fails_cleanly_when_the_size_request_fails() -> None:
-    client, reader, _ = make(2 * MiB)
+async def test_open_fails_cleanly_when_the_size_request_fails(autojump_clock: trio.abc.Clock) -> None:
+    client, reader, _ = make(2 * MiB, progress_timeout=10.0)
     client.fail_with = ServerError("down", status=503)
     async with running(reader):
         with pytest.raises(ServerError):
@@ -482,6 +558,26 @@ async def test_read_is_answered_before_its_block_is_complete() -> None:
         assert client.pulled_to == client.piece  # only the first 64 KiB had arrived
         client.gate.set()
         assert await reader.read(h, 4096, 2 * MiB) == data[4096 : 4096 + 2 * MiB]
+
+
+async def test_batches_end_at_block_ends_and_a_waiting_reader_shrinks_the_batch() -> None:
+    client, reader, data = make(20 * MiB)
+    client.gate = trio.Event()  # the body stalls after its first 64 KiB piece
+    async with running(reader):
+        h = await reader.open(Source("rec:17", URL, len(data)))
+        assert await reader.read(h, 0, 4096) == data[:4096]
+        await trio.testing.wait_all_tasks_blocked()
+        # read-ahead: the stream asks for the rest of the block, and no piece past its end
+        assert client.hints[-1] == (64 * KiB, 1 * MiB, 1 * MiB - 64 * KiB)
+        async with trio.open_nursery() as nursery:
+            async def read_more() -> None:
+                assert await reader.read(h, 64 * KiB, 4096) == data[64 * KiB : 64 * KiB + 4096]
+
+            nursery.start_soon(read_more)
+            await trio.testing.wait_all_tasks_blocked()
+            # a reader now waits for 4 KiB: the stream is told to wake once those are in
+            assert client.hints[-1] == (64 * KiB, 4096, 1 * MiB - 64 * KiB)
+            client.gate.set()
 
 
 async def test_close_stops_the_stream_task() -> None:
@@ -724,7 +820,7 @@ def test_concurrent_handles_return_exact_bytes(
     client.piece_latency = 0.0001
     block = 64 * KiB
     cache = 12 * block
-    reader = Reader(client, cache_bytes=cache, block_size=block, small_file_max=3 * block, max_resumes=8)
+    reader = Reader(client, cache_bytes=cache, block_size=block, small_file_max=3 * block)
 
     async def one(reads: list[tuple[int, int, bool]]) -> None:
         h = await reader.open(Source("k", URL, size if known else None))

@@ -129,7 +129,7 @@ async def test_byte_capped_answers_are_continued() -> None:
 
 async def test_dropped_and_truncated_streams_resume_to_exact_bytes() -> None:
     emu = make_emu(faults={"reset_rate": 0.5, "truncate_rate": 0.3, "seed": 3})
-    async with stack(emu, max_resumes=20) as (reader, _):
+    async with stack(emu) as (reader, _):
         key, url, data = recordings(emu)[1]
         h = await reader.open(Source(key, url, None))
         assert await read_all(reader, h) == data
@@ -143,7 +143,7 @@ async def test_dropped_and_truncated_streams_resume_to_exact_bytes() -> None:
 async def test_persistent_resets_end_in_an_error_not_a_hang() -> None:
     # Every answer is cut before its first byte: no attempt can make progress.
     emu = make_emu(faults={"reset_rate": 1.0, "cut_at": 0.0})
-    async with stack(emu, max_resumes=2) as (reader, _):
+    async with stack(emu, progress_timeout=3.0) as (reader, _):
         key, url, data = recordings(emu)[0]
         h = await reader.open(Source(key, url, len(data)))
         with trio.fail_after(15):

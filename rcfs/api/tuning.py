@@ -1,6 +1,6 @@
 """Throughput tuning of httpx's HTTP/1.1 stack (httpcore + h11) for large media bodies.
 
-Imported by `rcfs.api.client` before any connection is made. Both changes are guarded:
+Imported by `rcfs.api.client` before any connection is made. Every change is guarded:
 when the library internals they rely on are not there (another version), rcfs runs
 with the libraries as they are, only slower.
 
@@ -31,6 +31,32 @@ def _raise_socket_reads() -> bool:
         return False  # pragma: no cover
     if h11conn.AsyncHTTP11Connection.READ_NUM_BYTES < SOCKET_READ_BYTES:
         h11conn.AsyncHTTP11Connection.READ_NUM_BYTES = SOCKET_READ_BYTES
+    return True
+
+
+def _cap_reads() -> bool:
+    """Give httpcore's trio stream a `read_cap`: when set (an int), no socket read of that
+    connection asks for more bytes. The media reader sets it to the distance to its next
+    block boundary, so the body of a stream arrives as `bytes` objects that are each
+    exactly one block: the block cache keeps them as they are, with no copy (see
+    `rcfs.api.client._SocketBatching`). None (the default) leaves reads as they are."""
+    try:
+        from httpcore._backends.trio import TrioStream
+    except ImportError:  # pragma: no cover - depends on the httpcore version
+        return False
+    read = getattr(TrioStream, "read", None)
+    if read is None or getattr(read, "_rcfs_capped", False):
+        return read is not None
+
+    async def capped_read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # type: ignore[no-untyped-def]
+        cap = self.read_cap
+        if cap is not None and cap < max_bytes:
+            max_bytes = cap
+        return await read(self, max_bytes, timeout)
+
+    capped_read._rcfs_capped = True  # type: ignore[attr-defined]
+    TrioStream.read_cap = None  # type: ignore[attr-defined]
+    TrioStream.read = capped_read  # type: ignore[method-assign]
     return True
 
 
@@ -129,7 +155,8 @@ def install() -> dict[str, bool]:
     """Apply the tuning once; returns which parts are active (for logs and tests)."""
     global _applied
     if _applied is None:
-        _applied = {"socket_reads": _raise_socket_reads(), "pass_through_buffer": _install_pass_through_buffer()}
+        _applied = {"socket_reads": _raise_socket_reads(), "pass_through_buffer": _install_pass_through_buffer(),
+                    "read_cap": _cap_reads()}
         if not all(_applied.values()):
             log.info("HTTP tuning partly unavailable with these library versions: %s", _applied)
     return _applied
