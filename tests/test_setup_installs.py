@@ -32,7 +32,7 @@ PACKAGE = {
     "apt-get": "apt", "bash": "bash", "sh": "dash", "cat": "coreutils", "cp": "coreutils",
     "dd": "coreutils", "du": "coreutils", "install": "coreutils", "ls": "coreutils",
     "mkdir": "coreutils", "mv": "coreutils", "sha256sum": "coreutils", "true": "coreutils",
-    "mktemp": "coreutils", "tail": "coreutils", "touch": "coreutils", "truncate": "coreutils", "sed": "sed",
+    "mktemp": "coreutils", "tail": "coreutils", "stat": "coreutils", "inotifywait": "inotify-tools", "touch": "coreutils", "truncate": "coreutils", "sed": "sed",
     "redis-server": "redis-server", "redis-cli": "redis-tools",
     "find": "findutils", "tar": "tar", "mount": "mount", "umount": "mount", "setpriv": "util-linux",
     "git": "git", "curl": "curl", "file": "file", "fuser": "psmisc", "getfattr": "attr",
