@@ -65,7 +65,7 @@ import cachetools
 import trio
 
 from rcfs.api.client import Chunk, Priority, Stream
-from rcfs.api.governor import Group
+from rcfs.api.governor import Group, slot_wait_meter
 from rcfs.api.errors import (
     ApiError,
     BadResponse,
@@ -221,6 +221,35 @@ class _Pending:
                 raise _Stalled()
             with trio.move_on_at(deadline):
                 await self._changed.wait()
+
+
+class _SlotWaitCredit:
+    """Time a request spent waiting for its rate-limit slot is not time without progress.
+
+    `progress_timeout` bounds how long a download may go without a new byte. In production a
+    Heavy slot can be a whole 60 s window away, so a failed attempt that first waited for its
+    slot would otherwise end a download that was only waiting its turn. Made before a request
+    and applied when it failed transiently: if no byte arrived meanwhile, the owner's last
+    progress moves forward by the slot wait the governor measured for this task (never past
+    now), which also moves a waiting read's backstop.
+    """
+
+    __slots__ = ("owner", "progress_at", "waited_before", "meter")
+
+    def __init__(self, owner: "_Fetch | _Stream") -> None:
+        meter = slot_wait_meter.get()
+        if meter is None:  # one meter per download task (each task has its own context)
+            meter = [0.0]
+            slot_wait_meter.set(meter)
+        self.meter = meter
+        self.owner = owner
+        self.progress_at = owner.progress_at
+        self.waited_before = meter[0]
+
+    def apply(self) -> None:
+        waited = self.meter[0] - self.waited_before
+        if waited > 0 and self.owner.progress_at == self.progress_at:
+            self.owner.progress_at = min(trio.current_time(), self.progress_at + waited)
 
 
 class _File:
@@ -909,6 +938,7 @@ class Reader:
                     break
                 self._st.requests += 1
                 self._st.fetches += 1
+                credit = _SlotWaitCredit(owner)
                 try:
                     chunk = await self._client.fetch(f.url, start=pos, end=stop - 1, priority=priority)
                 except RangeNotSatisfiable as exc:
@@ -916,6 +946,7 @@ class Reader:
                     break
                 except TRANSIENT as exc:
                     failures += 1
+                    credit.apply()
                     await self._retry_pause(f, owner, pos, failures, exc)
                     continue
                 except RateLimited as exc:
@@ -1155,6 +1186,7 @@ class Reader:
             self._st.requests += 1
             self._st.streams += 1
             whole_body = False
+            credit = _SlotWaitCredit(st)
             try:
                 async with self._client.stream(
                     f.url, start=st.pos, priority=self._stream_priority(st)
@@ -1207,6 +1239,7 @@ class Reader:
                 continue
             except TRANSIENT as exc:
                 st.failures += 1
+                credit.apply()
                 await self._retry_pause(f, st, st.pos, st.failures, exc)
                 continue
             if whole_body and f.size is None:

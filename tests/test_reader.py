@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 
 from rcfs.api.client import Chunk, Priority, Stream
+from rcfs.api.governor import Group, RateGovernor
 from rcfs.api.errors import ApiError, NetworkError, RangeNotSatisfiable, ServerError
 from rcfs.reader import Reader, Source
 
@@ -482,6 +483,37 @@ async def test_a_server_error_is_retried_until_progress_timeout_then_raised(auto
         await trio.sleep(6)  # then a read tries again
         assert await reader.read(h, 0, 4096) == data[:4096]
         assert client.count() == tries + 1
+
+
+@pytest.mark.parametrize("kind", ["small", "stream"])
+async def test_waiting_for_a_rate_limit_slot_is_not_time_without_progress(
+        autojump_clock: trio.abc.Clock, kind: str) -> None:
+    """A Heavy slot 25 s away (a whole window, as in production) before every try, a 10 s
+    progress_timeout, and 502s for the first four tries: the download is waiting its turn,
+    not stuck, so the read gets every byte. (Counting the slot waits ended it at the first
+    retry: 25 s "without a new byte" > 10 s.)"""
+    size = 2 * MiB if kind == "small" else 30 * MiB
+    client, reader, data = make(size, progress_timeout=10.0)
+    governor = RateGovernor(limits={Group.HEAVY: 1}, window=25.0)
+    answer = client._answer
+    failures_left = [4]
+
+    async def paced_answer(req: Req) -> tuple[bytes, int | None]:
+        ticket = await governor.acquire(Group.HEAVY, req.priority)
+        governor.release(ticket)
+        if failures_left[0] > 0:
+            failures_left[0] -= 1
+            client.requests.append(req)
+            raise ServerError("bad gateway", status=502)
+        return await answer(req)
+
+    client._answer = paced_answer  # type: ignore[method-assign]
+    async with running(reader):
+        h = await reader.open(Source("rec:25", URL, len(data)))
+        t0 = trio.current_time()
+        assert await read_all(reader, h, len(data)) == data
+        assert failures_left[0] == 0
+        assert trio.current_time() - t0 >= 4 * 25.0  # every try waited for its slot
 
 
 async def test_a_server_error_that_clears_is_invisible_to_the_reader(autojump_clock: trio.abc.Clock) -> None:

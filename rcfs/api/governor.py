@@ -37,6 +37,7 @@ keeps to its share for one more window (peers still alone then are within theirs
 from __future__ import annotations
 
 import bisect
+from contextvars import ContextVar
 import dataclasses
 import email.utils
 import enum
@@ -161,6 +162,14 @@ class _GroupState:
         return self.in_flight + len(self.expiries)
 
 
+# Seconds the current task has spent waiting in `acquire`, for callers whose own time limits
+# must not count that wait: the reader's "no new byte for progress_timeout" (a Heavy slot can
+# be a whole window away, 60 s in production, so a retry after a failure could otherwise end a
+# download that was only waiting its turn). A task opts in by setting a one-item list; trio
+# gives each task its own context, so concurrent downloads never add to each other's meter.
+slot_wait_meter: ContextVar[list[float] | None] = ContextVar("slot_wait_meter", default=None)
+
+
 class RateGovernor:
     """Paces requests per rate-limit group so that a normal workload never sees a 429.
 
@@ -217,6 +226,7 @@ class RateGovernor:
         if group is Group.NONE:
             return Ticket(group, self._clock())
         st = self._groups[group]
+        wait_began = self._clock()
         key = (int(priority), next(self._seq))
         bisect.insort(st.waiters, key)
         st.notify()  # a waiter behind us may now be behind a better one
@@ -245,6 +255,9 @@ class RateGovernor:
             st.notify()
         st.in_flight += 1
         st.last_sent = self._clock()
+        meter = slot_wait_meter.get()
+        if meter is not None:
+            meter[0] += st.last_sent - wait_began
         return Ticket(group, self._clock(), member)
 
     async def _reserve_shared(self, st: _GroupState, priority: Priority, waiter: str) -> str | None:
