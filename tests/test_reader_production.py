@@ -72,9 +72,14 @@ async def test_a_200_to_a_range_request_never_holds_the_whole_body(start_emulato
         finally:
             tracemalloc.stop()
         assert srv.stats()["statuses"]["200"] >= 3  # the server really sent whole bodies
-        # Within the cache bound, all pieces in flight and their copies included; the
-        # whole body alone is over 8 MiB (today's fetch held it twice over).
-        assert peak < bound, peak
+        # Within the cache bound plus what one socket read may hold on its way into the
+        # cache (the stream's low-water mark is up to 1 MiB, and the piece may be sliced once:
+        # 2 MiB); the whole body alone is over 8 MiB = bound + 2 MiB (an older fetch held it
+        # twice over). The bound without that allowance failed about one run in three: what
+        # is in flight at the moment of the peak depends on the scheduling.
+        in_flight = 2 * MiB
+        assert len(data) > bound + in_flight
+        assert peak < bound + in_flight, peak
         nursery.cancel_scope.cancel()
 
 
