@@ -99,9 +99,12 @@ async def test_every_file_arrives_exactly_over_a_link_that_fails_a_third_of_the_
         faults = emu.stats.faults
         answers = media_requests(emu)
         assert faults["reset"] + faults["truncate"] + faults["error"] > answers / 4
-        # far more failures than any count per download would allow: only time without
-        # progress may end a download
-        assert reader.stats.resumes > 6 * len(files) / 2
+        # every fault was retried through, none ended a read (the bytes above are all right);
+        # a count in proportion to the faults, not to the number of files, which the demo
+        # account's seed changes (more small texts and MMS, fewer resumes per file). That no
+        # count per download ends a read is test_mount_read_faults' job.
+        injected = faults["reset"] + faults["truncate"] + faults["error"]
+        assert reader.stats.resumes > injected / 2
 
 
 async def test_a_read_that_cannot_progress_fails_within_the_bound() -> None:
