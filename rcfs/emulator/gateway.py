@@ -183,8 +183,10 @@ class Gateway:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         except (ValueError, TypeError):
             return None
-        sid, dot, mac = raw.rpartition(b".")
-        if not dot or not hmac.compare_digest(mac, hmac.new(self.key, sid, hashlib.sha256).digest()[:12]):
+        # The MAC is 12 raw bytes and may itself contain b"." (about one token in 20): split
+        # at its fixed length, never at the last dot.
+        sid, dot, mac = raw[:-13], raw[-13:-12], raw[-12:]
+        if dot != b"." or not hmac.compare_digest(mac, hmac.new(self.key, sid, hashlib.sha256).digest()[:12]):
             return None
         return sid.decode("ascii", "replace")
 
