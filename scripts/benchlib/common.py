@@ -62,12 +62,17 @@ def emulator(*args: str) -> Iterator[Emulator]:
                 break
         yield Emulator(proc, fields["platform"], fields["media"])
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc)
+
+
+def terminate(proc: subprocess.Popen) -> None:
+    """SIGTERM a process the bench started, SIGKILL it if it has not ended 10 s later."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def recordings_by_size(emu: Emulator, token: str) -> list[tuple[str, str, int]]:

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchlib.common import ROOT, emulator, table  # noqa: E402
+from benchlib.common import ROOT, emulator, table, terminate  # noqa: E402
 from benchlib.read_bench import mount  # noqa: E402
 
 RESULTS = ROOT / "bench-results" / "fleet.md"
@@ -53,12 +53,7 @@ def redis_server():
             time.sleep(0.05)
         yield f"unix://{sock}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
