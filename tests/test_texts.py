@@ -423,7 +423,9 @@ def read_offset(pid: int, path: Path) -> int | None:
     try:
         for fd in fds.iterdir():
             try:
-                if os.readlink(fd) == str(path):
+                # "(deleted)": the kernel dropped the name's cache entry (rcfs invalidated
+                # it); the descriptor still reads the same inode.
+                if os.readlink(fd).removesuffix(" (deleted)") == str(path):
                     info = (Path(f"/proc/{pid}/fdinfo") / fd.name).read_text()
                     return int(info.split("pos:", 1)[1].split()[0])
             except OSError:
