@@ -25,6 +25,17 @@ What it means for the folders (`FolderOwner.trusted`, `.pushed`, `.resync`):
   an unanswered one means the socket is dead (a stalled NAT, a suspended laptop): it is
   closed and the session recovered. Idle (WSG-902) and absolute (WSG-903) timeouts end
   in a reconnect that recovers the session at once.
+* The OAuth session behind the socket can end (a revoke, an admin's logout, a password
+  change, the service's session cap). The gateway then ends the socket (an `Error` with
+  status 401) or refuses the cached ws token at the upgrade (401); either way the next
+  attempt, at once, asks for a new ws token, which makes the auth module (rcfs.api.auth)
+  log in again with the JWT; the old gateway session cannot be recovered, so the channel
+  subscribes again and syncs every listed folder once, and the log says what happened.
+  If the auth module logs in again for another reason (an API request met the 401
+  first), the channel moves to the new session by itself: a gateway that kept the old
+  socket open might stop delivering on it without a word. If the JWT itself is refused,
+  the channel stays down with that reason (log, `rcfs status`) until the mount is
+  restarted, and listings fall back to their TTL.
 
 Why trio-websocket: rcfs runs on trio (pyfuse3); trio-websocket is the trio-native
 client (wsproto underneath, the same engine hypercorn uses in the emulator), so the
@@ -144,6 +155,8 @@ class PushStats:
     syncs: int = 0  # folder syncs caused by notifications
     heartbeats: int = 0
     ws_tokens: int = 0
+    attempts: int = 0  # connection attempts, successful or not (a hot loop would show here)
+    new_logins: int = 0  # OAuth sessions the channel had to move to (the old one ended)
     last_event: float | None = None  # time.time() of the last notification
 
 
@@ -162,6 +175,13 @@ class PushChannel:
         self.subscription_id: str | None = None
         self.filters: list[str] = []
         self._token: tuple[dict, float] | None = None  # (answer, trio time obtained)
+        # The auth module's login count when the ws token in hand was obtained: a later
+        # login means the token's OAuth session was replaced (ended).
+        self._token_logins: int | None = None
+        self._relogin = trio.Event()  # set when the auth module logs in again
+        auth = getattr(client, "auth", None)
+        if auth is not None and hasattr(auth, "on_login"):
+            auth.on_login.append(self._logged_in)
         self._wsc: str | None = None
         self._wsc_sequence = -1
         self._dropped_at: float | None = None
@@ -212,7 +232,21 @@ class PushChannel:
                 "filters": len(self.filters), "connects": s.connects, "recovered": s.recovered,
                 "recovery_failed": s.recovery_failed, "notifications": s.notifications, "syncs": s.syncs,
                 "resyncs": s.resyncs, "heartbeats": s.heartbeats, "ws_tokens": s.ws_tokens,
+                "attempts": s.attempts, "new_logins": s.new_logins, "final": self._final(),
                 "last_event": round(s.last_event, 1) if s.last_event else None}
+
+    def _final(self) -> bool:
+        """True when the channel cannot come back in this process: the auth module gave the
+        session up (credentials rejected); only a new mount with a good JWT helps."""
+        return bool(getattr(getattr(self.client, "auth", None), "failed", False))
+
+    def _logins(self) -> int:
+        return int(getattr(getattr(self.client, "auth", None), "logins", 0) or 0)
+
+    def _logged_in(self) -> None:
+        """The auth module logged in (a new OAuth session): a socket opened with a ws token
+        of the old one must move over (`_session_watch`)."""
+        self._relogin.set()
 
     def _set_state(self, state: str, why: str | None = None) -> None:
         if state == self.state:
@@ -241,17 +275,26 @@ class PushChannel:
             failures = 0
             while True:
                 try:
+                    self.stats.attempts += 1
                     await self._session()
                     failures = 0  # it was up: start the backoff again
-                except _Reconnect:
-                    failures = 0  # an expected end (idle/absolute timeout): recover at once
+                except _Reconnect as exc:
+                    # An expected end (idle/absolute timeout), or the OAuth session ended and a
+                    # new ws token (a new login) is due: at once, but a second in a row without
+                    # the channel coming up in between backs off like any failure.
+                    again = self.state == "down" and isinstance(exc, _SessionEnded)
+                    if isinstance(exc, _SessionEnded):
+                        self._set_state("down", str(exc))
+                    failures = failures + 1 if again else 0
                 except ChannelDown as exc:
                     # A socket that was up starts the backoff again from its first step.
                     failures = 1 if self.state == "up" else failures + 1
                     self._set_state("down", str(exc))
                 except AuthError as exc:
+                    # The auth module gave the session up (it says why, once, in the log) and
+                    # fails fast from now on: the attempts below cost no request.
                     self._set_state("down", f"the account's login was refused: {exc}")
-                    failures = max(failures, len(BACKOFF) - 1)
+                    failures = max(failures + 1, len(BACKOFF) - 1)
                 except ApiError as exc:
                     self._set_state("down", f"cannot get a ws token: {exc}")
                     failures += 1
@@ -277,9 +320,16 @@ class PushChannel:
             answer, got = self._token
             if now - got < TOKEN_REUSE * float(answer.get("expires_in") or 0):
                 return self._gateway_url(answer)
+        had = self._token_logins
         answer = await self.client.ws_token()
         self.stats.ws_tokens += 1
-        self._token = (answer, now)
+        self._token = (answer, trio.current_time())
+        self._token_logins = self._logins()
+        if had is not None and self._token_logins > had:
+            self.stats.new_logins += 1
+            log.warning("the OAuth session behind the push channel ended (revoked, logged out, or ended "
+                        "by the service); rcfs logged in again with the JWT: new ws token, new gateway "
+                        "session, one sync of every listed folder")
         return self._gateway_url(answer)
 
     def _gateway_url(self, answer: dict) -> str:
@@ -335,7 +385,11 @@ class PushChannel:
         if isinstance(exc, ConnectionRejected):
             status = getattr(exc, "status_code", None)
             if status in (401, 403):
-                self._token = None  # expired or used up: the next attempt gets a new one
+                # Expired, used up, or its OAuth session ended: the next attempt gets a new
+                # one (and the auth module a new login if the session is gone).
+                self._token = None
+                return _SessionEnded(f"the gateway refused the ws token (HTTP {status}): expired, "
+                                     "or its OAuth session ended; getting a new one")
             return ChannelDown(f"the gateway refused the connection (HTTP {status})")
         if isinstance(exc, HandshakeError):
             return ChannelDown(f"cannot connect to the gateway ({type(exc).__name__})")
@@ -389,6 +443,7 @@ class PushChannel:
             nursery.start_soon(self._reader, ws)
             nursery.start_soon(self._heartbeats, ws)
             nursery.start_soon(self._refilterer, ws)
+            nursery.start_soon(self._session_watch)
             if recovering and state == "Successful":
                 self.stats.recovered += 1
                 log.info("push session recovered; the gateway replays what was missed")
@@ -403,6 +458,18 @@ class PushChannel:
                 # Whatever happened while no subscription was live is only in the API.
                 for owner in self.owners:
                     self._queue(owner, None)
+
+    async def _session_watch(self) -> None:
+        """Move to a new OAuth session as soon as the auth module logged in again: the
+        socket's ws token belongs to the old one, which has ended."""
+        while True:
+            await self._relogin.wait()
+            self._relogin = trio.Event()
+            if self._token_logins is not None and self._logins() > self._token_logins:
+                self._token = None
+                self._dropped_at = trio.current_time()
+                raise _SessionEnded("the OAuth session behind the socket ended (rcfs logged in again); "
+                                    "moving to the new one")
 
     async def _refilterer(self, ws) -> None:
         while True:
@@ -480,6 +547,13 @@ class PushChannel:
                     log.info("push socket ended by the gateway (%s); recovering the session", code)
                     self._dropped_at = trio.current_time()
                     raise _Reconnect()
+                if meta.get("status") in (401, 403):
+                    # Not authorized any more: the OAuth session behind the ws token ended. The
+                    # status is what counts (production's code here is not documented).
+                    self._token = None
+                    self._dropped_at = trio.current_time()
+                    raise _SessionEnded(f"the gateway ended the socket: its OAuth session is no longer "
+                                        f"valid ({code}); logging in again")
                 raise ChannelDown(f"the gateway sent error {code}")
 
     async def _heartbeats(self, ws) -> None:
@@ -551,5 +625,10 @@ class PushChannel:
 
 
 class _Reconnect(ChannelDown):
-    def __init__(self) -> None:
-        super().__init__("the gateway ended the socket (timeout); reconnecting")
+    def __init__(self, why: str = "the gateway ended the socket (timeout); reconnecting") -> None:
+        super().__init__(why)
+
+
+class _SessionEnded(_Reconnect):
+    """The socket's OAuth session ended (or its ws token is no good): reconnect at once
+    with a new ws token."""

@@ -154,8 +154,10 @@ def render(report: dict[str, Any], mountpoint: str = "") -> str:
         if push["state"] == "off":
             lines.append("push               off (--no-push): listings re-checked on look after their TTL")
         else:
+            retry = ("not retrying: remount once the credentials are fixed" if push.get("final")
+                     else "reconnecting")
             state = {"up": "up: listings trusted, changes arrive as events",
-                     "down": f"DOWN ({push.get('why') or '?'}): polling on look after the TTL, reconnecting",
+                     "down": f"DOWN ({push.get('why') or '?'}): polling on look after the TTL, {retry}",
                      "starting": "connecting"}.get(push["state"], push["state"])
             lines.append(f"push               {state}; {push['notifications']} events, {push['syncs']} syncs, "
                          f"{push['connects']} connects ({push['recovered']} recovered), "

@@ -98,7 +98,7 @@ async def test_events_reach_the_owners_that_want_them_and_filters_can_change(sta
     assert channel.stats.ws_tokens == 1
 
 
-async def test_a_refused_token_and_an_unreachable_gateway_end_in_a_log_line(start_emulator, caplog):
+async def test_a_refused_login_ends_in_a_log_line_a_reason_and_no_hot_loop(start_emulator, caplog):
     srv = start_emulator(window=1.0)
     owner = Owner("faxes", [EXT + "/message-store"], {"Fax"})
     async with RingCentralClient(creds(srv)) as client:
@@ -106,21 +106,25 @@ async def test_a_refused_token_and_an_unreachable_gateway_end_in_a_log_line(star
         async with trio.open_nursery() as nursery:
             await nursery.start(channel.run)
             await until(lambda: channel.healthy, "channel up")
-            # Every session ends (an admin logout): the socket is dropped, the ws token and
-            # the login are refused; rcfs says so and keeps trying (capped backoff).
+            # The user's JWT is revoked and every session ends (an admin logout): the socket
+            # is closed, the ws token and the refresh are refused, and so is the JWT grant.
             await admin(srv, "POST", "/_emulator/config", {"jwt": "revoked"})
+            await admin(srv, "POST", "/_emulator/stats/reset")
             await admin(srv, "POST", "/_emulator/sessions/end", {"which": "all"})
-            await admin(srv, "POST", "/_emulator/push", {"drop": True})
-            await until(lambda: channel.state == "down", "channel down")
+            await until(lambda: channel.state == "down" and channel.status()["final"], "channel down for good")
             assert not owner.trusted(trio.current_time())  # the TTLs apply again
-            await until(lambda: "login" in (channel.why_down or "") or "HTTP 401" in (channel.why_down or ""),
-                        "a reason")
-            # The credential is fixed: the channel comes back by itself and resyncs.
-            await admin(srv, "POST", "/_emulator/config", {"jwt": srv.jwt})
-            await until(lambda: channel.healthy, "channel back")
-            assert owner.resyncs == 2
+            assert "login was refused" in channel.why_down and "JWT" in channel.why_down
+            attempts = channel.stats.attempts
+            await trio.sleep(3)  # a bound: a hot loop would make hundreds of attempts here
+            assert channel.stats.attempts - attempts <= 1
+            assert channel.state == "down"
             nursery.cancel_scope.cancel()
-    assert any("push channel down" in r.getMessage() for r in caplog.records)
+    stats = await admin(srv, "GET", "/_emulator/stats")
+    # One ws token refused (401), one refresh refused, one JWT grant refused; nothing after.
+    assert stats["requests"]["oauth-token"] == 2 and stats["requests"]["oauth-wstoken"] == 1
+    text = [r.getMessage() for r in caplog.records]
+    assert sum("push channel down" in t for t in text) == 1  # said once, not per attempt
+    assert any("credentials rejected" in t and r.levelno == logging.ERROR for t, r in zip(text, caplog.records))
 
 
 def test_notices_classify_the_real_bodies():
@@ -133,3 +137,28 @@ def test_notices_classify_the_real_bodies():
     assert (n.kind, n.telephony_session_id, n.status, n.recording_ids) == ("telephony", "s-1", "Disconnected", ("9",))
     n = notice_from({"event": "/restapi/v1.0/account/1/extension/2/presence", "body": "odd"})
     assert n.kind == "other" and n.body == {}
+
+
+async def test_a_new_login_moves_the_channel_to_the_new_oauth_session(start_emulator, caplog):
+    """The auth module logged in again (say an API request met the session's end first):
+    the socket belongs to the old OAuth session, which a gateway may stop serving without a
+    word, so the channel moves over at once: new ws token, recovery refused for another
+    session (WSG-1003), a new subscription and one resync per owner."""
+    srv = start_emulator(window=1.0, limit_auth=20)
+    owner = Owner("faxes", [EXT + "/message-store"], {"Fax"})
+    async with RingCentralClient(creds(srv)) as client:
+        channel = PushChannel(client, [owner])
+        async with trio.open_nursery() as nursery:
+            await nursery.start(channel.run)
+            await until(lambda: channel.healthy and owner.resyncs == 1, "channel up")
+            await client.auth._login()  # what a refused refresh leads to (rcfs.api.auth)
+            await until(lambda: channel.stats.new_logins == 1 and channel.healthy and owner.resyncs == 2,
+                        "channel on the new session")
+            gw = await admin(srv, "GET", "/_emulator/push")
+            assert gw["counts"]["recoveries_failed"] == 1 and len(gw["connections"]) == 1
+            assert channel.stats.ws_tokens == 2 and channel.stats.attempts == 2
+            fax = await admin(srv, "POST", "/_emulator/messages", {"type": "Fax"})
+            await until(lambda: any(n.body["changes"][0]["newMessageIds"] == [fax["id"]] for n in owner.notices),
+                        "the fax by push on the new socket")
+            nursery.cancel_scope.cancel()
+    assert any("OAuth session behind the socket ended" in r.getMessage() for r in caplog.records)
