@@ -330,3 +330,80 @@ def test_a_refused_login_leaves_the_channel_down_with_its_reason_in_status_and_n
         log = mount_log(mp)
         assert log.count("push channel down") == 1
         assert "credentials rejected: the JWT credential is no longer accepted" in log
+
+
+def suspended(srv, proc: subprocess.Popen, *, then=lambda: None):
+    """The machine sleeps: the mount process stops (SIGSTOP) until the gateway has idled its
+    socket out (WSG-902: no client frame for idleTimeout), `then()` runs meanwhile (the
+    test must not touch the mount: a stopped FUSE server would hang it), then SIGCONT."""
+    import signal
+
+    timeouts = lambda: admin(srv, "GET", "/_emulator/push")["counts"].get("timeouts_WSG-902", 0)  # noqa: E731
+    before = timeouts()
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + WAIT
+        while timeouts() == before:
+            assert time.monotonic() < deadline, "the gateway did not idle the stopped mount's socket out"
+            time.sleep(0.05)
+        return then()
+    finally:
+        proc.send_signal(signal.SIGCONT)
+
+
+def test_sleep_and_resume_within_the_recovery_window_recovers_and_replays(start_emulator, tmp_path):
+    srv = start_emulator(window=1.0, ws_idle_timeout=1, ws_recovery_timeout=60, ws_token_ttl=600)
+    mp = tmp_path / "m"
+    with mounted(mp, state_dir=tmp_path / "s", push=True, extra_args=LONG_TTL, **args_for(srv)) as proc:
+        before = listed_folders_up(srv, mp)
+        srv.reset_stats()
+        fax = suspended(srv, proc, then=lambda: admin(srv, "POST", "/_emulator/messages", {"type": "Fax"}))
+        wait_for("the fax that came while asleep", lambda: listed(mp, "faxes", fax["id"]), mp)
+        up(mp)
+        after = push_status(mp)
+        assert after["recovered"] == before["recovered"] + 1 and after["recovery_failed"] == before["recovery_failed"]
+        assert after["resyncs"] == before["resyncs"]  # the gateway replayed the event
+        requests = api_requests(srv.stats())
+        assert requests.get("message-sync") == 1, requests  # /faxes' one ISync for the replayed event
+        assert requests.get("ws-subscription-create", 0) == 0 and requests.get("message-list", 0) == 0
+        gw = admin(srv, "GET", "/_emulator/push")
+        assert gw["counts"]["timeouts_WSG-902"] == 1 and gw["counts"].get("recoveries_successful") == 1
+        assert len(gw["connections"]) == 1
+
+
+def test_sleep_and_resume_beyond_the_recovery_window_resubscribes_and_misses_nothing(start_emulator, tmp_path):
+    # Asleep longer than idleTimeout (1 s), recoveryTimeout (2 s) and the ws token's life (3 s).
+    srv = start_emulator(window=1.0, ws_idle_timeout=1, ws_recovery_timeout=2, ws_token_ttl=3)
+    mp = tmp_path / "m"
+    with mounted(mp, state_dir=tmp_path / "s", push=True, extra_args=LONG_TTL, **args_for(srv)) as proc:
+        before = listed_folders_up(srv, mp)
+        srv.reset_stats()
+
+        def asleep():
+            fax = admin(srv, "POST", "/_emulator/messages", {"type": "Fax"})
+            vm = admin(srv, "POST", "/_emulator/messages", {"type": "VoiceMail"})
+            time.sleep(4)  # the machine sleeps on: past the recovery window and the ws token
+            return fax, vm
+
+        fax, vm = suspended(srv, proc, then=asleep)
+        wait_for("the fax that came while asleep", lambda: listed(mp, "faxes", fax["id"]), mp)
+        wait_for("the voicemail that came while asleep", lambda: listed(mp, "voicemail", vm["id"]), mp)
+        wait_for("a resync of every folder",
+                 lambda: push_status(mp)["resyncs"] - before["resyncs"] >= before["resyncs"], mp)
+        up(mp)
+        after = push_status(mp)
+        assert after["recovered"] == before["recovered"]
+        assert after["resyncs"] - before["resyncs"] == before["resyncs"]  # one per folder owner
+        requests = api_requests(srv.stats())
+        # A new ws token (the old one expired), no new login, a new subscription, one
+        # incremental sync per listed folder.
+        assert requests.get("oauth-wstoken") == 1 and requests.get("oauth-token", 0) == 0, requests
+        assert requests.get("ws-subscription-create") == 1, requests
+        assert requests.get("message-sync") == 3 and requests.get("call-log") == 1, requests
+        assert requests.get("message-list", 0) == 0
+        gw = admin(srv, "GET", "/_emulator/push")
+        assert gw["counts"]["timeouts_WSG-902"] == 1 and len(gw["connections"]) == 1
+        assert gw["counts"].get("recoveries_successful", 0) == 0
+        # Still live afterwards.
+        fax2 = admin(srv, "POST", "/_emulator/messages", {"type": "Fax"})
+        wait_for("a fax after the resume", lambda: listed(mp, "faxes", fax2["id"]), mp)
