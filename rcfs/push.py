@@ -36,6 +36,13 @@ What it means for the folders (`FolderOwner.trusted`, `.pushed`, `.resync`):
   socket open might stop delivering on it without a word. If the JWT itself is refused,
   the channel stays down with that reason (log, `rcfs status`) until the mount is
   restarted, and listings fall back to their TTL.
+* A machine that slept: trio's clock (CLOCK_MONOTONIC) stands still during a suspend,
+  so every timer here would carry on as if nothing happened, and the next heartbeat
+  could be a minute away while the gateway has long closed the socket and listings are
+  still trusted. The boot clock (CLOCK_BOOTTIME) does count the sleep: checked every
+  `WAKE_TICK` seconds; when it ran ahead of trio's clock, the socket is probed with a
+  Heartbeat at once, and one left unanswered for `WAKE_PROBE` seconds ends it (then
+  recovered, or resubscribed with a sync of every listed folder).
 
 Why trio-websocket: rcfs runs on trio (pyfuse3); trio-websocket is the trio-native
 client (wsproto underneath, the same engine hypercorn uses in the emulator), so the
@@ -75,6 +82,16 @@ CONNECT_TIMEOUT = 15.0
 PROBE_MAX = 60.0  # a Heartbeat after this long without any frame (@rc-ex/ws: 60 s)
 BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)  # seconds between attempts, capped
 TOKEN_REUSE = 0.8  # share of the ws token's lifetime it is reused for
+WAKE_TICK = 5.0  # seconds between looks at the boot clock (a suspend shows there only)
+WAKE_GAP = 5.0  # seconds the boot clock must run ahead of trio's to count as a sleep
+WAKE_PROBE = 10.0  # seconds a Heartbeat sent after a sleep may take to be answered
+
+
+def boot_clock() -> float:
+    """Seconds since boot, suspends included (Linux CLOCK_BOOTTIME); elsewhere the wall
+    clock, whose jumps (NTP) at worst cost a needless Heartbeat."""
+    clock = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.clock_gettime(clock) if clock is not None else time.time()
 
 _TOKEN_IN_TEXT = re.compile(r"(access_token=|wsc=)[^&\s'\"]+")
 
@@ -154,6 +171,7 @@ class PushStats:
     notifications: int = 0
     syncs: int = 0  # folder syncs caused by notifications
     heartbeats: int = 0
+    wakeups: int = 0  # suspends of the machine noticed (the boot clock ran ahead)
     ws_tokens: int = 0
     attempts: int = 0  # connection attempts, successful or not (a hot loop would show here)
     new_logins: int = 0  # OAuth sessions the channel had to move to (the old one ended)
@@ -164,8 +182,10 @@ class PushChannel:
     """The mount's push channel. `run` in the mount's nursery; `healthy` for owners."""
 
     def __init__(self, client: "RingCentralClient", owners: Iterable["FolderOwner"], *,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+                 wall_clock: Callable[[], float] = time.time,
+                 boot_clock: Callable[[], float] = boot_clock) -> None:
         self.client = client
+        self.boot_clock = boot_clock
         self.owners = [o for o in owners if o.push_filters()]
         self.wall_clock = wall_clock
         self.state = "starting"  # starting | up | down
@@ -232,7 +252,8 @@ class PushChannel:
                 "filters": len(self.filters), "connects": s.connects, "recovered": s.recovered,
                 "recovery_failed": s.recovery_failed, "notifications": s.notifications, "syncs": s.syncs,
                 "resyncs": s.resyncs, "heartbeats": s.heartbeats, "ws_tokens": s.ws_tokens,
-                "attempts": s.attempts, "new_logins": s.new_logins, "final": self._final(),
+                "attempts": s.attempts, "new_logins": s.new_logins, "wakeups": s.wakeups,
+                "final": self._final(),
                 "last_event": round(s.last_event, 1) if s.last_event else None}
 
     def _final(self) -> bool:
@@ -444,6 +465,7 @@ class PushChannel:
             nursery.start_soon(self._heartbeats, ws)
             nursery.start_soon(self._refilterer, ws)
             nursery.start_soon(self._session_watch)
+            nursery.start_soon(self._wake_watch, ws)
             if recovering and state == "Successful":
                 self.stats.recovered += 1
                 log.info("push session recovered; the gateway replays what was missed")
@@ -458,6 +480,31 @@ class PushChannel:
                 # Whatever happened while no subscription was live is only in the API.
                 for owner in self.owners:
                     self._queue(owner, None)
+
+    async def _wake_watch(self, ws) -> None:
+        """Notice a suspend (the boot clock ran ahead of trio's) and probe the socket at
+        once instead of when the next heartbeat happens to be due."""
+        boot, mono = self.boot_clock(), trio.current_time()
+        while True:
+            await trio.sleep(WAKE_TICK)
+            boot2, mono2 = self.boot_clock(), trio.current_time()
+            asleep = (boot2 - boot) - (mono2 - mono)
+            boot, mono = boot2, mono2
+            if asleep < WAKE_GAP:
+                continue
+            self.stats.wakeups += 1
+            log.info("the machine was asleep for about %d s: checking the push socket", round(asleep))
+            if self._heartbeat_due is None:
+                mid = str(uuid.uuid4())
+                self._heartbeat_due = (mid, mono2 + WAKE_PROBE)
+                self.stats.heartbeats += 1
+                await self._send(ws, [{"type": "Heartbeat", "messageId": mid}])
+            probe = self._heartbeat_due
+            with trio.move_on_after(WAKE_PROBE):
+                while self._heartbeat_due is probe:  # the reader clears it on the answer
+                    await trio.sleep(0.05)
+                continue
+            raise ChannelDown(f"no answer from the gateway after the machine slept (about {round(asleep)} s)")
 
     async def _session_watch(self) -> None:
         """Move to a new OAuth session as soon as the auth module logged in again: the

@@ -162,3 +162,32 @@ async def test_a_new_login_moves_the_channel_to_the_new_oauth_session(start_emul
                         "the fax by push on the new socket")
             nursery.cancel_scope.cancel()
     assert any("OAuth session behind the socket ended" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_suspend_seen_on_the_boot_clock_probes_the_socket_at_once(start_emulator, monkeypatch):
+    """trio's clock stands still while the machine sleeps; the boot clock does not. Here the
+    boot clock jumps 10 minutes while the gateway has gone silent (a black hole, as a socket
+    whose server side is gone): the channel probes at once instead of at its next regular
+    heartbeat (a minute away with this idle timeout), finds it dead and recovers."""
+    import rcfs.push as push
+
+    monkeypatch.setattr(push, "WAKE_TICK", 0.2)
+    monkeypatch.setattr(push, "WAKE_PROBE", 1.0)
+    srv = start_emulator(window=1.0, ws_idle_timeout=3600, ws_recovery_timeout=60, ws_token_ttl=600)
+    owner = Owner("faxes", [EXT + "/message-store"], {"Fax"})
+    slept = [0.0]
+    async with RingCentralClient(creds(srv)) as client:
+        channel = PushChannel(client, [owner], boot_clock=lambda: push.boot_clock() + slept[0])
+        async with trio.open_nursery() as nursery:
+            await nursery.start(channel.run)
+            await until(lambda: channel.healthy and owner.resyncs == 1, "channel up")
+            await admin(srv, "POST", "/_emulator/push", {"stall": 120})
+            fax = await admin(srv, "POST", "/_emulator/messages", {"type": "Fax"})
+            slept[0] = 600.0  # the machine slept ten minutes
+            await until(lambda: channel.stats.recovered == 1 and owner.notices, "recovered after the wake-up")
+            assert [n.body["changes"][0]["newMessageIds"] for n in owner.notices] == [[fax["id"]]]
+            assert channel.stats.wakeups == 1 and owner.resyncs == 1  # replayed: nothing to resync
+            gw = await admin(srv, "GET", "/_emulator/push")
+            assert gw["counts"]["frames_lost_in_stall"] == 1  # the one probe, into the black hole
+            assert gw["counts"].get("heartbeats", 0) == 0  # no regular heartbeat was due
+            nursery.cancel_scope.cancel()
