@@ -315,7 +315,7 @@ def test_a_refused_login_leaves_the_channel_down_with_its_reason_in_status_and_n
         shown = subprocess.run([sys.executable, "-m", "rcfs", "status", str(mp)], capture_output=True, text=True,
                                timeout=60)
         line = [ln for ln in shown.stdout.splitlines() if ln.startswith("push")]
-        assert len(line) == 1 and "DOWN (the account's login was refused" in line[0], shown.stdout
+        assert len(line) == 1 and "DOWN for " in line[0] and "(the account's login was refused" in line[0], shown.stdout
         assert "not retrying: remount once the credentials are fixed" in line[0]
         # Polling fallback: the listing's TTL (1 s) applies again; the look reaches the API
         # (and fails fast: the session is gone), the cached listing is still shown.

@@ -191,3 +191,24 @@ async def test_a_suspend_seen_on_the_boot_clock_probes_the_socket_at_once(start_
             assert gw["counts"]["frames_lost_in_stall"] == 1  # the one probe, into the black hole
             assert gw["counts"].get("heartbeats", 0) == 0  # no regular heartbeat was due
             nursery.cancel_scope.cancel()
+
+
+def test_status_says_whether_push_is_up_since_when_and_if_not_why_and_what_next():
+    from rcfs.status import _push_lines
+
+    base = {"notifications": 3, "syncs": 2, "connects": 2, "recovered": 1, "recovery_failed": 0,
+            "heartbeats": 7, "attempts": 2, "new_logins": 0, "wakeups": 0, "final": False, "since": 1000.0,
+            "last_event": 1100.0}
+    up = _push_lines({**base, "state": "up", "why": None}, now=1160.0)
+    assert up == ["push               up for 2 min: listings trusted, changes arrive as events",
+                  "                   3 events (last 60 s ago), 2 syncs, 2 connects (1 recovered, 0 not), "
+                  "7 heartbeats"]
+    down = _push_lines({**base, "state": "down", "why": "the gateway closed the socket (code 1011)", "attempts": 5,
+                        "wakeups": 1}, now=1042.0)
+    assert down[0] == ("push               DOWN for 42 s (the gateway closed the socket (code 1011)): listings "
+                       "re-checked on look after their TTL; reconnecting (5 attempts so far)")
+    assert down[1].endswith("7 heartbeats, 1 wake-ups after sleep")
+    final = _push_lines({**base, "state": "down", "why": "the account's login was refused: …", "final": True,
+                         "new_logins": 1}, now=4600.0)
+    assert final[0].endswith("not retrying: remount once the credentials are fixed")
+    assert "DOWN for 60 min" in final[0] and final[1].endswith(", 1 new logins")
