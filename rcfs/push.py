@@ -158,6 +158,31 @@ def notice_from(envelope: dict) -> Notice:
     return Notice(event, "other", body)
 
 
+# What a user should read for the close codes a gateway socket ends with (RFC 6455 §7.4).
+_CLOSE_CODES = {1000: "was closed by the gateway", 1001: "was closed: the gateway is going away",
+                1006: "was lost (no close frame: network or server gone)",
+                1008: "was closed by the gateway (policy)", 1011: "was closed by the gateway (server error)"}
+
+
+def _network_cause(exc: BaseException) -> str:
+    """The OS-level reason behind a socket failure ("Connection refused", "Name or service
+    not known"), found along the exception's cause chain; else its type name."""
+    seen: BaseException | None = exc
+    wrapper = None  # an OSError without errno ("all attempts to connect ... failed")
+    for _ in range(8):
+        if seen is None:
+            break
+        if isinstance(seen, OSError):
+            if seen.strerror:
+                return str(seen.strerror)[:120]
+            wrapper = wrapper or str(seen)
+        if isinstance(seen, BaseExceptionGroup) and seen.exceptions:  # noqa: F821 - builtin from 3.11
+            seen = seen.exceptions[0]
+            continue
+        seen = seen.__cause__ or seen.__context__
+    return (wrapper or type(exc).__name__)[:120]
+
+
 class ChannelDown(Exception):
     """The socket is unusable; the message says why (no secrets in it)."""
 
@@ -394,7 +419,7 @@ class PushChannel:
     def _as_down(self, exc: BaseException) -> ChannelDown | None:
         """The ChannelDown a failure of the socket means; None for anything else
         (cancellation, a bug), which must propagate."""
-        from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError
+        from trio_websocket import ConnectionClosed, ConnectionRejected, ConnectionTimeout, HandshakeError
 
         if isinstance(exc, BaseExceptionGroup):  # noqa: F821 - builtin from 3.11
             downs = [self._as_down(e) for e in exc.exceptions]
@@ -412,12 +437,16 @@ class PushChannel:
                 return _SessionEnded(f"the gateway refused the ws token (HTTP {status}): expired, "
                                      "or its OAuth session ended; getting a new one")
             return ChannelDown(f"the gateway refused the connection (HTTP {status})")
+        if isinstance(exc, ConnectionTimeout):
+            return ChannelDown(f"no answer from the gateway within {CONNECT_TIMEOUT:g} s (network down?)")
         if isinstance(exc, HandshakeError):
-            return ChannelDown(f"cannot connect to the gateway ({type(exc).__name__})")
+            return ChannelDown(f"cannot connect to the gateway ({_network_cause(exc)})")
         if isinstance(exc, ConnectionClosed):
-            return ChannelDown(f"the gateway closed the socket (code {getattr(exc.reason, 'code', '?')})")
+            code = getattr(exc.reason, "code", None)
+            meaning = _CLOSE_CODES.get(code, "closed")
+            return ChannelDown(f"the gateway socket {meaning} (code {code if code is not None else '?'})")
         if isinstance(exc, (OSError, trio.BrokenResourceError, trio.ClosedResourceError)):
-            return ChannelDown(f"the connection broke ({type(exc).__name__})")
+            return ChannelDown(f"the connection to the gateway broke ({_network_cause(exc)})")
         return None
 
     async def _receive(self, ws, wait: float) -> list:

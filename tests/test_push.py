@@ -212,3 +212,31 @@ def test_status_says_whether_push_is_up_since_when_and_if_not_why_and_what_next(
                          "new_logins": 1}, now=4600.0)
     assert final[0].endswith("not retrying: remount once the credentials are fixed")
     assert "DOWN for 60 min" in final[0] and final[1].endswith(", 1 new logins")
+
+
+async def test_an_unreachable_gateway_is_a_clear_reason_and_a_capped_backoff(start_emulator, caplog):
+    srv = start_emulator(window=1.0)
+    owner = Owner("faxes", [EXT + "/message-store"], {"Fax"})
+    async with RingCentralClient(creds(srv)) as client:
+        channel = PushChannel(client, [owner])
+        async with trio.open_nursery() as nursery:
+            await nursery.start(channel.run)
+            await until(lambda: channel.healthy, "channel up")
+            srv.stop()  # the service (or the network to it) is gone
+            reasons: list[str] = []
+
+            def seen() -> bool:
+                if channel.why_down and channel.why_down not in reasons:
+                    reasons.append(channel.why_down)
+                return any("Connection refused" in r for r in reasons)
+
+            await until(seen, "a reason naming the refused connection")
+            start = channel.stats.attempts
+            await trio.sleep(4)  # a bound: backoff 0.5, 1, 2, 4 s... (jittered) allows at most 4 here
+            assert channel.stats.attempts - start <= 4
+            assert not owner.trusted(trio.current_time())
+            nursery.cancel_scope.cancel()
+    assert reasons[0].startswith("the gateway socket was lost") or reasons[0].startswith("the gateway socket was closed")
+    assert any(r.startswith("cannot connect to the gateway (") and "Connection refused" in r for r in reasons)
+    text = [r.getMessage() for r in caplog.records if r.name == "rcfs.push"]
+    assert sum(t.startswith("push channel down") for t in text) == 1
