@@ -164,6 +164,11 @@ class Operations(pyfuse3.Operations):
         self.space = space  # (total, free, available) bytes where written files go
         self._handles: dict[int, tuple[FolderOwner, int]] = {}
         self._dirs: dict[int, tuple[int, _Listing | None]] = {}  # fh -> (inode, snapshot)
+        # inode -> (node, size, mtime, attributes) for files of owners with stable_file_attrs:
+        # building the attributes was half of a warm `ls -l`'s cost in rcfs. Entries go
+        # when the kernel forgets the inode; the node/size/mtime check keeps a stale one
+        # from ever being used.
+        self._attr_memo: dict[int, tuple[File, int | None, float, pyfuse3.EntryAttributes]] = {}
         self._next_fh = itertools.count(1)
         self.initialized = trio.Event()  # set once the kernel's INIT request arrived
         # Announcing new entries to inotify watchers (see `folder_changed`): the mount's
@@ -337,6 +342,16 @@ class Operations(pyfuse3.Operations):
         return self.tree.child(folder, text)
 
     # attributes ----------------------------------------------------------------------
+    def _stable_file_attrs(self, node: File, owner: FolderOwner) -> pyfuse3.EntryAttributes:
+        """`_attrs` of a file whose owner says they follow from size and mtime alone:
+        built once, then reused while the node, its size and its mtime are the same."""
+        memo = self._attr_memo.get(node.inode)
+        if memo is not None and memo[0] is node and memo[1] == node.size and memo[2] == node.mtime:
+            return memo[3]
+        attrs = self._attrs(node, owner)
+        self._attr_memo[node.inode] = (node, node.size, node.mtime, attrs)
+        return attrs
+
     def _attrs(self, node: Node, owner: FolderOwner | None = None) -> pyfuse3.EntryAttributes:
         """`owner`: the node's owner when the caller knows it (readdir: one for all).
 
@@ -452,6 +467,8 @@ class Operations(pyfuse3.Operations):
         try:
             for inode, count in inode_list:
                 self.tree.forget(inode, count)
+                if inode not in self.tree.lookups:
+                    self._attr_memo.pop(inode, None)
         except Exception:  # noqa: BLE001 - forget must never raise
             log.exception("forget failed")
 
@@ -475,13 +492,17 @@ class Operations(pyfuse3.Operations):
         # subfolder may have one of its own: a mailbox under /company, a top folder).
         owner = self._owner_for_child(folder)
         nodes, children, remember = listing.nodes, folder.children, self.tree.remember
+        stable = owner.stable_file_attrs
         # By index from the bisected cookie: a READDIR holds about 30 entries, so skipping
         # to the start by iteration (islice) made one `ls` of n entries cost O(n^2 / 30).
         for i in range(bisect.bisect_right(listing.cookies, start_id), len(nodes)):
             child = nodes[i]
             if child.parent is not folder or children.get(child.name) is not child:
                 continue  # removed (or renamed) since the snapshot
-            attrs = self._attrs(child, None if child.is_dir else owner)
+            if stable and not child.is_dir:
+                attrs = self._stable_file_attrs(child, owner)
+            else:
+                attrs = self._attrs(child, None if child.is_dir else owner)
             if not pyfuse3.readdir_reply(token, os.fsencode(child.name), attrs, child.cookie):
                 return
             remember(child)
