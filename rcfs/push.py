@@ -82,6 +82,7 @@ CONNECT_TIMEOUT = 15.0
 PROBE_MAX = 60.0  # a Heartbeat after this long without any frame (@rc-ex/ws: 60 s)
 BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)  # seconds between attempts, capped
 TOKEN_REUSE = 0.8  # share of the ws token's lifetime it is reused for
+SHORT_LIVED = 5.0  # seconds: a socket ended sooner than this does not reconnect at once
 WAKE_TICK = 5.0  # seconds between looks at the boot clock (a suspend shows there only)
 WAKE_GAP = 5.0  # seconds the boot clock must run ahead of trio's to count as a sleep
 WAKE_PROBE = 10.0  # seconds a Heartbeat sent after a sleep may take to be answered
@@ -233,6 +234,7 @@ class PushChannel:
         self._recovery_timeout = 180.0
         self._idle_timeout = 1800.0
         self._ws = None
+        self._opened_at = float("-inf")  # trio time the last socket opened
         self._waiting: dict[str, tuple[trio.Event, list]] = {}  # messageId -> (done, [frame])
         self._last_received = 0.0
         self._last_sent = 0.0
@@ -329,6 +331,8 @@ class PushChannel:
                     # new ws token (a new login) is due: at once, but a second in a row without
                     # the channel coming up in between backs off like any failure.
                     again = self.state == "down" and isinstance(exc, _SessionEnded)
+                    # A gateway that ends every socket at once must not make a loop of it.
+                    again = again or trio.current_time() - self._opened_at < SHORT_LIVED
                     if isinstance(exc, _SessionEnded):
                         self._set_state("down", str(exc))
                     failures = failures + 1 if again else 0
@@ -403,6 +407,7 @@ class PushChannel:
         try:
             async with open_websocket_url(url, connect_timeout=CONNECT_TIMEOUT, disconnect_timeout=2.0) as ws:
                 self._ws = ws
+                self._opened_at = trio.current_time()
                 self.stats.connects += 1
                 try:
                     await self._serve(ws, recovering)
