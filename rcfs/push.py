@@ -300,10 +300,16 @@ class PushChannel:
         if state == self.state:
             if state == "down" and why != self.why_down:
                 self.why_down = why  # a new reason is worth a line; the same one is not
-                log.warning("push channel still down: %s", why)
+                if self._final():
+                    log.error("push channel stays down until rcfs is mounted again: %s", why)
+                else:
+                    log.warning("push channel still down: %s", why)
             return
         previous, self.state, self.why_down, self.since = self.state, state, why, self.wall_clock()
-        if state == "down":
+        if state == "down" and self._final():
+            log.error("push channel down until rcfs is mounted again (%s): listings are re-checked on "
+                      "look after their TTL", why)
+        elif state == "down":
             log.warning("push channel down (%s): listings are re-checked on look after their TTL "
                         "until it is back", why)
         elif state == "up" and previous == "down":

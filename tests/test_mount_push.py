@@ -331,6 +331,7 @@ def test_a_refused_login_leaves_the_channel_down_with_its_reason_in_status_and_n
         assert requests.get("oauth-token") == 2 and requests.get("oauth-wstoken") == 1, requests
         log = mount_log(mp)
         assert log.count("push channel down") == 1
+        assert log.count("push channel stays down until rcfs is mounted again: the account's login was refused") == 1
         assert "credentials rejected: the JWT credential is no longer accepted" in log
 
 
