@@ -220,7 +220,9 @@ class PushChannel:
         self.stats = PushStats()
         self.subscription_id: str | None = None
         self.filters: list[str] = []
-        self._token: tuple[dict, float] | None = None  # (answer, trio time obtained)
+        # The ws token's age and the recovery window count on the boot clock: they run on at
+        # the service while the machine sleeps (trio's clock does not).
+        self._token: tuple[dict, float] | None = None  # (answer, boot clock when obtained)
         # The auth module's login count when the ws token in hand was obtained: a later
         # login means the token's OAuth session was replaced (ended).
         self._token_logins: int | None = None
@@ -365,13 +367,13 @@ class PushChannel:
                     self._waiting.clear()
                     self._heartbeat_due = None
                     if self._dropped_at is None:
-                        self._dropped_at = trio.current_time()
+                        self._dropped_at = self.boot_clock()
                 if failures:
                     delay = BACKOFF[min(failures, len(BACKOFF)) - 1]
                     await trio.sleep(delay * (0.75 + 0.5 * self._rng.random()))
 
     async def _url(self) -> str:
-        now = trio.current_time()
+        now = self.boot_clock()
         if self._token is not None:
             answer, got = self._token
             if now - got < TOKEN_REUSE * float(answer.get("expires_in") or 0):
@@ -379,7 +381,7 @@ class PushChannel:
         had = self._token_logins
         answer = await self.client.ws_token()
         self.stats.ws_tokens += 1
-        self._token = (answer, trio.current_time())
+        self._token = (answer, self.boot_clock())
         self._token_logins = self._logins()
         if had is not None and self._token_logins > had:
             self.stats.new_logins += 1
@@ -399,7 +401,7 @@ class PushChannel:
                               "not wss (or has a query)")
         url = f"{uri}?access_token={answer['ws_access_token']}"
         if self._wsc and self._dropped_at is not None \
-                and trio.current_time() - self._dropped_at < self._recovery_timeout:
+                and self.boot_clock() - self._dropped_at < self._recovery_timeout:
             url += f"&wsc={self._wsc}"
         return url
 
@@ -554,7 +556,7 @@ class PushChannel:
             self._relogin = trio.Event()
             if self._token_logins is not None and self._logins() > self._token_logins:
                 self._token = None
-                self._dropped_at = trio.current_time()
+                self._dropped_at = self.boot_clock()
                 raise _SessionEnded("the OAuth session behind the socket ended (rcfs logged in again); "
                                     "moving to the new one")
 
@@ -632,13 +634,13 @@ class PushChannel:
                 if code in ("WSG-902", "WSG-903"):
                     # Expected ends: reconnect now and recover the session.
                     log.info("push socket ended by the gateway (%s); recovering the session", code)
-                    self._dropped_at = trio.current_time()
+                    self._dropped_at = self.boot_clock()
                     raise _Reconnect()
                 if meta.get("status") in (401, 403):
                     # Not authorized any more: the OAuth session behind the ws token ended. The
                     # status is what counts (production's code here is not documented).
                     self._token = None
-                    self._dropped_at = trio.current_time()
+                    self._dropped_at = self.boot_clock()
                     raise _SessionEnded(f"the gateway ended the socket: its OAuth session is no longer "
                                         f"valid ({code}); logging in again")
                 raise ChannelDown(f"the gateway sent error {code}")

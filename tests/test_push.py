@@ -111,7 +111,8 @@ async def test_a_refused_login_ends_in_a_log_line_a_reason_and_no_hot_loop(start
             await admin(srv, "POST", "/_emulator/config", {"jwt": "revoked"})
             await admin(srv, "POST", "/_emulator/stats/reset")
             await admin(srv, "POST", "/_emulator/sessions/end", {"which": "all"})
-            await until(lambda: channel.state == "down" and channel.status()["final"], "channel down for good")
+            await until(lambda: channel.status()["final"] and "login was refused" in (channel.why_down or ""),
+                        "channel down for good")
             assert not owner.trusted(trio.current_time())  # the TTLs apply again
             assert "login was refused" in channel.why_down and "JWT" in channel.why_down
             attempts = channel.stats.attempts
@@ -187,6 +188,9 @@ async def test_a_suspend_seen_on_the_boot_clock_probes_the_socket_at_once(start_
             await until(lambda: channel.stats.recovered == 1 and owner.notices, "recovered after the wake-up")
             assert [n.body["changes"][0]["newMessageIds"] for n in owner.notices] == [[fax["id"]]]
             assert channel.stats.wakeups == 1 and owner.resyncs == 1  # replayed: nothing to resync
+            # The ws token is 10 minutes old on the boot clock (8 minutes is its reuse limit):
+            # a new one, rather than one the gateway would refuse after a real sleep.
+            assert channel.stats.ws_tokens == 2
             gw = await admin(srv, "GET", "/_emulator/push")
             assert gw["counts"]["frames_lost_in_stall"] == 1  # the one probe, into the black hole
             assert gw["counts"].get("heartbeats", 0) == 0  # no regular heartbeat was due
