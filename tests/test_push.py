@@ -19,8 +19,9 @@ WAIT = 30.0
 class Owner:
     """What rcfs.push needs of a folder owner, recording its calls."""
 
-    def __init__(self, name: str, filters: list[str], kinds: set[str]) -> None:
+    def __init__(self, name: str, filters: list[str], kinds: set[str], extension: str | None = None) -> None:
         self.name = name
+        self.extension = extension  # set: only events about that mailbox (`~`: the user's)
         self.filters = filters
         self.kinds = kinds
         self.notices: list = []
@@ -32,7 +33,8 @@ class Owner:
         return tuple(self.filters)
 
     def wants(self, notice) -> bool:
-        return bool(self.kinds & notice.message_types)
+        return bool(self.kinds & notice.message_types) and (self.extension is None
+                                                             or notice.for_extension(self.extension))
 
     async def pushed(self, notices):
         self.notices += notices
@@ -123,6 +125,62 @@ async def test_a_refused_token_and_an_unreachable_gateway_end_in_a_log_line(star
     assert any("push channel down" in r.getMessage() for r in caplog.records)
 
 
+async def test_other_mailboxes_join_and_leave_the_subscription_within_the_cap(start_emulator, caplog):
+    srv = start_emulator(window=1.0)
+    caplog.set_level(logging.INFO)
+    async with RingCentralClient(creds(srv)) as client:
+        ids = {str(e.get("extensionNumber")): str(e["id"]) async for page in client.extension_pages() for e in page}
+        mailbox = lambda number: f"/restapi/v1.0/account/~/extension/{ids[number]}/message-store"  # noqa: E731
+        mine = Owner("faxes", [EXT + "/message-store"], {"Fax"}, extension="~")
+        alice = Owner("alice", [mailbox("102")], {"Fax"}, extension=ids["102"])
+        bob = Owner("bob", [mailbox("103")], {"Fax"}, extension=ids["103"])
+        carol = Owner("carol", [mailbox("106")], {"Fax"}, extension=ids["106"])
+        channel = PushChannel(client, [mine])
+        channel.max_filters = 2
+        async with trio.open_nursery() as nursery:
+            await nursery.start(channel.run)
+            await until(lambda: channel.healthy, "channel up")
+            before_put = trio.current_time()
+            channel.add_owner(alice)
+            await until(lambda: len(channel.filters) == 2, "Alice's mailbox added (PUT)")
+            assert alice.trusted(trio.current_time()) and not alice.trusted(before_put)
+            assert mine.trusted(before_put)  # the user's own filter was live long before
+            channel.add_owner(bob)  # beyond the cap: left out, polls by its TTL
+            channel.add_owner(carol)
+            await until(lambda: len(channel.left_out) == 2, "Bob and Carol left out")
+            assert channel.filters == [EXT + "/message-store", mailbox("102")]
+            assert not bob.trusted(trio.current_time()) and not carol.trusted(trio.current_time())
+            assert channel.status()["filters_left_out"] == 2
+
+            # An event reaches the mailbox it is about, not the user's own folder.
+            fax = await admin(srv, "POST", "/_emulator/messages", {"type": "Fax", "extension": "102"})
+            with trio.fail_after(WAIT):
+                await alice.arrived.wait()
+            assert [n.body["changes"][0]["newMessageIds"] for n in alice.notices] == [[fax["id"]]]
+            own = await admin(srv, "POST", "/_emulator/messages", {"type": "Fax"})
+            with trio.fail_after(WAIT):
+                await mine.arrived.wait()
+            assert [n.body["changes"][0]["newMessageIds"] for n in mine.notices] == [[own["id"]]]
+            assert len(alice.notices) == 1 and bob.notices == []
+
+            # Alice's extension leaves the account: Bob's mailbox takes her place.
+            channel.remove_owner(alice)
+            await until(lambda: channel.filters == [EXT + "/message-store", mailbox("103")], "Bob in")
+            assert channel.left_out == [mailbox("106")]
+            await until(lambda: bob.trusted(trio.current_time()), "Bob trusted")
+            gw = await admin(srv, "GET", "/_emulator/push")
+            assert sorted(gw["connections"][0]["eventFilters"]) == sorted(
+                [f.replace("/account/~", f"/account/{(await admin(srv, 'GET', '/_emulator/info'))['account_id']}")
+                 .replace("/extension/~", f"/extension/{(await admin(srv, 'GET', '/_emulator/info'))['extension_id']}")
+                 for f in channel.filters])
+            stats = await admin(srv, "GET", "/_emulator/stats")
+            assert stats["requests"]["ws-subscription-create"] == 1
+            assert stats["requests"]["ws-subscription-update"] == 2  # Alice in, then Bob for Alice
+            nursery.cancel_scope.cancel()
+    said = [r for r in caplog.records if "at most 2 event filters" in r.getMessage()]
+    assert len(said) == 1  # once, however many are left out
+
+
 def test_notices_classify_the_real_bodies():
     n = notice_from({"event": "/restapi/v1.0/account/1/extension/2/message-store",
                      "body": {"changes": [{"type": "Fax", "newCount": 1}, {"type": "SMS", "updatedCount": 1}]}})
@@ -131,5 +189,9 @@ def test_notices_classify_the_real_bodies():
                      "body": {"telephonySessionId": "s-1", "parties": [
                          {"status": {"code": "Disconnected"}, "recordings": [{"id": "9", "active": False}]}]}})
     assert (n.kind, n.telephony_session_id, n.status, n.recording_ids) == ("telephony", "s-1", "Disconnected", ("9",))
+    assert n.account_level and n.extension_id is None  # the account's calls (company mode)
+    n = notice_from({"event": "/restapi/v1.0/account/1/extension/2/telephony/sessions?statusCode=Disconnected",
+                     "body": {}})
+    assert not n.account_level and n.extension_id == "2" and n.for_extension("2") and not n.for_extension("3")
     n = notice_from({"event": "/restapi/v1.0/account/1/extension/2/presence", "body": "odd"})
     assert n.kind == "other" and n.body == {}

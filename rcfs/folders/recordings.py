@@ -69,12 +69,15 @@ class RecordingsOwner(RemoteMediaOwner):
     # push ------------------------------------------------------------------------------
     def push_filters(self) -> tuple[str, ...]:
         # The signed-in user's calls. (Company mode's folders of other extensions are not
-        # pushed yet: they keep their TTL; their filter would name the extension's id.)
+        # pushed: they keep their TTL. /company/recordings has every call of the account.)
         return (TELEPHONY_FILTER,) if self.extension_id == "~" else ()
 
     def wants(self, notice) -> bool:
-        return (notice.kind == "telephony" and notice.status == "Disconnected"
-                and bool(notice.recording_ids) and notice.telephony_session_id is not None)
+        # Only the user's own filter: in company mode the account-level filter announces
+        # the same call again, for /company/recordings.
+        return (notice.kind == "telephony" and not notice.account_level and notice.for_extension(self.extension_id)
+                and notice.status == "Disconnected" and bool(notice.recording_ids)
+                and notice.telephony_session_id is not None)
 
     async def pushed(self, notices: list) -> None:
         """A call with recordings ended: ask the call log for that session (one Heavy
