@@ -15,6 +15,15 @@ What it means for the folders (`FolderOwner.trusted`, `.pushed`, `.resync`):
   incremental sync (message-sync ISync, Light) or, for a recording, asks the call log
   for that telephony session. Notices that arrive while a folder syncs are coalesced
   into one more sync. The owner tells the kernel what changed (rcfs.fs).
+* Company mode (an admin's mount): the subscription also carries the account's ended
+  recorded calls (/company/recordings asks the company call log for that telephony
+  session) and the mailbox of each other extension whose folders were listed (added
+  with a PUT when first listed, removed when the extension goes), at most
+  `MAX_FILTERS` in all; a folder whose filter did not fit polls by its TTL (the log
+  says so once). An event names its extension; it goes only to that mailbox's folders
+  (`Notice.for_extension`), so the user's own folders do not sync for Alice's fax.
+  A filter is live from the answer that added it: a listing started earlier is not
+  trusted (`covers`), so nothing that happened in between is missed.
 * When the channel goes down, the TTLs apply again (today's polling on look), the log
   says so once and `rcfs status` shows it; rcfs reconnects with capped backoff and,
   within `recoveryTimeout`, asks for the session back (`&wsc=`). Recovered: the gateway
@@ -230,6 +239,7 @@ class PushChannel:
         self.max_filters = MAX_FILTERS
         self.left_out: list[str] = []  # filters wanted beyond `max_filters`
         self._cap_logged = False
+        self._refused: set[str] = set()  # filters the service would not have (`_refuse`)
         self._own_extension: str | None = None  # learned from the subscription's answer
         self._nursery: trio.Nursery | None = None  # the folder workers' (run)
         for owner in owners:
@@ -294,7 +304,7 @@ class PushChannel:
         left_out: list[str] = []
         for owner in self.owners:
             for f in owner.push_filters():
-                if f in filters or f in left_out:
+                if f in filters or f in left_out or f in self._refused:
                     continue
                 (filters if len(filters) < self.max_filters else left_out).append(f)
         self.left_out = left_out
@@ -304,6 +314,13 @@ class PushChannel:
                         "(other extensions' mailboxes opened later) are re-checked on look after "
                         "their TTL instead", self.max_filters, len(left_out))
         return filters
+
+    def _refuse(self, filters: list[str], status: int, answer: Any) -> None:
+        """The service refused `filters`: never asked again during this mount."""
+        self._refused.update(filters)
+        code = str(answer.get("errorCode") or "") if isinstance(answer, dict) else ""
+        log.warning("push: the service refused %d event filter(s) (HTTP %d %s); the folders that "
+                    "need them are re-checked on look after their TTL", len(filters), status, code[:32])
 
     def _live(self, filters: list[str], answer: Any) -> None:
         """`filters` are the live subscription's now (its `answer`): each one new to it
@@ -525,6 +542,11 @@ class PushChannel:
                                                 "deliveryMode": {"transportType": "WebSocket"}})
             if status == 404:  # gone meanwhile: a new one (what @rc-ex/ws does)
                 await self._subscribe(ws)
+            elif status in (400, 403) and set(filters) - set(self.filters):
+                # The service will not have a filter added (the role does not reach that
+                # mailbox, or the filter is not allowed): the subscription stays as it
+                # was, and the folders asking for it poll by their TTL.
+                self._refuse([f for f in filters if f not in self.filters], status, body)
             elif status != 200:
                 raise ChannelDown(f"updating the subscription failed (HTTP {status})")
             else:
@@ -537,6 +559,16 @@ class PushChannel:
         self._filter_since = {}
         status, body = await self._request(ws, "POST", SUBSCRIPTION_PATH,
                                            {"eventFilters": filters, "deliveryMode": {"transportType": "WebSocket"}})
+        extra = [f for f in filters if "/extension/~/" not in f]
+        if status in (400, 403) and extra:
+            # Refused with company filters in it (the role reaches other mailboxes but may
+            # not subscribe to them, or to the account's calls): the user's own mailbox is
+            # still pushed; the company folders poll by their TTL.
+            self._refuse(extra, status, body)
+            filters = self.filters = self.wanted_filters()
+            status, body = await self._request(ws, "POST", SUBSCRIPTION_PATH,
+                                               {"eventFilters": filters,
+                                                "deliveryMode": {"transportType": "WebSocket"}})
         if status != 200 or not isinstance(body, dict) or not body.get("id"):
             code = body.get("errorCode") if isinstance(body, dict) else None
             raise ChannelDown(f"subscribing failed (HTTP {status} {str(code or '')[:32]})")

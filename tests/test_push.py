@@ -181,6 +181,43 @@ async def test_other_mailboxes_join_and_leave_the_subscription_within_the_cap(st
     assert len(said) == 1  # once, however many are left out
 
 
+async def test_filters_the_service_refuses_leave_the_users_own_mailbox_pushed(start_emulator, caplog):
+    """A role that reaches other mailboxes may still not subscribe to them (or to the
+    account's calls): the service answers 403; the user's own mailbox stays pushed and
+    the folders that asked for more poll by their TTL. (Here a regular user's credential,
+    which the emulator refuses both with SUB-405.)"""
+    srv = start_emulator(window=1.0)
+    caplog.set_level(logging.INFO)
+    info = await admin(srv, "GET", "/_emulator/info")
+    account_calls = Owner("company/recordings", ["/restapi/v1.0/account/~/telephony/sessions"], set())
+    mine = Owner("faxes", [EXT + "/message-store"], {"Fax"}, extension="~")
+    admins = Owner("admin", [f"/restapi/v1.0/account/~/extension/{info['extension_id']}/message-store"], {"Fax"},
+                   extension=info["extension_id"])
+    async with RingCentralClient(Credentials(server_url=srv.platform, client_id=srv.client_id,
+                                             client_secret=srv.client_secret, jwt=srv.user_jwt)) as client:
+        channel = PushChannel(client, [mine, account_calls])
+        async with trio.open_nursery() as nursery:
+            await nursery.start(channel.run)
+            await until(lambda: channel.healthy, "channel up")
+            assert channel.filters == [EXT + "/message-store"]
+            assert mine.trusted(trio.current_time()) and not account_calls.trusted(trio.current_time())
+            subscription = channel.subscription_id
+            channel.add_owner(admins)  # another user's mailbox: the PUT is refused
+            await until(lambda: any("refused 1" in r.getMessage() for r in caplog.records), "the PUT refused")
+            assert channel.healthy and channel.subscription_id == subscription
+            assert channel.filters == [EXT + "/message-store"] and not admins.trusted(trio.current_time())
+            fax = await admin(srv, "POST", "/_emulator/messages", {"type": "Fax", "extension": "102"})
+            with trio.fail_after(WAIT):
+                await mine.arrived.wait()
+            assert [n.body["changes"][0]["newMessageIds"] for n in mine.notices] == [[fax["id"]]]
+            stats = await admin(srv, "GET", "/_emulator/stats")
+            assert stats["requests"]["ws-subscription-create"] == 2  # refused, then without it
+            assert stats["requests"]["ws-subscription-update"] == 1  # refused; not asked again
+            assert stats["statuses"]["403"] == 2 and channel.stats.connects == 1
+            nursery.cancel_scope.cancel()
+    assert [r.levelname for r in caplog.records if "refused" in r.getMessage()] == ["WARNING", "WARNING"]
+
+
 def test_notices_classify_the_real_bodies():
     n = notice_from({"event": "/restapi/v1.0/account/1/extension/2/message-store",
                      "body": {"changes": [{"type": "Fax", "newCount": 1}, {"type": "SMS", "updatedCount": 1}]}})

@@ -30,6 +30,14 @@ an archive copied by name (`rsync -a` every night) would then copy every renamed
 a second time. So a company recording is always named `.mp3`, and its real type is in
 `user.rc.content_type` once learned (players and `file` go by the bytes).
 Reads are as for every media file: one streaming request per file.
+
+Push (rcfs.push): /company/recordings subscribes to the account's telephony sessions
+that ended with a recording (an admin's filter); on such an event it asks the company
+call log for that `telephonySessionId` only (Heavy, again a few times while the call
+log lags) and tells the kernel about the new file and, in a new month, its folder. An
+extension's message folders subscribe to its mailbox once first listed (see
+`MessageFolderOwner.push_filters`); its recordings folder keeps its TTL (its calls
+are in /company/recordings at once).
 """
 
 from __future__ import annotations
