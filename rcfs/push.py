@@ -336,7 +336,8 @@ class PushChannel:
         s = self.stats
         pending = sum(len(p) for _, p in self._work.values()) + self._busy
         return {"state": self.state, "pending": pending, "since": round(self.since, 1), "why": self.why_down,
-                "filters": len(self.filters), "filters_left_out": len(self.left_out), "connects": s.connects, "recovered": s.recovered,
+                "filters": len(self.filters), "filters_left_out": len(self.left_out),
+                "filters_refused": len(self._refused), "connects": s.connects, "recovered": s.recovered,
                 "recovery_failed": s.recovery_failed, "notifications": s.notifications, "syncs": s.syncs,
                 "resyncs": s.resyncs, "heartbeats": s.heartbeats, "ws_tokens": s.ws_tokens,
                 "last_event": round(s.last_event, 1) if s.last_event else None}

@@ -13,6 +13,7 @@ import select
 import shutil
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -321,6 +322,9 @@ def test_admin_mount_pushes_a_fax_into_another_users_open_mailbox(start_emulator
         assert len(filters) == 4 and not any("/extension/" + os.getxattr(bob, "user.rc.id").decode() in f
                                              for f in filters), filters
         up(mp)
+        report = subprocess.run([sys.executable, "-m", "rcfs", "status", str(mp)], capture_output=True,
+                                text=True, timeout=30)
+        assert "push filters       4 in the subscription\n" in report.stdout, report.stdout
         srv.reset_stats()
 
         fax = admin(srv, "POST", "/_emulator/messages", {"type": "Fax", "pages": 1, "extension": "102"})
