@@ -113,6 +113,7 @@ class Notice:
     telephony_session_id: str | None = None
     status: str | None = None  # telephony: the party's status code
     recording_ids: tuple[str, ...] = ()
+    party_extension_ids: tuple[str, ...] = ()  # telephony: the extensions on the call
     extension_id: str | None = None  # the extension the filter names (None: account-level)
     account_level: bool = False  # an account-wide filter (company mode: every extension's calls)
     mine: bool = False  # set by the channel: the filter is the signed-in user's own extension's
@@ -152,10 +153,12 @@ def _classify(event: str, path: str, body: dict) -> Notice:
     if path.endswith("/voicemail"):
         return Notice(event, "voicemail", body, message_types=frozenset({"VoiceMail"}))
     if path.endswith("/telephony/sessions"):
-        status, recordings = None, []
+        status, recordings, extensions = None, [], []
         for party in body.get("parties") or []:
             if not isinstance(party, dict):
                 continue
+            if isinstance(party.get("extensionId"), (str, int)) and not isinstance(party.get("extensionId"), bool):
+                extensions.append(str(party["extensionId"]))
             code = (party.get("status") or {}).get("code") if isinstance(party.get("status"), dict) else None
             status = status or (str(code) if code else None)
             for rec in party.get("recordings") or []:
@@ -163,7 +166,8 @@ def _classify(event: str, path: str, body: dict) -> Notice:
                     recordings.append(str(rec["id"]))
         tsid = body.get("telephonySessionId")
         return Notice(event, "telephony", body, telephony_session_id=str(tsid) if tsid else None,
-                      status=status, recording_ids=tuple(dict.fromkeys(recordings)))
+                      status=status, recording_ids=tuple(dict.fromkeys(recordings)),
+                      party_extension_ids=tuple(dict.fromkeys(extensions)))
     return Notice(event, "other", body)
 
 

@@ -268,6 +268,12 @@ def test_admin_mount_shows_another_extensions_ended_recorded_call_by_push(start_
         recordings = mp / "company" / "recordings"
         months = os.listdir(recordings)  # the first listing, whole
         before = {n for m in months for n in os.listdir(recordings / m)}
+        users = mp / "company" / "users"
+        bob = next(users / u for u in os.listdir(users)
+                   if os.getxattr(users / u, "user.rc.extension_number") == b"103")
+        bob_id = os.getxattr(bob, "user.rc.id").decode()
+        bob_before = set(os.listdir(bob / "recordings"))  # Bob's own folder, listed too
+        os.listdir(mp / "recordings")  # and the admin's
         up(mp)
         filters = admin(srv, "GET", "/_emulator/push")["connections"][0]["eventFilters"]
         assert f"/restapi/v1.0/account/{account}{ACCOUNT_TELEPHONY}" in filters
@@ -288,14 +294,22 @@ def test_admin_mount_shows_another_extensions_ended_recorded_call_by_push(start_
         assert "_x103_from_" in next(iter(new))
         assert (recordings / month / next(iter(new))).read_bytes()[:3] == b"ID3"
 
+        # ... and in Bob's own recordings folder, from the same account-level event.
+        bobs = wait_for("Bob's recording in his folder", lambda: set(os.listdir(bob / "recordings")) - bob_before, mp)
+        assert [n.rsplit("_", 1)[1] for n in bobs] == [f"{call['recordingId']}.mp3"]
+        assert not listed(mp, "recordings", call["recordingId"])  # not the admin's call
+
         requests = api_requests(srv.stats())
-        # Only the company call log asked by that telephony session (again while it lagged),
-        # never the month re-listed, nor the admin's own call log (not the admin's call).
+        # Only the call logs asked by that telephony session (again while they lagged): the
+        # company's for /company/recordings, Bob's for his folder; never a month re-listed,
+        # nor the admin's own call log (not the admin's call).
         asked = [line for line in log_since(mp, mark) if "HTTP Request" in line and "/call-log?" in line]
-        assert asked and all("/account/~/call-log?" in line and f"telephonySessionId={call['telephonySessionId']}"
-                             in line for line in asked), asked
-        assert requests.get("call-log-account") == len(asked) >= 2, requests
-        assert requests.get("call-log", 0) == 0 and requests.get("message-sync", 0) == 0, requests
+        assert asked and all(f"telephonySessionId={call['telephonySessionId']}" in line for line in asked), asked
+        company = [line for line in asked if "/account/~/call-log?" in line]
+        bobs_log = [line for line in asked if f"/extension/{bob_id}/call-log?" in line]
+        assert len(company) + len(bobs_log) == len(asked) and len(company) >= 2 and len(bobs_log) >= 1, asked
+        assert requests.get("call-log-account") == len(company), requests
+        assert requests.get("call-log") == len(bobs_log) and requests.get("message-sync", 0) == 0, requests
         gw = admin(srv, "GET", "/_emulator/push")["counts"]
         assert gw.get("notifications_sent", 0) >= 1
 

@@ -224,9 +224,11 @@ def test_notices_classify_the_real_bodies():
     assert n.kind == "message-store" and n.message_types == {"Fax", "SMS"}
     n = notice_from({"event": "/restapi/v1.0/account/1/telephony/sessions",
                      "body": {"telephonySessionId": "s-1", "parties": [
-                         {"status": {"code": "Disconnected"}, "recordings": [{"id": "9", "active": False}]}]}})
+                         {"status": {"code": "Disconnected"}, "extensionId": "7",
+                          "recordings": [{"id": "9", "active": False}]}, {"extensionId": 8}]}})
     assert (n.kind, n.telephony_session_id, n.status, n.recording_ids) == ("telephony", "s-1", "Disconnected", ("9",))
     assert n.account_level and n.extension_id is None  # the account's calls (company mode)
+    assert n.party_extension_ids == ("7", "8")
     n = notice_from({"event": "/restapi/v1.0/account/1/extension/2/telephony/sessions?statusCode=Disconnected",
                      "body": {}})
     assert not n.account_level and n.extension_id == "2" and n.for_extension("2") and not n.for_extension("3")

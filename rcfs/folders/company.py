@@ -36,8 +36,9 @@ that ended with a recording (an admin's filter); on such an event it asks the co
 call log for that `telephonySessionId` only (Heavy, again a few times while the call
 log lags) and tells the kernel about the new file and, in a new month, its folder. An
 extension's message folders subscribe to its mailbox once first listed (see
-`MessageFolderOwner.push_filters`); its recordings folder keeps its TTL (its calls
-are in /company/recordings at once).
+`MessageFolderOwner.push_filters`); its recordings folder, once listed, takes the
+account-level events that name its extension (one request of that extension's call
+log by telephony session) and otherwise keeps its TTL.
 """
 
 from __future__ import annotations
