@@ -205,10 +205,13 @@ def _push_lines(push: dict[str, Any], now: float) -> list[str]:
     extra = "".join(f", {push[key]} {label}" for key, label in (("new_logins", "new logins"),
                                                                  ("wakeups", "wake-ups after sleep"))
                     if push.get(key))
+    polling = push.get("filters_left_out", 0) + push.get("filters_refused", 0)
     return [f"push               {head}",
             f"                   {events}, {push['syncs']} syncs, {push['connects']} connects "
             f"({push['recovered']} recovered, {push.get('recovery_failed', 0)} not), "
-            f"{push['heartbeats']} heartbeats{extra}"]
+            f"{push['heartbeats']} heartbeats{extra}",
+            f"push filters       {push.get('filters', 0)} in the subscription"
+            + (f"; {polling} more not (over the cap or refused): those folders poll by TTL" if polling else "")]
 
 
 def _render_fleet(fleet: dict[str, Any]) -> list[str]:
