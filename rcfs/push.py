@@ -217,8 +217,8 @@ def _network_cause(exc: BaseException) -> str:
             break
         if isinstance(seen, OSError):
             if seen.strerror:
-                return str(seen.strerror)[:120]
-            wrapper = wrapper or str(seen)
+                return _TOKEN_IN_TEXT.sub(r"\1***", str(seen.strerror))[:120]  # (no URL in it; if ever)
+            wrapper = wrapper or _TOKEN_IN_TEXT.sub(r"\1***", str(seen))
         if isinstance(seen, BaseExceptionGroup) and seen.exceptions:  # noqa: F821 - builtin from 3.11
             seen = seen.exceptions[0]
             continue

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import shutil
 import stat
@@ -297,6 +298,7 @@ def test_an_ended_oauth_session_ends_in_a_new_login_a_new_channel_and_nothing_mi
         assert len(gw["connections"]) == 1 and gw["counts"]["closed_session_ended"] == 1
         log = mount_log(mp)
         assert "the OAuth session behind the push channel ended" in log, log[-3000:]
+        assert not re.search(r"(access_token|wsc)=(?!\*\*\*)", log)  # no ws token or wsc logged
         assert "push channel back" in log
         # Still live: the next event arrives by push.
         vm = admin(srv, "POST", "/_emulator/messages", {"type": "VoiceMail"})
