@@ -133,7 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a file written into /outbox is sent once it has been closed and left "
                         "alone (not reopened, written, truncated or renamed) this long, so a "
                         "program's temporary file renamed at once goes out under its final "
-                        "name, or not at all; it is on disk from its close on (default: 5)")
+                        "name, or not at all; it is on disk from its close on (default: 5). "
+                        "Temporary names (sedXXXXXX, tmp.XXXXXXXXXX, .NAME.XXXXXX, NAME~, "
+                        "*.tmp, ...) are never sent under that name: rename them")
     m.add_argument("--cache-size", default="256M", help="memory for the block cache (default: 256M)")
     m.add_argument("--block-size", default="1M", help="cache block size (default: 1M)")
     m.add_argument("--read-ahead", default="1024", metavar="KB",
