@@ -158,15 +158,19 @@ def test_a_temporary_left_by_a_crash_before_its_rename_is_held_never_sent(start_
         assert "1 delivered, 3 held" in status
         log = mount_log(tmp_path / "b")
         assert all(f"{name} to {TO} is a temporary file left by a program" in log for name in temps.values())
-        # What to do, done: the Python temporary renamed is sent under its new name; sed's removed.
+        # What to do, done by hand: sed's rename (its edit of the options), rm of mktemp's,
+        # and the Python temporary renamed: sent under its new name, with those options.
+        assert "\nresolution = Low\n" not in (folder / "OPTIONS.txt").read_text()  # sed never finished
+        os.rename(folder / temps["sed -i OPTIONS.txt"], folder / "OPTIONS.txt")
+        assert "\nresolution = Low\n" in (folder / "OPTIONS.txt").read_text()
+        os.unlink(folder / temps["mktemp, fill, mv"])
         os.rename(folder / temps["Python's tempfile + os.replace"], folder / "report.pdf")
         assert wait_state(folder / "report.pdf", timeout=150) == "delivered"
-        os.unlink(folder / temps["sed -i OPTIONS.txt"])
-        assert not (folder / temps["sed -i OPTIONS.txt"]).exists()
-        assert "\nresolution = Low\n" not in (folder / "OPTIONS.txt").read_text()  # sed never finished
+        assert sorted(p.name for p in folder.iterdir()) == ["OPTIONS.txt", "STATUS.txt", "letter.pdf", "report.pdf"]
     news = sent_since(srv, before)
     assert [(a["fileName"], a["sha256"]) for m in news for a in m["attachments"]] == \
         [("letter.pdf", sha(pdf("letter"))), ("report.pdf", sha(pdf("python atomic")))]
+    assert news[1]["faxResolution"] == "Low"
 
 
 def test_kill_while_rewriting_a_settling_item_sends_what_its_last_close_promised(start_emulator, tmp_path):
