@@ -38,6 +38,11 @@ class FolderOwner:
 
     name: str = ""
     read_only_reason = "is read-only"
+    # True where a file's attributes follow from its size and mtime alone (immutable
+    # media): the adapter may then reuse what it gave the kernel for the file last time
+    # while both are unchanged (rcfs.fs: a warm `ls -l` builds no attributes anew).
+    # Owners whose files change in other ways (outbox, texts, greetings) leave it False.
+    stable_file_attrs: bool = False
 
     def __init__(self, tree: Tree, folder: Folder) -> None:
         self.tree = tree

@@ -189,6 +189,8 @@ class CompanyUsersOwner(FolderOwner):
 class CompanyRecordingsOwner(RemoteMediaOwner):
     """/company/recordings/<YYYY-MM>/: every recorded call of the account, once."""
 
+    stable_file_attrs = True  # immutable media (FolderOwner.stable_file_attrs)
+
     def __init__(self, *args, since: dt.datetime, **kw) -> None:
         kw.setdefault("label", "company/recordings")
         super().__init__(*args, **kw)

@@ -50,6 +50,8 @@ def parties(record: dict) -> tuple[str, str]:
 class MessageFolderOwner(RemoteMediaOwner):
     """One message-store folder (its `message_type`: Fax, VoiceMail or SMS)."""
 
+    stable_file_attrs = True  # immutable media (FolderOwner.stable_file_attrs)
+
     def __init__(self, *args, since: dt.datetime, message_type: str | None = None, **kw) -> None:
         super().__init__(*args, **kw)
         self.message_type = message_type or MESSAGE_TYPES[self.folder.name]

@@ -30,6 +30,8 @@ CALL_LOG_WAITS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
 
 
 class RecordingsOwner(RemoteMediaOwner):
+    stable_file_attrs = True  # immutable media (FolderOwner.stable_file_attrs)
+
     def __init__(self, *args, since: dt.datetime, **kw) -> None:
         super().__init__(*args, **kw)
         self.since = since
