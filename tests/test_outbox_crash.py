@@ -156,7 +156,7 @@ def test_a_temporary_left_by_a_crash_before_its_rename_is_held_never_sent(start_
             assert "held, not sent: a temporary file's name" in line and "rename it (mv) to send it, or rm it" in line
         assert "1 delivered, 3 held" in status
         log = mount_log(tmp_path / "b")
-        assert all(f"{name} to {TO} is a temporary file left by a program" in log for name in temps.values())
+        assert all(f"{name} to {TO} has a temporary file's name" in log for name in temps.values())
         # What to do, done by hand: sed's rename (its edit of the options), rm of mktemp's,
         # and the Python temporary renamed: sent under its new name, with those options.
         assert "\nresolution = Low\n" not in (folder / "OPTIONS.txt").read_text()  # sed never finished

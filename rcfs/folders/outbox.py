@@ -235,8 +235,8 @@ class OutboxOwner(SpooledOwner):
                     item.state = "held"
                     item.history.append([time.time(), "held", "a temporary file's name after a restart: not sent"])
                     self.spool.save(item)
-                log.warning("outbox: %s to %s is a temporary file left by a program that stopped before "
-                            "renaming it: held, not sent (rename it to send it, or rm it)",
+                log.warning("outbox: %s to %s has a temporary file's name (a program stopped before "
+                            "renaming it?): held, not sent; rename it to send it, or rm it",
                             "/".join(item.path), item.recipient)
             if item.state == "settling":
                 # Promised before the crash or unmount: it goes out after what is left of
