@@ -50,7 +50,15 @@ def end_by(how: str, proc: subprocess.Popen, mp: Path, env: dict[str, str]) -> N
         result = run_rcfs(["umount", str(mp)], env=env)
         assert result.returncode == 0, result.stderr
     elif how == "eject":
-        subprocess.run([FUSERMOUNT, "-u", str(mp)], check=True)
+        # A file manager's eject. "Device or resource busy" can come from any process on
+        # this shared machine that happens to be inside the mount for a moment (nothing
+        # of rcfs'); like a user, try again, and say what fusermount said if it persists.
+        for attempt in range(10):
+            result = subprocess.run([FUSERMOUNT, "-u", str(mp)], capture_output=True, text=True, timeout=60)
+            if result.returncode == 0 or "busy" not in result.stderr:
+                break
+            time.sleep(0.5)
+        assert result.returncode == 0, result.stderr
     proc.wait(timeout=60)
 
 
