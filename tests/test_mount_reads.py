@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import mmap
 import os
 import random
@@ -166,6 +167,48 @@ def test_sequential_read_resumes_after_resets_with_one_request_each(big_mount):
     assert h.hexdigest() == _sha(media.read(0, media.size))
     assert stats["requests"].get("recording-content", 0) == 1 + resets_seen, stats
     assert stats["rate_limited"] == 0
+
+
+def _minor_faults(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
+
+
+def _read_whole(path: Path) -> bytes:
+    with open(path, "rb", buffering=0) as fh:
+        data = fh.read()
+        os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)  # the next read asks rcfs again
+    return data
+
+
+def test_reading_a_file_larger_than_the_cache_keeps_the_other_files_cached(big_mount):
+    """Drop-behind (rcfs.reader): a sequential read of a recording larger than the whole
+    block cache (400 MB through 256 MiB) lets go of the blocks it has passed, so it leaves
+    the cache almost as it found it: a voicemail read before is still cached after it
+    (its re-read costs no request), and the cache holds a few MiB, not 256."""
+    srv, store, mnt = big_mount
+    big = _recording(mnt, store, (350_000_000, 450_000_000))
+    big_media = store.recordings[os.getxattr(big, "user.rc.id").decode()].media
+    small = next(p for p in _files(mnt, ("voicemail",)) if p.suffix != ".txt")
+    small_media = emulator_media(store, small)
+    assert _read_whole(small) == small_media.read(0, small_media.size)
+    srv.reset_stats()
+    pid = int(os.getxattr(mnt, "user.rc.pid"))
+    faults_before = _minor_faults(pid)
+    h = hashlib.sha256()
+    with open(big, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    assert h.hexdigest() == _sha(big_media.read(0, big_media.size))
+    # Blocks reuse the memory of the ones let go (rcfs.mount.keep_block_memory): filling
+    # 256 MiB of fresh cache was 64 page faults per MiB read, 160 per MiB over 400 MB.
+    faults_per_mib = (_minor_faults(pid) - faults_before) / (big_media.size / 2**20)
+    assert faults_per_mib < 24, faults_per_mib
+    cache = json.loads(os.getxattr(mnt, "user.rc.status"))["cache"]
+    assert cache["bytes"] <= 8 << 20, cache  # was the whole 256 MiB
+    assert _read_whole(small) == small_media.read(0, small_media.size)
+    requests = srv.stats()["requests"]
+    assert requests.get("recording-content", 0) == 1, requests
+    assert requests.get("message-content", 0) == 0, requests  # the voicemail was still cached
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
