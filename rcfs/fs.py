@@ -154,6 +154,9 @@ class Operations(pyfuse3.Operations):
         self.tree = tree
         self.state = state
         self.block_size = block_size
+        # cat, cp and friends size their buffers by st_blksize: one block per read call
+        # (with direct I/O each call is one FUSE request).
+        self._blksize = min(max(block_size, 128 * 1024), 4 << 20)
         self.owners = owners
         self._owner_by_inode = {owner.folder.inode: owner for owner in owners.values()}
         self.root_owner = root_owner or FolderOwner(tree, tree.root)
@@ -161,6 +164,11 @@ class Operations(pyfuse3.Operations):
         self.space = space  # (total, free, available) bytes where written files go
         self._handles: dict[int, tuple[FolderOwner, int]] = {}
         self._dirs: dict[int, tuple[int, _Listing | None]] = {}  # fh -> (inode, snapshot)
+        # inode -> (node, size, mtime, attributes) for files of owners with stable_file_attrs:
+        # building the attributes was half of a warm `ls -l`'s cost in rcfs. Entries go
+        # when the kernel forgets the inode; the node/size/mtime check keeps a stale one
+        # from ever being used.
+        self._attr_memo: dict[int, tuple[File, int | None, float, pyfuse3.EntryAttributes]] = {}
         self._next_fh = itertools.count(1)
         self.initialized = trio.Event()  # set once the kernel's INIT request arrived
         # Announcing new entries to inotify watchers (see `folder_changed`): the mount's
@@ -334,20 +342,30 @@ class Operations(pyfuse3.Operations):
         return self.tree.child(folder, text)
 
     # attributes ----------------------------------------------------------------------
+    def _stable_file_attrs(self, node: File, owner: FolderOwner) -> pyfuse3.EntryAttributes:
+        """`_attrs` of a file whose owner says they follow from size and mtime alone:
+        built once, then reused while the node, its size and its mtime are the same."""
+        memo = self._attr_memo.get(node.inode)
+        if memo is not None and memo[0] is node and memo[1] == node.size and memo[2] == node.mtime:
+            return memo[3]
+        attrs = self._attrs(node, owner)
+        self._attr_memo[node.inode] = (node, node.size, node.mtime, attrs)
+        return attrs
+
     def _attrs(self, node: Node, owner: FolderOwner | None = None) -> pyfuse3.EntryAttributes:
-        """`owner`: the node's owner when the caller knows it (readdir: one for all)."""
+        """`owner`: the node's owner when the caller knows it (readdir: one for all).
+
+        Called once per entry of every READDIR (a warm `ls -l` of 13,000 faxes spends most
+        of rcfs' time here), hence written plainly, with the constant parts computed once."""
         owner = owner or self.owner_of(node)
         attr = pyfuse3.EntryAttributes()
         attr.st_ino = node.inode
         attr.st_mode = self.tree.mode(node)
         attr.st_uid = self.tree.uid
         attr.st_gid = self.tree.gid
-        ns = int(node.mtime * 1e9)
-        attr.st_mtime_ns = attr.st_ctime_ns = attr.st_atime_ns = ns
-        # cat, cp and friends size their buffers by st_blksize: one block per read call
-        # (with direct I/O each call is one FUSE request).
-        attr.st_blksize = min(max(self.block_size, 128 * 1024), 4 << 20)
-        if isinstance(node, Folder):
+        attr.st_mtime_ns = attr.st_ctime_ns = attr.st_atime_ns = int(node.mtime * 1e9)
+        attr.st_blksize = self._blksize
+        if node.is_dir:
             attr.st_nlink = 2 + sum(1 for c in node.children.values() if c.is_dir)
             attr.st_size = 0
             top = node.parent is None or node.parent is self.tree.root
@@ -358,10 +376,9 @@ class Operations(pyfuse3.Operations):
                 attr.st_mode |= stat.S_IWUSR
                 attr.attr_timeout = 0.0
         else:
-            assert isinstance(node, File)
             attr.st_nlink = 1
-            attr.st_size = owner.presented_size(node)
-            attr.st_blocks = (attr.st_size + 511) // 512
+            attr.st_size = size = owner.presented_size(node)
+            attr.st_blocks = (size + 511) // 512
             attr.entry_timeout = ENTRY_TIMEOUT
             # A provisional size is replaced by invalidating the kernel's copy the moment
             # the real one is learned (size_learned), so it need not expire at once: with
@@ -450,6 +467,8 @@ class Operations(pyfuse3.Operations):
         try:
             for inode, count in inode_list:
                 self.tree.forget(inode, count)
+                if inode not in self.tree.lookups:
+                    self._attr_memo.pop(inode, None)
         except Exception:  # noqa: BLE001 - forget must never raise
             log.exception("forget failed")
 
@@ -469,17 +488,24 @@ class Operations(pyfuse3.Operations):
             await self._owner_for_child(folder).refresh(folder)
             listing = _Listing(folder)
             self._dirs[fh] = (inode, listing)
-        i = bisect.bisect_right(listing.cookies, start_id)
         # Every file in the folder has the folder's owner: found once, not per entry (a
         # subfolder may have one of its own: a mailbox under /company, a top folder).
         owner = self._owner_for_child(folder)
-        for child in itertools.islice(listing.nodes, i, None):
-            if child.parent is not folder or folder.children.get(child.name) is not child:
+        nodes, children, remember = listing.nodes, folder.children, self.tree.remember
+        stable = owner.stable_file_attrs
+        # By index from the bisected cookie: a READDIR holds about 30 entries, so skipping
+        # to the start by iteration (islice) made one `ls` of n entries cost O(n^2 / 30).
+        for i in range(bisect.bisect_right(listing.cookies, start_id), len(nodes)):
+            child = nodes[i]
+            if child.parent is not folder or children.get(child.name) is not child:
                 continue  # removed (or renamed) since the snapshot
-            attrs = self._attrs(child, None if child.is_dir else owner)
+            if stable and not child.is_dir:
+                attrs = self._stable_file_attrs(child, owner)
+            else:
+                attrs = self._attrs(child, None if child.is_dir else owner)
             if not pyfuse3.readdir_reply(token, os.fsencode(child.name), attrs, child.cookie):
                 return
-            self.tree.remember(child)
+            remember(child)
 
     @_handler
     async def releasedir(self, fh):

@@ -299,7 +299,20 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
             owner.on_change = ops.folder_changed
         users_owner = company.get("company/users")
         if isinstance(users_owner, CompanyUsersOwner):
-            users_owner.on_owner, users_owner.on_owner_gone = ops.add_owner, ops.remove_owner
+            def mailbox_opened(owner: FolderOwner) -> None:
+                # A folder of another extension's mailbox: the adapter answers through it,
+                # its syncs tell the kernel, and push carries its events once it is listed.
+                ops.add_owner(owner)
+                owner.on_change = ops.folder_changed
+                if push is not None:
+                    push.add_owner(owner)
+
+            def mailbox_gone(owner: FolderOwner) -> None:
+                ops.remove_owner(owner)
+                if push is not None:
+                    push.remove_owner(owner)
+
+            users_owner.on_owner, users_owner.on_owner_gone = mailbox_opened, mailbox_gone
 
         fuse_options = set(pyfuse3.default_options)
         fuse_options |= {"fsname=rcfs", "subtype=rcfs", "noatime"}

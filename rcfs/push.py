@@ -15,6 +15,15 @@ What it means for the folders (`FolderOwner.trusted`, `.pushed`, `.resync`):
   incremental sync (message-sync ISync, Light) or, for a recording, asks the call log
   for that telephony session. Notices that arrive while a folder syncs are coalesced
   into one more sync. The owner tells the kernel what changed (rcfs.fs).
+* Company mode (an admin's mount): the subscription also carries the account's ended
+  recorded calls (/company/recordings asks the company call log for that telephony
+  session) and the mailbox of each other extension whose folders were listed (added
+  with a PUT when first listed, removed when the extension goes), at most
+  `MAX_FILTERS` in all; a folder whose filter did not fit polls by its TTL (the log
+  says so once). An event names its extension; it goes only to that mailbox's folders
+  (`Notice.for_extension`), so the user's own folders do not sync for Alice's fax.
+  A filter is live from the answer that added it: a listing started earlier is not
+  trusted (`covers`), so nothing that happened in between is missed.
 * When the channel goes down, the TTLs apply again (today's polling on look), the log
   says so once and `rcfs status` shows it; rcfs reconnects with capped backoff and,
   within `recoveryTimeout`, asks for the session back (`&wsc=`). Recovered: the gateway
@@ -64,6 +73,13 @@ CONNECT_TIMEOUT = 15.0
 PROBE_MAX = 60.0  # a Heartbeat after this long without any frame (@rc-ex/ws: 60 s)
 BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)  # seconds between attempts, capped
 TOKEN_REUSE = 0.8  # share of the ws token's lifetime it is reused for
+# Event filters rcfs puts in its one subscription at most. The service's limit is not
+# documented (PUSH-AND-ADMIN §A4 names 30 subscriptions per user and app, nothing per
+# subscription; a subscription answer may list `disabledFilters` "due to certain
+# limitations"): 20 is a conservative guess [I]. The mailbox's own filters come first;
+# other extensions' mailboxes (company mode) fill the rest in the order they were
+# opened, and those left out keep polling by their TTL.
+MAX_FILTERS = 20
 
 _TOKEN_IN_TEXT = re.compile(r"(access_token=|wsc=)[^&\s'\"]+")
 
@@ -97,6 +113,20 @@ class Notice:
     telephony_session_id: str | None = None
     status: str | None = None  # telephony: the party's status code
     recording_ids: tuple[str, ...] = ()
+    party_extension_ids: tuple[str, ...] = ()  # telephony: the extensions on the call
+    extension_id: str | None = None  # the extension the filter names (None: account-level)
+    account_level: bool = False  # an account-wide filter (company mode: every extension's calls)
+    mine: bool = False  # set by the channel: the filter is the signed-in user's own extension's
+
+    def for_extension(self, extension_id: str) -> bool:
+        """Whether this event is about the mailbox of `extension_id` (`~`: the user's)."""
+        if extension_id == "~":
+            return self.mine
+        return self.extension_id == extension_id
+
+
+_EXTENSION_IN_PATH = re.compile(r"/extension/([^/?]+)")
+_ACCOUNT_LEVEL = re.compile(r"/restapi/v1\.0/account/[^/]+/telephony/sessions")
 
 
 def notice_from(envelope: dict) -> Notice:
@@ -104,6 +134,14 @@ def notice_from(envelope: dict) -> Notice:
     event = str(envelope.get("event") or "")
     body = envelope.get("body") if isinstance(envelope.get("body"), dict) else {}
     path = urlsplit(event).path.rstrip("/")
+    notice = _classify(event, path, body)
+    match = _EXTENSION_IN_PATH.search(path)
+    notice.extension_id = match.group(1) if match else None
+    notice.account_level = match is None and _ACCOUNT_LEVEL.fullmatch(path) is not None
+    return notice
+
+
+def _classify(event: str, path: str, body: dict) -> Notice:
     if path.endswith("/message-store"):
         changes = body.get("changes") if isinstance(body.get("changes"), list) else []
         types = frozenset(str(c.get("type")) for c in changes if isinstance(c, dict) and c.get("type"))
@@ -115,10 +153,12 @@ def notice_from(envelope: dict) -> Notice:
     if path.endswith("/voicemail"):
         return Notice(event, "voicemail", body, message_types=frozenset({"VoiceMail"}))
     if path.endswith("/telephony/sessions"):
-        status, recordings = None, []
+        status, recordings, extensions = None, [], []
         for party in body.get("parties") or []:
             if not isinstance(party, dict):
                 continue
+            if isinstance(party.get("extensionId"), (str, int)) and not isinstance(party.get("extensionId"), bool):
+                extensions.append(str(party["extensionId"]))
             code = (party.get("status") or {}).get("code") if isinstance(party.get("status"), dict) else None
             status = status or (str(code) if code else None)
             for rec in party.get("recordings") or []:
@@ -126,8 +166,27 @@ def notice_from(envelope: dict) -> Notice:
                     recordings.append(str(rec["id"]))
         tsid = body.get("telephonySessionId")
         return Notice(event, "telephony", body, telephony_session_id=str(tsid) if tsid else None,
-                      status=status, recording_ids=tuple(dict.fromkeys(recordings)))
+                      status=status, recording_ids=tuple(dict.fromkeys(recordings)),
+                      party_extension_ids=tuple(dict.fromkeys(extensions)))
     return Notice(event, "other", body)
+
+
+def own_extension_id(asked: Iterable[str], answered: Iterable[str]) -> str | None:
+    """The signed-in user's extension id, read off the subscription's answer: production
+    expands `~` in the filters it echoes (PUSH-AND-ADMIN §A3), so an asked
+    `/extension/~/...` filter names it there."""
+    answered = [a for a in answered if isinstance(a, str)]
+    for filt in asked:
+        if "/extension/~" not in filt:
+            continue
+        parts = re.split(r"(/account/~|/extension/~)", filt)
+        pattern = "".join("/account/[^/?]+" if p == "/account/~" else "/extension/([^/?]+)"
+                          if p == "/extension/~" else re.escape(p) for p in parts)
+        for got in answered:
+            match = re.fullmatch(pattern, got)
+            if match:
+                return match.group(1)
+    return None
 
 
 class ChannelDown(Exception):
@@ -153,7 +212,7 @@ class PushChannel:
     def __init__(self, client: "RingCentralClient", owners: Iterable["FolderOwner"], *,
                  wall_clock: Callable[[], float] = time.time) -> None:
         self.client = client
-        self.owners = [o for o in owners if o.push_filters()]
+        self.owners: list[FolderOwner] = []
         self.wall_clock = wall_clock
         self.state = "starting"  # starting | up | down
         self.why_down: str | None = None
@@ -179,15 +238,59 @@ class PushChannel:
         # trio time the live subscription became active: a listing made (started) before
         # it may miss what happened before it, so only later ones are trusted.
         self._subscribed_at: float | None = None
-        for owner in self.owners:
-            owner.trusted = self.covers
+        # ... and each of its filters (one added later by PUT is live from its answer on).
+        self._filter_since: dict[str, float] = {}
+        self.max_filters = MAX_FILTERS
+        self.left_out: list[str] = []  # filters wanted beyond `max_filters`
+        self._cap_logged = False
+        self._refused: set[str] = set()  # filters the service would not have (`_refuse`)
+        self._own_extension: str | None = None  # learned from the subscription's answer
+        self._nursery: trio.Nursery | None = None  # the folder workers' (run)
+        for owner in owners:
+            if owner.push_filters():
+                self._adopt(owner)
 
-    def covers(self, listed_at: float | None) -> bool:
+    # owners -------------------------------------------------------------------------------
+    def _adopt(self, owner: "FolderOwner") -> None:
+        self.owners.append(owner)
+        # A folder without a filter of its own (yet) has nothing to be trusted for: it polls.
+        owner.trusted = lambda started, owner=owner: bool(filters := owner.push_filters()) \
+            and self.covers(started, filters)
+        owner.push_changed = self.filters_changed
+        self._work[id(owner)] = (trio.Event(), [])
+
+    def add_owner(self, owner: "FolderOwner") -> None:
+        """A folder that came after the mount (company mode: a mailbox of another
+        extension, opened): its events are dispatched to it from now on, and its filters
+        join the subscription when it asks for them (`FolderOwner.push_changed`)."""
+        if any(o is owner for o in self.owners):
+            return
+        self._adopt(owner)
+        if self._nursery is not None:
+            self._nursery.start_soon(self._folder_worker, owner)
+        if owner.push_filters():
+            self.filters_changed()
+
+    def remove_owner(self, owner: "FolderOwner") -> None:
+        """The folder is gone (its extension left the account): no more events for it,
+        and its filters leave the subscription."""
+        if not any(o is owner for o in self.owners):
+            return
+        self.owners = [o for o in self.owners if o is not owner]
+        slot = self._work.pop(id(owner), None)
+        if slot is not None:
+            slot[0].set()  # its worker sees it is gone and ends
+        self.filters_changed()
+
+    def covers(self, listed_at: float | None, filters: Iterable[str] = ()) -> bool:
         """Whether a listing whose load started at `listed_at` (trio time) needs no TTL:
-        the channel is healthy and its subscription was already active then, so every
-        later change arrives as an event."""
-        return (self.healthy and listed_at is not None and self._subscribed_at is not None
-                and listed_at >= self._subscribed_at)
+        the channel is healthy and its subscription, with every one of `filters` (the
+        folder's), was already active then, so every later change arrives as an event.
+        A folder whose filter was left out (the cap) is never covered: it polls."""
+        if not (self.healthy and listed_at is not None and self._subscribed_at is not None
+                and listed_at >= self._subscribed_at):
+            return False
+        return all(self._filter_since.get(f, float("inf")) <= listed_at for f in filters)
 
     @property
     def healthy(self) -> bool:
@@ -199,17 +302,46 @@ class PushChannel:
         self._refilter.set()
 
     def wanted_filters(self) -> list[str]:
+        """Every owner's filters, once each, in the owners' order, at most `max_filters`
+        (the rest in `left_out`: those folders poll by their TTL; said once in the log)."""
         filters: list[str] = []
+        left_out: list[str] = []
         for owner in self.owners:
-            filters += [f for f in owner.push_filters() if f not in filters]
+            for f in owner.push_filters():
+                if f in filters or f in left_out or f in self._refused:
+                    continue
+                (filters if len(filters) < self.max_filters else left_out).append(f)
+        self.left_out = left_out
+        if left_out and not self._cap_logged:
+            self._cap_logged = True
+            log.warning("push: the subscription carries at most %d event filters; %d more folder(s) "
+                        "(other extensions' mailboxes opened later) are re-checked on look after "
+                        "their TTL instead", self.max_filters, len(left_out))
         return filters
+
+    def _refuse(self, filters: list[str], status: int, answer: Any) -> None:
+        """The service refused `filters`: never asked again during this mount."""
+        self._refused.update(filters)
+        code = str(answer.get("errorCode") or "") if isinstance(answer, dict) else ""
+        log.warning("push: the service refused %d event filter(s) (HTTP %d %s); the folders that "
+                    "need them are re-checked on look after their TTL", len(filters), status, code[:32])
+
+    def _live(self, filters: list[str], answer: Any) -> None:
+        """`filters` are the live subscription's now (its `answer`): each one new to it
+        counts as active from now on."""
+        now = trio.current_time()
+        self._filter_since = {f: self._filter_since.get(f, now) for f in filters}
+        self.filters = filters
+        if isinstance(answer, dict) and isinstance(answer.get("eventFilters"), list):
+            self._own_extension = own_extension_id(filters, answer["eventFilters"]) or self._own_extension
 
     # reporting ------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         s = self.stats
         pending = sum(len(p) for _, p in self._work.values()) + self._busy
         return {"state": self.state, "pending": pending, "since": round(self.since, 1), "why": self.why_down,
-                "filters": len(self.filters), "connects": s.connects, "recovered": s.recovered,
+                "filters": len(self.filters), "filters_left_out": len(self.left_out),
+                "filters_refused": len(self._refused), "connects": s.connects, "recovered": s.recovered,
                 "recovery_failed": s.recovery_failed, "notifications": s.notifications, "syncs": s.syncs,
                 "resyncs": s.resyncs, "heartbeats": s.heartbeats, "ws_tokens": s.ws_tokens,
                 "last_event": round(s.last_event, 1) if s.last_event else None}
@@ -233,9 +365,8 @@ class PushChannel:
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Keep a channel up until cancelled; never raises (a failure is a log line)."""
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             for owner in self.owners:
-                done = trio.Event()
-                self._work[id(owner)] = (done, [])
                 nursery.start_soon(self._folder_worker, owner)
             task_status.started()
             failures = 0
@@ -416,22 +547,39 @@ class PushChannel:
                                                 "deliveryMode": {"transportType": "WebSocket"}})
             if status == 404:  # gone meanwhile: a new one (what @rc-ex/ws does)
                 await self._subscribe(ws)
+            elif status in (400, 403) and set(filters) - set(self.filters):
+                # The service will not have a filter added (the role does not reach that
+                # mailbox, or the filter is not allowed): the subscription stays as it
+                # was, and the folders asking for it poll by their TTL.
+                self._refuse([f for f in filters if f not in self.filters], status, body)
             elif status != 200:
                 raise ChannelDown(f"updating the subscription failed (HTTP {status})")
             else:
-                self.filters = filters
+                self._live(filters, body)
                 log.info("push subscription now has %d event filter(s)", len(filters))
 
     async def _subscribe(self, ws) -> None:
         filters = self.wanted_filters()
         self.filters = filters
+        self._filter_since = {}
         status, body = await self._request(ws, "POST", SUBSCRIPTION_PATH,
                                            {"eventFilters": filters, "deliveryMode": {"transportType": "WebSocket"}})
+        extra = [f for f in filters if "/extension/~/" not in f]
+        if status in (400, 403) and extra:
+            # Refused with company filters in it (the role reaches other mailboxes but may
+            # not subscribe to them, or to the account's calls): the user's own mailbox is
+            # still pushed; the company folders poll by their TTL.
+            self._refuse(extra, status, body)
+            filters = self.filters = self.wanted_filters()
+            status, body = await self._request(ws, "POST", SUBSCRIPTION_PATH,
+                                               {"eventFilters": filters,
+                                                "deliveryMode": {"transportType": "WebSocket"}})
         if status != 200 or not isinstance(body, dict) or not body.get("id"):
             code = body.get("errorCode") if isinstance(body, dict) else None
             raise ChannelDown(f"subscribing failed (HTTP {status} {str(code or '')[:32]})")
         self.subscription_id = str(body["id"])
         self._subscribed_at = trio.current_time()
+        self._live(filters, body)
         disabled = body.get("disabledFilters")
         if isinstance(disabled, list) and disabled:
             log.warning("the gateway disabled %d of the push event filters; those folders are "
@@ -508,6 +656,12 @@ class PushChannel:
         if self.subscription_id and sub is not None and str(sub) != self.subscription_id:
             return  # of a subscription this channel no longer has
         notice = notice_from(envelope)
+        if self._own_extension is not None:
+            notice.mine = notice.extension_id == self._own_extension
+        else:  # not learned (an answer without ids): any extension not asked for by id
+            named = {m.group(1) for f in self.filters for m in [_EXTENSION_IN_PATH.search(f)] if m}
+            notice.mine = notice.extension_id is not None and (notice.extension_id == "~"
+                                                                or notice.extension_id not in named)
         self.stats.notifications += 1
         self.stats.last_event = self.wall_clock()
         log.debug("push: %s event", notice.kind)
@@ -521,15 +675,27 @@ class PushChannel:
                 self._queue(owner, notice)
 
     def _queue(self, owner: "FolderOwner", notice: Notice | None) -> None:
-        """`notice` None: a resync (one incremental sync of a listed folder)."""
-        done, pending = self._work[id(owner)]
+        """`notice` None: a resync (one incremental sync of a listed folder), only for a
+        folder the subscription covers: one without a filter, or left out by the cap,
+        polls by its TTL and misses nothing a resync would find."""
+        slot = self._work.get(id(owner))
+        if slot is None:
+            return  # removed meanwhile
+        if notice is None and not (owner.push_filters() and set(owner.push_filters()) <= set(self.filters)):
+            return
+        done, pending = slot
         pending.append(notice)
         done.set()
 
     async def _folder_worker(self, owner: "FolderOwner") -> None:
         while True:
-            done, pending = self._work[id(owner)]
+            slot = self._work.get(id(owner))
+            if slot is None:
+                return  # the owner was removed (remove_owner)
+            done, pending = slot
             await done.wait()
+            if self._work.get(id(owner)) is not slot:
+                return
             notices = list(pending)
             self._work[id(owner)] = (trio.Event(), [])
             self._busy += 1

@@ -160,6 +160,10 @@ def render(report: dict[str, Any], mountpoint: str = "") -> str:
             lines.append(f"push               {state}; {push['notifications']} events, {push['syncs']} syncs, "
                          f"{push['connects']} connects ({push['recovered']} recovered), "
                          f"{push['heartbeats']} heartbeats")
+            polling = push.get("filters_left_out", 0) + push.get("filters_refused", 0)
+            lines.append(f"push filters       {push.get('filters', 0)} in the subscription"
+                         + (f"; {polling} more not (over the cap or refused): those folders poll by TTL"
+                            if polling else ""))
     co = report.get("company")
     if co is not None:
         parts = []

@@ -25,9 +25,9 @@ EXT_FILTER = "/restapi/v1.0/account/~/extension/~"
 RECV_TIMEOUT = 10.0
 
 
-def login(server) -> str:
+def login(server, jwt: str | None = None) -> str:
     r = httpx.post(server.platform + "/restapi/oauth/token", timeout=10,
-                   data={"grant_type": JWT_GRANT, "assertion": server.jwt},
+                   data={"grant_type": JWT_GRANT, "assertion": jwt or server.jwt},
                    headers={"Authorization": basic_auth(server.client_id, server.client_secret)})
     assert r.status_code == 200, r.text
     return r.json()["access_token"]
@@ -178,6 +178,68 @@ def test_subscription_over_the_socket_and_the_real_event_bodies(server):
             assert [c["recording"]["id"] for c in r.json()["records"]] == [call["recordingId"]]
 
     run(go())
+
+
+def test_an_admin_subscribes_to_other_mailboxes_and_the_accounts_calls_a_user_may_not(server):
+    info = admin(server, "GET", "/_emulator/info")
+    acct, me = info["account_id"], info["extension_id"]
+    at = login(server)
+    r = httpx.get(server.platform + "/restapi/v1.0/account/~/extension", timeout=10, params={"perPage": 100},
+                  headers={"Authorization": f"Bearer {at}"})
+    ids = {str(e.get("extensionNumber")): str(e["id"]) for e in r.json()["records"]}
+    alice, bob = ids["102"], ids["103"]
+    t = ws_token(server, at)
+    account_calls = "/restapi/v1.0/account/~/telephony/sessions?statusCode=Disconnected&withRecordings=true"
+
+    async def as_admin():
+        async with websockets.connect(f"{t['uri']}?access_token={t['ws_access_token']}") as s:
+            await recv(s)
+            meta, sub = await subscribe(s, [EXT_FILTER + "/message-store",
+                                            f"/restapi/v1.0/account/~/extension/{alice}/message-store",
+                                            account_calls])
+            assert meta["status"] == 200, sub
+            assert sub["eventFilters"][1] == f"/restapi/v1.0/account/{acct}/extension/{alice}/message-store"
+            fax = admin(server, "POST", "/_emulator/messages", {"type": "Fax", "extension": "102"})
+            _, env = await recv_type(s, "ServerNotification")  # only Alice's filter matches
+            assert env["event"] == f"/restapi/v1.0/account/{acct}/extension/{alice}/message-store"
+            assert str(env["body"]["extensionId"]) == alice and env["ownerId"] == me
+            assert env["body"]["changes"] == [{"type": "Fax", "newCount": 1, "newMessageIds": [fax["id"]]}]
+            # Bob's recorded call: the account's filter (Disconnected, with recordings) only.
+            call = admin(server, "POST", "/_emulator/calls/live", {"extension": "103", "seconds": 31})
+            _, env = await recv_type(s, "ServerNotification")
+            assert env["event"] == f"/restapi/v1.0/account/{acct}{account_calls[len('/restapi/v1.0/account/~'):]}"
+            party = env["body"]["parties"][0]
+            assert env["body"]["telephonySessionId"] == call["telephonySessionId"]
+            assert party["extensionId"] == bob and party["status"]["code"] == "Disconnected"
+            assert party["recordings"] == [{"id": call["recordingId"], "active": False}]
+            with pytest.raises(asyncio.TimeoutError):  # Setup/Answered were not asked for
+                await asyncio.wait_for(recv_type(s, "ServerNotification"), 1.0)
+            # ... and the company call log has it by that session (Bob's leg).
+            r = httpx.get(server.platform + "/restapi/v1.0/account/~/call-log", timeout=10,
+                          params={"telephonySessionId": call["telephonySessionId"], "recordingType": "All"},
+                          headers={"Authorization": f"Bearer {at}"})
+            assert [(c["recording"]["id"], str(c["extension"]["id"])) for c in r.json()["records"]] == \
+                [(call["recordingId"], bob)]
+
+    run(as_admin())
+    user = login(server, server.user_jwt)  # extension 102 (Alice), a regular user
+    tu = ws_token(server, user)
+
+    async def as_user():
+        async with websockets.connect(f"{tu['uri']}?access_token={tu['ws_access_token']}") as s:
+            await recv(s)
+            for filters in ([account_calls], [f"/restapi/v1.0/account/~/extension/{me}/message-store"],
+                            [EXT_FILTER + "/message-store", account_calls]):
+                meta, body = await subscribe(s, filters)
+                assert meta["status"] == 403 and body["errorCode"] == "SUB-405", (filters, body)
+            meta, sub = await subscribe(s, [EXT_FILTER + "/message-store"])  # `~`: the user's own
+            assert meta["status"] == 200
+            assert sub["eventFilters"] == [f"/restapi/v1.0/account/{acct}/extension/{alice}/message-store"]
+            fax = admin(server, "POST", "/_emulator/messages", {"type": "Fax", "extension": "102"})
+            _, env = await recv_type(s, "ServerNotification")
+            assert env["body"]["changes"][0]["newMessageIds"] == [fax["id"]] and env["ownerId"] == alice
+
+    run(as_user())
 
 
 def test_outbox_send_is_pushed_when_sent_and_when_it_settles(server):

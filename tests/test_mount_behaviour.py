@@ -46,6 +46,14 @@ def test_unknown_sizes_cost_nothing_to_list_are_exact_once_opened_and_remembered
         assert srv.stats()["requests"].get("message-content", 0) == 0
         data = faxes[0].read_bytes()
         assert len(data) > 0 and faxes[0].stat().st_size == len(data)
+        # Every later listing carries the learned size too: `ls -l` (READDIRPLUS hands the
+        # kernel each entry's attributes, which rcfs reuses only while size and mtime hold).
+        for _ in range(2):
+            listed = subprocess.run(["ls", "-l", "--time-style=+%s", str(faxes[0].parent)],
+                                    capture_output=True, text=True, check=True, timeout=60).stdout
+            sizes = {line.split()[-1]: int(line.split()[4]) for line in listed.splitlines()[1:]}
+            assert sizes[faxes[0].name] == len(data)
+            assert sizes[faxes[1].name] == PROVISIONAL_SIZE
         rec = sorted((tmp_path / "a" / "recordings").iterdir())[0]
         rec_id = os.getxattr(rec, "user.rc.id")
         with open(rec, "rb") as fh:  # open alone learns the size

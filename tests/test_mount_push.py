@@ -13,6 +13,7 @@ import select
 import shutil
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from fusehelp import fuse_required, mount_log, mounted
 pytestmark = fuse_required
 
 LONG_TTL = ["--listing-ttl", "3600", "--recordings-ttl", "3600"]
+ACCOUNT_TELEPHONY = "/telephony/sessions?statusCode=Disconnected&withRecordings=true"
 WAIT = 30.0  # seconds a poll may take at most on a loaded machine (not a goal: bench measures)
 
 
@@ -74,12 +76,14 @@ def test_new_fax_voicemail_and_recording_appear_through_push(start_emulator, tmp
         for top in ("faxes", "voicemail", "recordings", "mms", "texts"):
             os.listdir(mp / top)
         up(mp)
-        assert push_status(mp)["filters"] == 2  # the mailbox and the user's ended calls
+        # the mailbox, the user's ended calls, and (an admin: /company) the account's
+        assert push_status(mp)["filters"] == 3
         conn = admin(srv, "GET", "/_emulator/push")["connections"]
         assert len(conn) == 1 and sorted(conn[0]["eventFilters"]) == sorted([
             f"/restapi/v1.0/account/{srv_ids(srv)[0]}/extension/{srv_ids(srv)[1]}/message-store",
             f"/restapi/v1.0/account/{srv_ids(srv)[0]}/extension/{srv_ids(srv)[1]}/telephony/sessions"
-            "?statusCode=Disconnected"])
+            "?statusCode=Disconnected",
+            f"/restapi/v1.0/account/{srv_ids(srv)[0]}{ACCOUNT_TELEPHONY}"])
         srv.reset_stats()
 
         fax = admin(srv, "POST", "/_emulator/messages", {"type": "Fax", "pages": 1})
@@ -247,3 +251,123 @@ def test_inotify_watchers_see_a_pushed_file_created(start_emulator, tmp_path):
     # the announcement cost no API request beyond the one sync and the file read
     requests = api_requests(srv.stats())
     assert requests.get("message-list", 0) == 0 and requests.get("message-sync") == 1
+
+
+# company mode (issue 17 on top of issue 15) ----------------------------------------------------
+
+
+def log_since(mp: Path, mark: int) -> list[str]:
+    return mount_log(mp)[mark:].splitlines()
+
+
+def test_admin_mount_shows_another_extensions_ended_recorded_call_by_push(start_emulator, tmp_path):
+    srv = start_emulator(window=1.0)
+    account, me = srv_ids(srv)
+    mp = tmp_path / "m"
+    with mounted(mp, state_dir=tmp_path / "s", push=True, extra_args=LONG_TTL, **args_for(srv)):
+        recordings = mp / "company" / "recordings"
+        months = os.listdir(recordings)  # the first listing, whole
+        before = {n for m in months for n in os.listdir(recordings / m)}
+        users = mp / "company" / "users"
+        bob = next(users / u for u in os.listdir(users)
+                   if os.getxattr(users / u, "user.rc.extension_number") == b"103")
+        bob_id = os.getxattr(bob, "user.rc.id").decode()
+        bob_before = set(os.listdir(bob / "recordings"))  # Bob's own folder, listed too
+        os.listdir(mp / "recordings")  # and the admin's
+        up(mp)
+        filters = admin(srv, "GET", "/_emulator/push")["connections"][0]["eventFilters"]
+        assert f"/restapi/v1.0/account/{account}{ACCOUNT_TELEPHONY}" in filters
+        assert len(filters) == 3  # the user's mailbox and calls, and the account's calls
+        srv.reset_stats()
+        mark = len(mount_log(mp))
+
+        # Bob's call (not the signed-in admin's); the call log has it 1.5 s after it ends.
+        call = admin(srv, "POST", "/_emulator/calls/live", {"extension": "103", "from": "+16175550123",
+                                                           "seconds": 31, "callLogDelay": 1.5})
+        month = time.strftime("%Y-%m", time.gmtime())
+
+        def shown() -> set[str]:
+            return set(os.listdir(recordings / month)) if month in os.listdir(recordings) else set()
+
+        new = wait_for("Bob's recording in /company/recordings", lambda: shown() - before, mp)
+        assert [n.rsplit("_", 1)[1] for n in new] == [f"{call['recordingId']}.mp3"]
+        assert "_x103_from_" in next(iter(new))
+        assert (recordings / month / next(iter(new))).read_bytes()[:3] == b"ID3"
+
+        # ... and in Bob's own recordings folder, from the same account-level event.
+        bobs = wait_for("Bob's recording in his folder", lambda: set(os.listdir(bob / "recordings")) - bob_before, mp)
+        assert [n.rsplit("_", 1)[1] for n in bobs] == [f"{call['recordingId']}.mp3"]
+        assert not listed(mp, "recordings", call["recordingId"])  # not the admin's call
+
+        requests = api_requests(srv.stats())
+        # Only the call logs asked by that telephony session (again while they lagged): the
+        # company's for /company/recordings, Bob's for his folder; never a month re-listed,
+        # nor the admin's own call log (not the admin's call).
+        asked = [line for line in log_since(mp, mark) if "HTTP Request" in line and "/call-log?" in line]
+        assert asked and all(f"telephonySessionId={call['telephonySessionId']}" in line for line in asked), asked
+        company = [line for line in asked if "/account/~/call-log?" in line]
+        bobs_log = [line for line in asked if f"/extension/{bob_id}/call-log?" in line]
+        assert len(company) + len(bobs_log) == len(asked) and len(company) >= 2 and len(bobs_log) >= 1, asked
+        assert requests.get("call-log-account") == len(company), requests
+        assert requests.get("call-log") == len(bobs_log) and requests.get("message-sync", 0) == 0, requests
+        gw = admin(srv, "GET", "/_emulator/push")["counts"]
+        assert gw.get("notifications_sent", 0) >= 1
+
+
+def test_admin_mount_pushes_a_fax_into_another_users_open_mailbox(start_emulator, tmp_path):
+    srv = start_emulator(window=1.0)
+    account, me = srv_ids(srv)
+    mp = tmp_path / "m"
+    with mounted(mp, state_dir=tmp_path / "s", push=True, extra_args=LONG_TTL, **args_for(srv)):
+        users = mp / "company" / "users"
+        by_number = {os.getxattr(users / u, "user.rc.extension_number").decode(): u
+                     for u in os.listdir(users) if "user.rc.extension_number" in os.listxattr(users / u)}
+        alice_id = os.getxattr(users / by_number["102"], "user.rc.id").decode()
+        bob = users / by_number["103"]
+        os.listdir(bob)  # opened, none of its folders listed: no filter for Bob
+        alice = users / by_number["102"]
+        before = set(os.listdir(alice / "faxes"))
+        os.listdir(mp / "faxes")  # the admin's own, listed too: must not sync for Alice's fax
+        up(mp)
+        alice_filter = f"/restapi/v1.0/account/{account}/extension/{alice_id}/message-store"
+        wait_for("Alice's mailbox in the subscription",
+                 lambda: alice_filter in admin(srv, "GET", "/_emulator/push")["connections"][0]["eventFilters"], mp)
+        filters = admin(srv, "GET", "/_emulator/push")["connections"][0]["eventFilters"]
+        assert len(filters) == 4 and not any("/extension/" + os.getxattr(bob, "user.rc.id").decode() in f
+                                             for f in filters), filters
+        up(mp)
+        report = subprocess.run([sys.executable, "-m", "rcfs", "status", str(mp)], capture_output=True,
+                                text=True, timeout=30)
+        assert "push filters       4 in the subscription\n" in report.stdout, report.stdout
+        srv.reset_stats()
+
+        fax = admin(srv, "POST", "/_emulator/messages", {"type": "Fax", "pages": 1, "extension": "102"})
+        name = wait_for("Alice's new fax in her folder", lambda: set(os.listdir(alice / "faxes")) - before, mp)
+        assert any(f"_{fax['id']}" in n for n in name)
+        assert (alice / "faxes" / next(iter(name))).read_bytes()[:4] == b"%PDF"
+        assert not listed(mp, "faxes", fax["id"])  # not in the admin's own
+
+        requests = api_requests(srv.stats())
+        # One targeted ISync of Alice's faxes; no listing, no sync of the admin's own faxes.
+        assert requests.get("message-sync") == 1 and requests.get("message-list", 0) == 0, requests
+        syncs = [r for r in admin(srv, "GET", "/_emulator/requests")["requests"] if r["route"] == "message-sync"]
+        assert len(syncs) == 1 and f"/extension/{alice_id}/" in syncs[0]["path"], syncs
+
+
+def test_regular_user_mount_subscribes_to_its_own_mailbox_only_and_meets_no_403(start_emulator, tmp_path):
+    srv = start_emulator(window=1.0)
+    account, _ = srv_ids(srv)
+    mp = tmp_path / "m"
+    with mounted(mp, state_dir=tmp_path / "s", push=True, extra_args=LONG_TTL,
+                 **{**args_for(srv), "jwt": srv.user_jwt}):
+        assert not os.path.exists(mp / "company")
+        before = set(os.listdir(mp / "faxes"))
+        up(mp)
+        filters = admin(srv, "GET", "/_emulator/push")["connections"][0]["eventFilters"]
+        assert len(filters) == 2 and not any(f.endswith(ACCOUNT_TELEPHONY) for f in filters), filters
+        ext_ids = {f.split("/extension/")[1].split("/")[0] for f in filters}
+        assert len(ext_ids) == 1 and ext_ids != {srv_ids(srv)[1]}  # the user's own id, not the admin's
+        fax = admin(srv, "POST", "/_emulator/messages", {"type": "Fax", "extension": "102"})  # the user's
+        wait_for("the user's new fax", lambda: set(os.listdir(mp / "faxes")) - before, mp)
+        assert listed(mp, "faxes", fax["id"])
+    assert srv.stats()["statuses"].get("403", 0) == 0

@@ -19,8 +19,9 @@ WAIT = 30.0
 class Owner:
     """What rcfs.push needs of a folder owner, recording its calls."""
 
-    def __init__(self, name: str, filters: list[str], kinds: set[str]) -> None:
+    def __init__(self, name: str, filters: list[str], kinds: set[str], extension: str | None = None) -> None:
         self.name = name
+        self.extension = extension  # set: only events about that mailbox (`~`: the user's)
         self.filters = filters
         self.kinds = kinds
         self.notices: list = []
@@ -32,7 +33,8 @@ class Owner:
         return tuple(self.filters)
 
     def wants(self, notice) -> bool:
-        return bool(self.kinds & notice.message_types)
+        return bool(self.kinds & notice.message_types) and (self.extension is None
+                                                             or notice.for_extension(self.extension))
 
     async def pushed(self, notices):
         self.notices += notices
@@ -123,13 +125,112 @@ async def test_a_refused_token_and_an_unreachable_gateway_end_in_a_log_line(star
     assert any("push channel down" in r.getMessage() for r in caplog.records)
 
 
+async def test_other_mailboxes_join_and_leave_the_subscription_within_the_cap(start_emulator, caplog):
+    srv = start_emulator(window=1.0)
+    caplog.set_level(logging.INFO)
+    async with RingCentralClient(creds(srv)) as client:
+        ids = {str(e.get("extensionNumber")): str(e["id"]) async for page in client.extension_pages() for e in page}
+        mailbox = lambda number: f"/restapi/v1.0/account/~/extension/{ids[number]}/message-store"  # noqa: E731
+        mine = Owner("faxes", [EXT + "/message-store"], {"Fax"}, extension="~")
+        alice = Owner("alice", [mailbox("102")], {"Fax"}, extension=ids["102"])
+        bob = Owner("bob", [mailbox("103")], {"Fax"}, extension=ids["103"])
+        carol = Owner("carol", [mailbox("106")], {"Fax"}, extension=ids["106"])
+        channel = PushChannel(client, [mine])
+        channel.max_filters = 2
+        async with trio.open_nursery() as nursery:
+            await nursery.start(channel.run)
+            await until(lambda: channel.healthy, "channel up")
+            before_put = trio.current_time()
+            channel.add_owner(alice)
+            await until(lambda: len(channel.filters) == 2, "Alice's mailbox added (PUT)")
+            assert alice.trusted(trio.current_time()) and not alice.trusted(before_put)
+            assert mine.trusted(before_put)  # the user's own filter was live long before
+            channel.add_owner(bob)  # beyond the cap: left out, polls by its TTL
+            channel.add_owner(carol)
+            await until(lambda: len(channel.left_out) == 2, "Bob and Carol left out")
+            assert channel.filters == [EXT + "/message-store", mailbox("102")]
+            assert not bob.trusted(trio.current_time()) and not carol.trusted(trio.current_time())
+            assert channel.status()["filters_left_out"] == 2
+
+            # An event reaches the mailbox it is about, not the user's own folder.
+            fax = await admin(srv, "POST", "/_emulator/messages", {"type": "Fax", "extension": "102"})
+            with trio.fail_after(WAIT):
+                await alice.arrived.wait()
+            assert [n.body["changes"][0]["newMessageIds"] for n in alice.notices] == [[fax["id"]]]
+            own = await admin(srv, "POST", "/_emulator/messages", {"type": "Fax"})
+            with trio.fail_after(WAIT):
+                await mine.arrived.wait()
+            assert [n.body["changes"][0]["newMessageIds"] for n in mine.notices] == [[own["id"]]]
+            assert len(alice.notices) == 1 and bob.notices == []
+
+            # Alice's extension leaves the account: Bob's mailbox takes her place.
+            channel.remove_owner(alice)
+            await until(lambda: channel.filters == [EXT + "/message-store", mailbox("103")], "Bob in")
+            assert channel.left_out == [mailbox("106")]
+            await until(lambda: bob.trusted(trio.current_time()), "Bob trusted")
+            gw = await admin(srv, "GET", "/_emulator/push")
+            assert sorted(gw["connections"][0]["eventFilters"]) == sorted(
+                [f.replace("/account/~", f"/account/{(await admin(srv, 'GET', '/_emulator/info'))['account_id']}")
+                 .replace("/extension/~", f"/extension/{(await admin(srv, 'GET', '/_emulator/info'))['extension_id']}")
+                 for f in channel.filters])
+            stats = await admin(srv, "GET", "/_emulator/stats")
+            assert stats["requests"]["ws-subscription-create"] == 1
+            assert stats["requests"]["ws-subscription-update"] == 2  # Alice in, then Bob for Alice
+            nursery.cancel_scope.cancel()
+    said = [r for r in caplog.records if "at most 2 event filters" in r.getMessage()]
+    assert len(said) == 1  # once, however many are left out
+
+
+async def test_filters_the_service_refuses_leave_the_users_own_mailbox_pushed(start_emulator, caplog):
+    """A role that reaches other mailboxes may still not subscribe to them (or to the
+    account's calls): the service answers 403; the user's own mailbox stays pushed and
+    the folders that asked for more poll by their TTL. (Here a regular user's credential,
+    which the emulator refuses both with SUB-405.)"""
+    srv = start_emulator(window=1.0)
+    caplog.set_level(logging.INFO)
+    info = await admin(srv, "GET", "/_emulator/info")
+    account_calls = Owner("company/recordings", ["/restapi/v1.0/account/~/telephony/sessions"], set())
+    mine = Owner("faxes", [EXT + "/message-store"], {"Fax"}, extension="~")
+    admins = Owner("admin", [f"/restapi/v1.0/account/~/extension/{info['extension_id']}/message-store"], {"Fax"},
+                   extension=info["extension_id"])
+    async with RingCentralClient(Credentials(server_url=srv.platform, client_id=srv.client_id,
+                                             client_secret=srv.client_secret, jwt=srv.user_jwt)) as client:
+        channel = PushChannel(client, [mine, account_calls])
+        async with trio.open_nursery() as nursery:
+            await nursery.start(channel.run)
+            await until(lambda: channel.healthy, "channel up")
+            assert channel.filters == [EXT + "/message-store"]
+            assert mine.trusted(trio.current_time()) and not account_calls.trusted(trio.current_time())
+            subscription = channel.subscription_id
+            channel.add_owner(admins)  # another user's mailbox: the PUT is refused
+            await until(lambda: any("refused 1" in r.getMessage() for r in caplog.records), "the PUT refused")
+            assert channel.healthy and channel.subscription_id == subscription
+            assert channel.filters == [EXT + "/message-store"] and not admins.trusted(trio.current_time())
+            fax = await admin(srv, "POST", "/_emulator/messages", {"type": "Fax", "extension": "102"})
+            with trio.fail_after(WAIT):
+                await mine.arrived.wait()
+            assert [n.body["changes"][0]["newMessageIds"] for n in mine.notices] == [[fax["id"]]]
+            stats = await admin(srv, "GET", "/_emulator/stats")
+            assert stats["requests"]["ws-subscription-create"] == 2  # refused, then without it
+            assert stats["requests"]["ws-subscription-update"] == 1  # refused; not asked again
+            assert stats["statuses"]["403"] == 2 and channel.stats.connects == 1
+            nursery.cancel_scope.cancel()
+    assert [r.levelname for r in caplog.records if "refused" in r.getMessage()] == ["WARNING", "WARNING"]
+
+
 def test_notices_classify_the_real_bodies():
     n = notice_from({"event": "/restapi/v1.0/account/1/extension/2/message-store",
                      "body": {"changes": [{"type": "Fax", "newCount": 1}, {"type": "SMS", "updatedCount": 1}]}})
     assert n.kind == "message-store" and n.message_types == {"Fax", "SMS"}
     n = notice_from({"event": "/restapi/v1.0/account/1/telephony/sessions",
                      "body": {"telephonySessionId": "s-1", "parties": [
-                         {"status": {"code": "Disconnected"}, "recordings": [{"id": "9", "active": False}]}]}})
+                         {"status": {"code": "Disconnected"}, "extensionId": "7",
+                          "recordings": [{"id": "9", "active": False}]}, {"extensionId": 8}]}})
     assert (n.kind, n.telephony_session_id, n.status, n.recording_ids) == ("telephony", "s-1", "Disconnected", ("9",))
+    assert n.account_level and n.extension_id is None  # the account's calls (company mode)
+    assert n.party_extension_ids == ("7", "8")
+    n = notice_from({"event": "/restapi/v1.0/account/1/extension/2/telephony/sessions?statusCode=Disconnected",
+                     "body": {}})
+    assert not n.account_level and n.extension_id == "2" and n.for_extension("2") and not n.for_extension("3")
     n = notice_from({"event": "/restapi/v1.0/account/1/extension/2/presence", "body": "odd"})
     assert n.kind == "other" and n.body == {}

@@ -741,15 +741,19 @@ class RingCentralClient:
         date_from: dt.datetime | str | None = None,
         *,
         per_page: int = 1000,
+        telephony_session_id: str | None = None,
         priority: Priority = Priority.FOREGROUND,
     ) -> AsyncIterator[list[dict]]:
         """The company call log's recorded calls since `date_from`, newest first, one page
-        of up to `per_page` (1000: about one Heavy request per 1,000 calls) at a time."""
+        of up to `per_page` (1000: about one Heavy request per 1,000 calls) at a time;
+        with `telephony_session_id`, only that call's legs (a call that just ended)."""
         params = [
             ("dateFrom", format_time(date_from or dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc))),
             ("recordingType", "All"),
             ("perPage", str(max(1, min(1000, per_page)))),
         ]
+        if telephony_session_id is not None:
+            params.append(("telephonySessionId", telephony_session_id))
         return self._pages(f"{ACCOUNT_PATH}/call-log", params, priority)
 
     async def ws_token(self) -> dict:

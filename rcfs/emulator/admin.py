@@ -40,7 +40,9 @@
                                     which of the user's numbers it reaches; default the
                                     main number), "pages": n (Fax), "seconds": n
                                     (VoiceMail), "audioParts": n (VoiceMail: that many
-                                    AudioRecording attachments, default 1), "minutesAgo": n
+                                    AudioRecording attachments, default 1), "extension":
+                                    "<number>" (whose mailbox; default the signed-in user's;
+                                    not with deliverBefore), "minutesAgo": n
                                     (default 0), "deliverBefore": "<route name>" (hold the
                                     message, and store it just before the next request of
                                     that route, e.g. "message-list", is answered: a message
@@ -75,9 +77,11 @@ Push (gateway.py, same rules):
                                    length, "talkSeconds": wall seconds before it ends (0),
                                    "callLogDelay": seconds after the end before the call log
                                    has it (0), "recorded": true, "recordingType", "format":
-                                   "mp3"|"wav"} -> 201 {telephonySessionId, sessionId, callId,
-                                   recordingId}; telephony-session events Setup, Answered
-                                   and Disconnected (with `recordings`) are pushed
+                                   "mp3"|"wav", "extension": "<number>" (whose call; default
+                                   the signed-in user's)} -> 201 {telephonySessionId,
+                                   sessionId, callId, recordingId}; telephony-session events
+                                   Setup, Answered and Disconnected (with `recordings`) are
+                                   pushed, to that extension's and the account's filters
 
 None of these count against rate limits; they are counted in `requests` under
 their route names (`admin-*`).
@@ -314,8 +318,20 @@ def routes(emu: Emulator) -> list[BaseRoute]:
         return JSONResponse({"ended": emu.tokens.end_sessions(which)})
 
     async def messages(request: Request, session: Session | None) -> Response:
-        msg = inject_message(emu, await _json(emu, request))
-        return JSONResponse(emu.render_message(msg), status_code=201)
+        body = await _json(emu, request)
+        number = body.get("extension")
+        if number is None:
+            store = emu.main_store
+        else:
+            ext = emu.company.by_number(str(number))
+            if ext is None:
+                raise _bad(emu, f"no extension numbered [{number}]")
+            if body.get("deliverBefore") is not None:
+                raise _bad(emu, "[deliverBefore] is for the signed-in user's mailbox only")
+            store = ext.store
+        with emu.addressing(store):  # that extension's mailbox, its ids and URIs
+            msg = inject_message(emu, body)
+            return JSONResponse(emu.render_message(msg), status_code=201)
 
     async def info(request: Request, session: Session | None) -> Response:
         s = emu.store

@@ -15,12 +15,21 @@ Facts from shared/ringcentral/PUSH-AND-ADMIN.md §A; tags [D]/[L]/[I] as there.
   reply carries the headers production sends and no `WSG-SubscriptionId` (switch
   `subscription_id_header` adds it: the only way Python SDK 0.9.2 fires
   `subscriptionCreated`). A DELETE must be a one-element array (WSG-808 otherwise).
+* `~` is the subscriber's own extension (the one whose credential got the ws token):
+  a regular user's `/extension/~` is that user's mailbox. An admin may name any
+  extension of the account and the account-level `/account/~/telephony/sessions`; a
+  regular user asking another extension's filter gets 403 `SUB-405` [D errors.md], and
+  one asking an account-level filter gets the same 403 `SUB-405`: what production
+  answers then is not documented (PUSH-AND-ADMIN §A4, §A7 are silent) [I]. Another
+  account's filter: 403 `SUB-406` [D]; an unknown extension: 400 `SUB-508`.
 * `ServerNotification` envelopes (`uuid` == meta `messageId`, `event` with numeric ids,
-  `timestamp`, `subscriptionId`, `ownerId`, `body`) for: message-store changes
-  (`newCount`/`updatedCount`/`newMessageIds`), instant SMS, fax, voicemail, extension
-  and account telephony sessions (with `recordings`). They fire when the store changes
-  (an injected message, a send, a send settling, a read-status change, a delete) and
-  when a call placed with `POST /_emulator/calls/live` rings, is answered and ends.
+  `timestamp`, `subscriptionId`, `ownerId` (the subscriber's extension), `body`) for:
+  message-store changes (`newCount`/`updatedCount`/`newMessageIds`), instant SMS, fax,
+  voicemail of any extension's mailbox, extension and account telephony sessions (with
+  `recordings`; the party is the extension whose call it is). They fire when a store
+  changes (an injected message, for any extension with `extension`; a send, a send
+  settling, a read-status change, a delete) and when a call placed with
+  `POST /_emulator/calls/live` (any extension's) rings, is answered and ends.
 * `Heartbeat` frames are echoed. Only text frames from the client count as traffic:
   WebSocket pings never reach this code (the server answers them), as production [L].
   No client frame for `idleTimeout` -> `Error WSG-902` and close; `absoluteTimeout`
@@ -120,6 +129,7 @@ class WsSession:
     id: str
     oauth_session: str
     created: str
+    owner_id: str = ""  # the extension whose credential opened it: `~` in its filters
     sequence: int = 0
     subscription: dict | None = None  # SubscriptionInfo JSON
     pending: collections.deque = dataclasses.field(
@@ -145,7 +155,15 @@ class Gateway:
         # socket's watchdog and before every API request is answered (`run_due`), so they
         # happen on time with a socket open and are in place for any request without one.
         self.timed: list[tuple[float, Callable[[], None]]] = []
-        emu.store.observers.append(self._store_changed)
+        # Every mailbox of the company is watched: an admin may subscribe to any of them.
+        self._observed: set[int] = set()
+        for ext in emu.company.extensions.values():
+            self._observe(ext.store)
+
+    def _observe(self, store: Store) -> None:
+        if id(store) not in self._observed:
+            self._observed.add(id(store))
+            store.observers.append(lambda change, msg: self._store_changed(store, change, msg))
 
     # settings ----------------------------------------------------------------------
     def _scaled(self, production: int, override: float | None) -> int:
@@ -219,12 +237,13 @@ class Gateway:
         return found
 
     # notifications ---------------------------------------------------------------------
-    def _store_changed(self, change: str, msg: Message) -> None:
+    def _store_changed(self, store: Store, change: str, msg: Message) -> None:
         if not any(s.subscription for s in self.sessions.values()):
             return
-        for session in list(self.sessions.values()):
-            for event, body in self._message_events(session, change, msg):
-                self._notify(session, event, body)
+        with self.emu.addressing(store):  # message URIs name the mailbox's own extension
+            for session in list(self.sessions.values()):
+                for event, body in self._message_events(session, change, msg, store):
+                    self._notify(session, event, body)
 
     def _filters(self, session: WsSession) -> list[tuple[str, dict[str, str], str]]:
         """(path, query, filter as subscribed) for each filter of the subscription."""
@@ -234,8 +253,11 @@ class Gateway:
             out.append((parts.path.rstrip("/"), dict(parse_qsl(parts.query)), raw))
         return out
 
-    def _message_events(self, session: WsSession, change: str, msg: Message) -> list[tuple[str, dict]]:
-        ext = self.emu.extension_path
+    def _message_events(self, session: WsSession, change: str, msg: Message,
+                        store: Store) -> list[tuple[str, dict]]:
+        """The events of a change to `store` (one extension's mailbox) that the filters
+        of `session` ask for: its own mailbox, or (an admin) another extension's."""
+        ext = f"{self.emu.account_path}/extension/{store.extension_id}"
         out = []
         for path, query, raw in self._filters(session):
             if path == ext + "/message-store":
@@ -246,7 +268,6 @@ class Gateway:
                     item.update(newCount=1, newMessageIds=[msg.id])
                 else:
                     item["updatedCount"] = 1
-                store = self.emu.store
                 out.append((raw, {"accountId": int(store.account_id), "extensionId": int(store.extension_id),
                                   "lastUpdated": iso(msg.last_modified or store.now()), "changes": [item],
                                   "ownerId": store.extension_id}))
@@ -259,7 +280,6 @@ class Gateway:
                 for att in body.get("attachments", []):
                     if att.get("type") == "Text":
                         att.pop("uri", None)  # the instant body's Text part has no uri [D]
-                store = self.emu.store
                 body.update(eventType="Create", ownerId=store.extension_id,
                             owner={"extensionId": store.extension_id, "extensionType": "User"})
                 out.append((raw, body))
@@ -273,7 +293,7 @@ class Gateway:
         message_id = str(uuid.uuid4())
         envelope = {"uuid": message_id, "event": event, "timestamp": _now_iso(),
                     "subscriptionId": session.subscription["id"] if session.subscription else None,
-                    "ownerId": self.emu.store.extension_id, "body": body}
+                    "ownerId": session.owner_id or self.emu.main_store.extension_id, "body": body}
         meta = {"type": "ServerNotification", "messageId": message_id, "status": 200,
                 "headers": {"RCRequestId": _request_id()}}
         # The wsc (and its sequence) is stamped when the frame goes out.
@@ -283,9 +303,11 @@ class Gateway:
             session.connection.wake.set()
 
     def telephony_event(self, *, telephony_session_id: str, session_id: str, sequence: int, status: str,
-                        direction: str, remote: str, recordings: list[dict]) -> None:
-        """A telephony-session event for every subscription with a matching filter."""
-        store = self.emu.store
+                        direction: str, remote: str, recordings: list[dict], store: Store | None = None) -> None:
+        """A telephony-session event of a call of `store`'s extension (default: the
+        signed-in admin's) for every subscription with a matching filter: that
+        extension's sessions, or the account's (admins only: `_refused_filter`)."""
+        store = store or self.emu.main_store
         me = {"phoneNumber": store.main_number, "extensionId": store.extension_id}
         other = {"phoneNumber": remote}
         party: dict[str, Any] = {
@@ -300,7 +322,8 @@ class Gateway:
         body = {"sequence": sequence, "sessionId": session_id, "telephonySessionId": telephony_session_id,
                 "serverId": "10.13.22.253.TAM", "eventTime": _now_iso(), "origin": {"type": "Call"},
                 "parties": [party]}
-        wanted = {self.emu.extension_path + "/telephony/sessions", self.emu.account_path + "/telephony/sessions"}
+        wanted = {f"{self.emu.account_path}/extension/{store.extension_id}/telephony/sessions",
+                  self.emu.account_path + "/telephony/sessions"}
         for session in list(self.sessions.values()):
             for path, query, raw in self._filters(session):
                 if path in wanted and query.get("statusCode") in (None, status):
@@ -309,12 +332,43 @@ class Gateway:
                     self._notify(session, raw, body)
 
     # subscriptions over the socket ---------------------------------------------------------
-    def _expand(self, raw: Any) -> str | None:
+    def _expand(self, raw: Any, owner_id: str) -> str | None:
+        """`~` in a filter as production answers it: the account's and the subscriber's
+        own extension's ids."""
         if not isinstance(raw, str) or not raw.startswith("/restapi/v1.0/"):
             return None
-        store = self.emu.store
-        return raw.replace("/account/~", f"/account/{store.account_id}", 1).replace(
-            "/extension/~", f"/extension/{store.extension_id}", 1)
+        return raw.replace("/account/~", f"/account/{self.emu.main_store.account_id}", 1).replace(
+            "/extension/~", f"/extension/{owner_id}", 1)
+
+    def _refused_filter(self, session: WsSession, expanded: str) -> tuple[int, dict] | None:
+        """The error for a filter this session's user may not have, None if allowed.
+
+        Another extension's events need an admin: a regular user gets 403 SUB-405 ("not
+        allowed to subscribe for messages of other extensions" [D errors.md]); another
+        account's, 403 SUB-406 [D]. What production answers a regular user asking an
+        account-level filter (`/account/{a}/telephony/sessions`) is not documented
+        (PUSH-AND-ADMIN §A4/§A7 are silent); the emulator answers SUB-405 too [I]."""
+        emu = self.emu
+        path = urlsplit(expanded).path.rstrip("/")
+        parts = path.split("/")  # "", restapi, v1.0, account, {a}, ...
+        if len(parts) < 5 or parts[3] != "account":
+            return None  # not an account resource (e.g. the subscription's own reminders)
+        if parts[4] != emu.main_store.account_id:
+            return 403, _error("SUB-406", "Not allowed to subscribe to events of another account")
+        admin = (ext := emu.company.get(session.owner_id)) is not None and ext.admin
+        if len(parts) >= 7 and parts[5] == "extension":
+            target = emu.company.get(parts[6])
+            if target is None:
+                return 400, _error("SUB-508", "Event filters are invalid")
+            if parts[6] != session.owner_id and not admin:
+                return 403, _error("SUB-405", "Not allowed to subscribe for messages of other extensions")
+            self._observe(target.store)
+            return None
+        if not admin and parts[5:] == ["telephony", "sessions"]:
+            # (Other account-level filters, e.g. the extension list, are left alone: whom
+            # production lets have them is not documented either.)
+            return 403, _error("SUB-405", "Not allowed to subscribe to account-level events")
+        return None
 
     def _subscription_request(self, session: WsSession, method: str, path: str, body: Any,
                               frame_len: int) -> tuple[int, dict | None]:
@@ -331,7 +385,7 @@ class Gateway:
         emu.stats.requests[route] += 1
         group = "Light" if method == "GET" else "Medium"  # REST subscription ops [S]
         emu.stats.groups[group] += 1
-        decision = emu.limiter.check((emu.store.extension_id, self._client_id(session)), group)
+        decision = emu.limiter.check((session.owner_id or emu.store.extension_id, self._client_id(session)), group)
         if not decision.allowed:
             emu.stats.rate_limited += 1
             emu.stats.statuses[429] += 1
@@ -359,10 +413,15 @@ class Gateway:
             emu.stats.statuses[400] += 1
             return 400, _error("CMN-101", "Parameter [deliveryMode.transportType] value is invalid",
                                parameterName="deliveryMode.transportType")
-        expanded = [self._expand(f) for f in filters] if isinstance(filters, list) else []
+        expanded = [self._expand(f, session.owner_id) for f in filters] if isinstance(filters, list) else []
         if not expanded or None in expanded:
             emu.stats.statuses[400] += 1
             return 400, _error("SUB-508", "Event filters are invalid")
+        for one in expanded:
+            refused = self._refused_filter(session, one)  # type: ignore[arg-type]
+            if refused is not None:
+                emu.stats.statuses[refused[0]] += 1
+                return refused
         now = dt.datetime.now(dt.timezone.utc)
         if method == "POST":  # one per connection: a second replaces the first [D]
             sub_id = str(uuid.uuid4())
@@ -427,7 +486,9 @@ class Gateway:
                 self.sessions.pop(old.id, None)
             self.counts["recoveries_" + recovery["recoveryState"].lower()] += 1
         if session is None:
-            session = WsSession(secrets.token_hex(12), token.oauth_session, _now_iso())
+            oauth = self.emu.tokens.sessions.get(token.oauth_session)
+            session = WsSession(secrets.token_hex(12), token.oauth_session, _now_iso(),
+                                owner_id=oauth.owner_id if oauth is not None else self.emu.main_store.extension_id)
             self.sessions[session.id] = session
         session.connection, session.disconnected_at = conn, None
         details = {"creationTime": session.created, "maxConnectionsPerSession": 50,
@@ -628,12 +689,20 @@ def _call_id() -> str:
 
 
 def place_call(emu: Emulator, body: dict) -> dict:
-    """Place a (recorded) call: Setup and Answered now; Disconnected after `talkSeconds`;
-    the call-log record (with its recording) `callLogDelay` seconds after that (both on
-    the gateway's timer, `Gateway.run_due`). Returns the answer JSON."""
+    """Place a (recorded) call of an extension (`extension`: its number; default the
+    signed-in admin's): Setup and Answered now; Disconnected after `talkSeconds`; the
+    call-log record (with its recording) `callLogDelay` seconds after that (both on the
+    gateway's timer, `Gateway.run_due`). Returns the answer JSON."""
     from . import media
 
-    store = emu.store
+    number = body.get("extension")
+    if number is None:
+        store = emu.main_store
+    else:
+        ext = emu.company.by_number(str(number))
+        if ext is None:
+            raise ValueError(f"no extension numbered [{number}]")
+        store = ext.store
     direction = body.get("direction", "Inbound")
     if direction not in ("Inbound", "Outbound"):
         raise ValueError("[direction] must be Inbound or Outbound")
@@ -652,7 +721,8 @@ def place_call(emu: Emulator, body: dict) -> dict:
     rec_id = str(store.new_id())
     started = store.now()
     gw: Gateway = emu.gateway
-    common = dict(telephony_session_id=tsid, session_id=session_id, direction=direction, remote=remote)
+    common = dict(telephony_session_id=tsid, session_id=session_id, direction=direction, remote=remote,
+                  store=store)
     gw.telephony_event(sequence=1, status="Setup", recordings=[], **common)
     gw.telephony_event(sequence=2, status="Answered",
                        recordings=[{"id": rec_id, "active": True}] if recorded else [], **common)
@@ -674,13 +744,18 @@ def place_call(emu: Emulator, body: dict) -> dict:
         gw.telephony_event(sequence=3, status="Disconnected",
                            recordings=[{"id": rec_id, "active": False}] if recorded else [], **common)
 
+    def logged() -> None:
+        store.add_call(call)
+        company = emu.company  # the account call log's ISync replays calls logged since
+        company.added_calls.append((len(company.added_calls) + 1, store.extension_id, call.id))
+
     if talk == 0 and delay == 0:
         end()
-        store.add_call(call)
+        logged()
         return answer
     now = gw.clock()
     gw.timed.append((now + talk, end))
-    gw.timed.append((now + talk + delay, lambda: store.add_call(call)))
+    gw.timed.append((now + talk + delay, logged))
     return answer
 
 

@@ -38,6 +38,11 @@ class FolderOwner:
 
     name: str = ""
     read_only_reason = "is read-only"
+    # True where a file's attributes follow from its size and mtime alone (immutable
+    # media): the adapter may then reuse what it gave the kernel for the file last time
+    # while both are unchanged (rcfs.fs: a warm `ls -l` builds no attributes anew).
+    # Owners whose files change in other ways (outbox, texts, greetings) leave it False.
+    stable_file_attrs: bool = False
 
     def __init__(self, tree: Tree, folder: Folder) -> None:
         self.tree = tree
@@ -45,13 +50,17 @@ class FolderOwner:
         # Set by rcfs.push: trusted(t) is True while the push channel is healthy and its
         # subscription was active at trio time t, when a listing started (no TTL needed).
         self.trusted: Callable[[float | None], bool] = lambda started: False
+        # Set by rcfs.push: called when `push_filters` changed (a folder of another
+        # extension was first listed), so the subscription is updated.
+        self.push_changed: Callable[[], None] = lambda: None
         # Set by the mount: called with (folder, names added, names removed) when a sync
         # changed a listing, so the adapter can tell the kernel (rcfs.fs.folder_changed).
         self.on_change: Callable[[Folder, set[str], set[str]], None] | None = None
 
     # push (rcfs.push) -----------------------------------------------------------------
     def push_filters(self) -> tuple[str, ...]:
-        """The event filters this folder needs in the mount's one subscription."""
+        """The event filters this folder needs in the mount's one subscription (they may
+        change: then the owner calls `push_changed`)."""
         return ()
 
     def wants(self, notice) -> bool:

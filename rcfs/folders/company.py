@@ -30,6 +30,15 @@ an archive copied by name (`rsync -a` every night) would then copy every renamed
 a second time. So a company recording is always named `.mp3`, and its real type is in
 `user.rc.content_type` once learned (players and `file` go by the bytes).
 Reads are as for every media file: one streaming request per file.
+
+Push (rcfs.push): /company/recordings subscribes to the account's telephony sessions
+that ended with a recording (an admin's filter); on such an event it asks the company
+call log for that `telephonySessionId` only (Heavy, again a few times while the call
+log lags) and tells the kernel about the new file and, in a new month, its folder. An
+extension's message folders subscribe to its mailbox once first listed (see
+`MessageFolderOwner.push_filters`); its recordings folder, once listed, takes the
+account-level events that name its extension (one request of that extension's call
+log by telephony session) and otherwise keeps its TTL.
 """
 
 from __future__ import annotations
@@ -48,10 +57,14 @@ from ..tree import File, Folder, Node, Tree
 from .base import FolderOwner, Refused
 from .media import RemoteMediaOwner
 from .messages import parties
+from .recordings import CALL_LOG_WAITS
 
 log = logging.getLogger(__name__)
 
 FULL_EVERY = 12  # every 12th refresh of the company recordings is a full listing
+# Push (rcfs.push): every extension's calls that ended with a recording (admins only:
+# the account-level filter; PUSH-AND-ADMIN §A7, `withRecordings`).
+ACCOUNT_TELEPHONY_FILTER = "/restapi/v1.0/account/~/telephony/sessions?statusCode=Disconnected&withRecordings=true"
 LATE_CALLS = dt.timedelta(days=1)  # how far back an incremental refresh looks again
 
 
@@ -189,6 +202,8 @@ class CompanyUsersOwner(FolderOwner):
 class CompanyRecordingsOwner(RemoteMediaOwner):
     """/company/recordings/<YYYY-MM>/: every recorded call of the account, once."""
 
+    stable_file_attrs = True  # immutable media (FolderOwner.stable_file_attrs)
+
     def __init__(self, *args, since: dt.datetime, **kw) -> None:
         kw.setdefault("label", "company/recordings")
         super().__init__(*args, **kw)
@@ -214,21 +229,9 @@ class CompanyRecordingsOwner(RemoteMediaOwner):
             async for page in pages:
                 for record in page:
                     self.calls_seen += 1
-                    rec = record.get("recording") if isinstance(record, dict) else None
-                    if not isinstance(rec, dict) or not rec.get("contentUri") or not rec.get("id"):
-                        continue
-                    rid = str(rec["id"])
-                    seen.add(rid)
-                    if rid in self.where:
-                        continue
-                    try:
-                        created = names.parse_time(record.get("startTime")) or dt.datetime.now(dt.timezone.utc)
-                        self._add(record, rec, rid, created)
-                    except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as exc:
-                        log.warning("skipping malformed company call record %s: %s", record.get("id"), exc)
-                        continue
-                    if self.newest is None or created > self.newest:
-                        self.newest = created
+                    rid = self._take(record)
+                    if rid is not None:
+                        seen.add(rid)
         if full:
             for rid in [r for r in self.where if r not in seen]:
                 month, name = self.where.pop(rid)
@@ -236,6 +239,73 @@ class CompanyRecordingsOwner(RemoteMediaOwner):
                 if not month.children:
                     self.tree.remove(self.folder, month.name)
         self.loads += 1
+
+    def _take(self, record: Any) -> str | None:
+        """Show the recording of a call record if it is new; its recording id, if any."""
+        rec = record.get("recording") if isinstance(record, dict) else None
+        if not isinstance(rec, dict) or not rec.get("contentUri") or not rec.get("id"):
+            return None
+        rid = str(rec["id"])
+        if rid in self.where:
+            return rid
+        try:
+            created = names.parse_time(record.get("startTime")) or dt.datetime.now(dt.timezone.utc)
+            self._add(record, rec, rid, created)
+        except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as exc:
+            log.warning("skipping malformed company call record %s: %s", record.get("id"), exc)
+            return rid
+        if self.newest is None or created > self.newest:
+            self.newest = created
+        return rid
+
+    # push (rcfs.push) ------------------------------------------------------------------
+    def push_filters(self) -> tuple[str, ...]:
+        return (ACCOUNT_TELEPHONY_FILTER,)
+
+    def wants(self, notice) -> bool:
+        return (notice.kind == "telephony" and notice.account_level and notice.status == "Disconnected"
+                and bool(notice.recording_ids) and notice.telephony_session_id is not None)
+
+    async def pushed(self, notices: list) -> None:
+        """Calls with recordings ended: ask the company call log for each session (one
+        Heavy request; again, a few times, while the call log has not got it yet), show
+        the new recordings and tell the kernel, never listing the month again."""
+        if not self.listed:
+            return  # the first look lists the folder whole
+        for notice in notices:
+            wanted = set(notice.recording_ids)
+            for wait in (*CALL_LOG_WAITS, None):
+                if wanted <= set(self.where):
+                    break
+                before = self._shown()
+                pages = self.client.account_call_log_pages(self.since,
+                                                           telephony_session_id=notice.telephony_session_id)
+                async with contextlib.aclosing(pages) as pages:
+                    async for page in pages:
+                        for record in page:
+                            self._take(record)
+                self._announce_since(before)
+                if wanted <= set(self.where):
+                    break
+                if wait is None:
+                    log.info("the company call log has no recording for an ended call yet; the next "
+                             "refresh of /%s shows it", self.name)
+                    self.invalidate()
+                    break
+                await trio.sleep(wait)
+
+    def _shown(self) -> dict[int, tuple[Folder, set[str]]]:
+        """What /company/recordings and each month folder show now (by inode)."""
+        folders = [self.folder] + [f for f in self.folder.children.values() if isinstance(f, Folder)]
+        return {f.inode: (f, set(f.children)) for f in folders}
+
+    def _announce_since(self, before: dict[int, tuple[Folder, set[str]]]) -> None:
+        if self.on_change is None:
+            return
+        for inode, (folder, names_now) in self._shown().items():
+            was = before.get(inode, (folder, set()))[1]
+            if names_now != was:
+                self.on_change(folder, names_now - was, was - names_now)
 
     @staticmethod
     def stem(record: dict, rid: str, created: dt.datetime) -> str:

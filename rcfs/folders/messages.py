@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
 MESSAGE_TYPES = {"faxes": "Fax", "voicemail": "VoiceMail", "mms": "SMS"}
 # Push (rcfs.push): message-store changes of the user's mailbox, every type.
 MAILBOX_FILTER = "/restapi/v1.0/account/~/extension/~/message-store"
+
+
+def mailbox_filter(extension_id: str) -> str:
+    """The message-store filter of `extension_id`'s mailbox (`~`: the user's own)."""
+    return MAILBOX_FILTER if extension_id == "~" else f"/restapi/v1.0/account/~/extension/{extension_id}/message-store"
 DOCUMENT_TYPES = ("RenderedDocument", "SourceDocument")
 
 
@@ -50,21 +55,29 @@ def parties(record: dict) -> tuple[str, str]:
 class MessageFolderOwner(RemoteMediaOwner):
     """One message-store folder (its `message_type`: Fax, VoiceMail or SMS)."""
 
+    stable_file_attrs = True  # immutable media (FolderOwner.stable_file_attrs)
+
     def __init__(self, *args, since: dt.datetime, message_type: str | None = None, **kw) -> None:
         super().__init__(*args, **kw)
         self.message_type = message_type or MESSAGE_TYPES[self.folder.name]
         self.since = since
         self.sync_token: str | None = None
+        # Another extension's folder (company mode) asks for its mailbox's events only
+        # once it is first listed: opening /company/users/<ext> (or `find` walking them
+        # all) costs no filter, and the subscription's room goes to folders in use.
+        self.looked = self.extension_id == "~"
 
     def push_filters(self) -> tuple[str, ...]:
-        # One filter for every message folder: a change of any type names its type. (Company
-        # mode's folders of other extensions are not pushed yet: they keep their TTL.)
-        return (MAILBOX_FILTER,) if self.extension_id == "~" else ()
+        # One filter for every message folder of a mailbox: a change of any type names its type.
+        return (mailbox_filter(self.extension_id),) if self.looked else ()
 
     def wants(self, notice) -> bool:
-        return self.message_type in notice.message_types
+        return self.message_type in notice.message_types and notice.for_extension(self.extension_id)
 
     async def load(self) -> None:
+        if not self.looked:
+            self.looked = True
+            self.push_changed()
         if self.sync_token is not None:
             try:
                 result = await self.client.sync_messages(message_type=self.message_type,

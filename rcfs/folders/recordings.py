@@ -30,6 +30,8 @@ CALL_LOG_WAITS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
 
 
 class RecordingsOwner(RemoteMediaOwner):
+    stable_file_attrs = True  # immutable media (FolderOwner.stable_file_attrs)
+
     def __init__(self, *args, since: dt.datetime, **kw) -> None:
         super().__init__(*args, **kw)
         self.since = since
@@ -68,13 +70,19 @@ class RecordingsOwner(RemoteMediaOwner):
 
     # push ------------------------------------------------------------------------------
     def push_filters(self) -> tuple[str, ...]:
-        # The signed-in user's calls. (Company mode's folders of other extensions are not
-        # pushed yet: they keep their TTL; their filter would name the extension's id.)
+        # The signed-in user's calls. Another extension's folder (company mode) has no
+        # filter of its own: it keeps its TTL, and takes the account-level events that
+        # /company/recordings subscribes to when they name its extension (below).
         return (TELEPHONY_FILTER,) if self.extension_id == "~" else ()
 
     def wants(self, notice) -> bool:
-        return (notice.kind == "telephony" and notice.status == "Disconnected"
-                and bool(notice.recording_ids) and notice.telephony_session_id is not None)
+        if not (notice.kind == "telephony" and notice.status == "Disconnected" and notice.recording_ids
+                and notice.telephony_session_id is not None):
+            return False
+        if self.extension_id == "~":
+            # Only the user's own filter: the account-level one announces the same call again.
+            return not notice.account_level and notice.for_extension("~")
+        return notice.account_level and self.extension_id in notice.party_extension_ids
 
     async def pushed(self, notices: list) -> None:
         """A call with recordings ended: ask the call log for that session (one Heavy

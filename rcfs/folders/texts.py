@@ -121,6 +121,8 @@ class _Append:
 class TextsOwner(MessageFolderOwner):
     """Owns /texts (or a mailbox's texts): transcripts from the SMS listing, appends to send."""
 
+    stable_file_attrs = False  # transcripts grow (see attr_timeout)
+
     read_only_reason = "shows someone else's texts; an admin does not text as them"
 
     def __init__(self, tree: Tree, folder: Folder, spool: Spool | None, *, extension_id: str = "~",
