@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from . import settings
 from .settings import SettingsError
@@ -133,7 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a file written into /outbox is sent once it has been closed and left "
                         "alone (not reopened, written, truncated or renamed) this long, so a "
                         "program's temporary file renamed at once goes out under its final "
-                        "name, or not at all; it is on disk from its close on (default: 5)")
+                        "name, or not at all; it is on disk from its close on (default: 5). "
+                        "Temporary names (sedXXXXXX, tmp.XXXXXXXXXX, .NAME.XXXXXX, NAME~, "
+                        "*.tmp, ...) are never sent under that name: rename them")
     m.add_argument("--cache-size", default="256M", help="memory for the block cache (default: 256M)")
     m.add_argument("--block-size", default="1M", help="cache block size (default: 1M)")
     m.add_argument("--read-ahead", default="1024", metavar="KB",
@@ -243,12 +246,46 @@ def _called_by_mount(argv: list[str]) -> bool:
 
 # mount ------------------------------------------------------------------------------------
 
+class _Shutdown:
+    """Whether `rcfs mount` is stopping, and what a further signal may hurry meanwhile."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.stopping = False
+        self.hurry: Callable[[], None] | None = None
+
+    def begin(self) -> None:
+        self.stopping = True
+
+    def again(self, signum: int) -> None:
+        """A signal while stopping: the demo emulator is killed rather than waited for."""
+        hurry, self.hurry = self.hurry, None
+        if hurry is not None:
+            log.warning("received %s while stopping: stopping the demo emulator at once",
+                        signal.Signals(signum).name)
+            hurry()
+
+
+_SHUTDOWN = _Shutdown()
+
+
 def _stop_like_ctrl_c(signum: int, frame: object) -> None:
     """SIGTERM/SIGHUP outside the mount loop (which watches them itself) unwind like Ctrl-C,
     so the cleanup in `cmd_mount` runs. Inside `trio.run` the SIGINT handler is trio's,
-    which delivers the KeyboardInterrupt at a safe point."""
+    which delivers the KeyboardInterrupt at a safe point.
+
+    Once rcfs is stopping, a signal raises nothing (a second SIGTERM from a service
+    manager or an impatient user used to interrupt the cleanup with a traceback and leave
+    the demo's state, tokens included, behind): it hurries what may be hurried, the demo
+    emulator being killed instead of waited for."""
+    if _SHUTDOWN.stopping:
+        _SHUTDOWN.again(signum)
+        return
+    _SHUTDOWN.begin()
     handler = signal.getsignal(signal.SIGINT)
-    if callable(handler):
+    if callable(handler) and handler is not _stop_like_ctrl_c:
         handler(signal.SIGINT, frame)
     else:
         raise KeyboardInterrupt
@@ -301,6 +338,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
     # From here on every exit path (an error, Ctrl-C, SIGTERM, an unmount) goes through
     # the `finally` below, which stops the demo emulator and removes the demo's state.
+    _SHUTDOWN.reset()
     previous_handlers = {sig: signal.signal(sig, _stop_like_ctrl_c) for sig in (signal.SIGTERM, signal.SIGHUP)}
     demo = None
     demo_state: Path | None = None
@@ -330,6 +368,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
             finally:
                 if emulator_stderr is not None:
                     emulator_stderr.close()
+            _SHUTDOWN.hurry = demo.kill
             cfg = EmulatorConfig()
             creds = Credentials(server_url=demo.platform_url, client_id=cfg.client_id,
                                 client_secret=cfg.client_secret, jwt=cfg.user_jwt if args.demo_user else cfg.jwt,
@@ -365,7 +404,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
                 _detach_stdio()
 
         try:
-            trio.run(run_mount, options, ready)
+            trio.run(run_mount, options, ready, _SHUTDOWN.begin, _SHUTDOWN.again)
         except KeyboardInterrupt:
             pass
         return 0
@@ -378,12 +417,18 @@ def cmd_mount(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM before the mount loop ran
         return 0 if ready_fd is None else 1
     finally:
+        # Stopping: from here on no signal raises (Ctrl-C included), so the emulator is
+        # always stopped and the demo's state always removed.
+        _SHUTDOWN.begin()
+        previous_handlers[signal.SIGINT] = signal.signal(signal.SIGINT, _stop_like_ctrl_c)
         try:
             if demo is not None:
+                log.info("stopping the demo emulator (pid %d)", demo.process.pid)
                 demo.stop()
+        finally:
             if demo_state is not None:
                 shutil.rmtree(demo_state, ignore_errors=True)
-        finally:
+            _SHUTDOWN.hurry = None
             for sig, handler in previous_handlers.items():
                 signal.signal(sig, handler)
 

@@ -195,12 +195,24 @@ async def _raise_read_ahead(ops: Operations, target: str, kb: int) -> None:
     set_read_ahead(target, kb)
 
 
-async def _watch_signals(cancel: Callable[[], None]) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
-        async for signum in signals:
-            log.info("received %s: unmounting", signal.Signals(signum).name)
-            cancel()
-            return
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+async def _watch_signals(signals: AsyncIterator[int], cancel: Callable[[], None],
+                         on_stop: Callable[[], None], on_again: Callable[[int], None]) -> None:
+    """The first signal unmounts; another one while unmounting says so and hurries what
+    the caller can hurry (`on_again`), never the unmount itself."""
+    stopping = False
+    async for signum in signals:
+        name = signal.Signals(signum).name
+        if stopping:
+            log.info("received %s again: already unmounting", name)
+            on_again(signum)
+            continue
+        log.info("received %s: unmounting", name)
+        stopping = True
+        on_stop()
+        cancel()
 
 
 @contextlib.asynccontextmanager
@@ -222,10 +234,29 @@ async def _client(opts: MountOptions, token_store: TokenStore) -> AsyncIterator[
             yield client
 
 
-async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None) -> None:
-    """Mount and serve until unmounted or signalled. Raises MountError on setup failure."""
+async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None,
+                    on_stop: Callable[[], None] = lambda: None,
+                    on_again: Callable[[int], None] = lambda signum: None) -> None:
+    """Mount and serve until unmounted or signalled. Raises MountError on setup failure.
+
+    SIGINT, SIGTERM and SIGHUP are this function's from its start to the end of the
+    unmount: the first one unmounts, and one more (a second SIGTERM from a service
+    manager, an impatient Ctrl-C) waits in the receiver instead of raising
+    KeyboardInterrupt in the middle of the cleanup, which left the mount behind. Those
+    still pending at the end go to the handlers outside; `on_stop` (called once the
+    stop has begun: a signal, an unmount from outside, an error) tells them rcfs is
+    already stopping. `on_again(signum)`: a signal after the first, while serving."""
     if not keep_block_memory(opts.block_size, opts.cache_bytes):
         log.info("could not tune the allocator (no glibc mallopt): cache blocks may cost page faults")
+    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
+        try:
+            await _serve(opts, ready, signals, on_stop, on_again)
+        finally:
+            on_stop()
+
+
+async def _serve(opts: MountOptions, ready: Callable[[], None], signals: AsyncIterator[int],
+                 on_stop: Callable[[], None], on_again: Callable[[int], None]) -> None:
     # The CLI checked the state dir (rcfs.settings.prepare_state_dir); its mode is the user's.
     opts.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     acct_dir = opts.state_dir / account_key(opts.credentials)
@@ -336,7 +367,8 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
                     await nursery.start(sender.run)
                     await nursery.start(texts_sender.run)
                 # Reads waiting on downloads end at once, or the loop would wait for them.
-                nursery.start_soon(_watch_signals, lambda: (reader.stop(), pyfuse3.terminate()))
+                nursery.start_soon(_watch_signals, signals, lambda: (reader.stop(), pyfuse3.terminate()), on_stop,
+                                   on_again)
                 await nursery.start(exports.manager.run)
                 if opts.background:
                     nursery.start_soon(learner.run)
@@ -489,6 +521,13 @@ class DemoServer:
     process: subprocess.Popen
     platform_url: str
     media_url: str
+
+    def kill(self) -> None:
+        """At once (safe in a signal handler: `stop` may be waiting in the main thread)."""
+        try:
+            self.process.kill()  # nothing if it was reaped already
+        except OSError:
+            pass
 
     def stop(self) -> None:
         if self.process.poll() is None:

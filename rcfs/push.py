@@ -34,6 +34,24 @@ What it means for the folders (`FolderOwner.trusted`, `.pushed`, `.resync`):
   an unanswered one means the socket is dead (a stalled NAT, a suspended laptop): it is
   closed and the session recovered. Idle (WSG-902) and absolute (WSG-903) timeouts end
   in a reconnect that recovers the session at once.
+* The OAuth session behind the socket can end (a revoke, an admin's logout, a password
+  change, the service's session cap). The gateway then ends the socket (an `Error` with
+  status 401) or refuses the cached ws token at the upgrade (401); either way the next
+  attempt, at once, asks for a new ws token, which makes the auth module (rcfs.api.auth)
+  log in again with the JWT; the old gateway session cannot be recovered, so the channel
+  subscribes again and syncs every listed folder once, and the log says what happened.
+  If the auth module logs in again for another reason (an API request met the 401
+  first), the channel moves to the new session by itself: a gateway that kept the old
+  socket open might stop delivering on it without a word. If the JWT itself is refused,
+  the channel stays down with that reason (log, `rcfs status`) until the mount is
+  restarted, and listings fall back to their TTL.
+* A machine that slept: trio's clock (CLOCK_MONOTONIC) stands still during a suspend,
+  so every timer here would carry on as if nothing happened, and the next heartbeat
+  could be a minute away while the gateway has long closed the socket and listings are
+  still trusted. The boot clock (CLOCK_BOOTTIME) does count the sleep: checked every
+  `WAKE_TICK` seconds; when it ran ahead of trio's clock, the socket is probed with a
+  Heartbeat at once, and one left unanswered for `WAKE_PROBE` seconds ends it (then
+  recovered, or resubscribed with a sync of every listed folder).
 
 Why trio-websocket: rcfs runs on trio (pyfuse3); trio-websocket is the trio-native
 client (wsproto underneath, the same engine hypercorn uses in the emulator), so the
@@ -80,6 +98,18 @@ TOKEN_REUSE = 0.8  # share of the ws token's lifetime it is reused for
 # other extensions' mailboxes (company mode) fill the rest in the order they were
 # opened, and those left out keep polling by their TTL.
 MAX_FILTERS = 20
+SHORT_LIVED = 5.0  # seconds: a socket ended sooner than this does not reconnect at once
+WAKE_TICK = 5.0  # seconds between looks at the boot clock (a suspend shows there only)
+WAKE_GAP = 5.0  # seconds the boot clock must run ahead of trio's to count as a sleep
+WAKE_PROBE = 10.0  # seconds a Heartbeat sent after a sleep may take to be answered
+
+
+def boot_clock() -> float:
+    """Seconds since boot, suspends included (Linux CLOCK_BOOTTIME); elsewhere the wall
+    clock, whose jumps (NTP) at worst cost a needless Heartbeat."""
+    clock = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.clock_gettime(clock) if clock is not None else time.time()
+
 
 _TOKEN_IN_TEXT = re.compile(r"(access_token=|wsc=)[^&\s'\"]+")
 
@@ -171,6 +201,31 @@ def _classify(event: str, path: str, body: dict) -> Notice:
     return Notice(event, "other", body)
 
 
+# What a user should read for the close codes a gateway socket ends with (RFC 6455 §7.4).
+_CLOSE_CODES = {1000: "was closed by the gateway", 1001: "was closed: the gateway is going away",
+                1006: "was lost (no close frame: network or server gone)",
+                1008: "was closed by the gateway (policy)", 1011: "was closed by the gateway (server error)"}
+
+
+def _network_cause(exc: BaseException) -> str:
+    """The OS-level reason behind a socket failure ("Connection refused", "Name or service
+    not known"), found along the exception's cause chain; else its type name."""
+    seen: BaseException | None = exc
+    wrapper = None  # an OSError without errno ("all attempts to connect ... failed")
+    for _ in range(8):
+        if seen is None:
+            break
+        if isinstance(seen, OSError):
+            if seen.strerror:
+                return _TOKEN_IN_TEXT.sub(r"\1***", str(seen.strerror))[:120]  # (no URL in it; if ever)
+            wrapper = wrapper or _TOKEN_IN_TEXT.sub(r"\1***", str(seen))
+        if isinstance(seen, BaseExceptionGroup) and seen.exceptions:  # noqa: F821 - builtin from 3.11
+            seen = seen.exceptions[0]
+            continue
+        seen = seen.__cause__ or seen.__context__
+    return (wrapper or type(exc).__name__)[:120]
+
+
 def own_extension_id(asked: Iterable[str], answered: Iterable[str]) -> str | None:
     """The signed-in user's extension id, read off the subscription's answer: production
     expands `~` in the filters it echoes (PUSH-AND-ADMIN §A3), so an asked
@@ -202,7 +257,10 @@ class PushStats:
     notifications: int = 0
     syncs: int = 0  # folder syncs caused by notifications
     heartbeats: int = 0
+    wakeups: int = 0  # suspends of the machine noticed (the boot clock ran ahead)
     ws_tokens: int = 0
+    attempts: int = 0  # connection attempts, successful or not (a hot loop would show here)
+    new_logins: int = 0  # OAuth sessions the channel had to move to (the old one ended)
     last_event: float | None = None  # time.time() of the last notification
 
 
@@ -210,8 +268,10 @@ class PushChannel:
     """The mount's push channel. `run` in the mount's nursery; `healthy` for owners."""
 
     def __init__(self, client: "RingCentralClient", owners: Iterable["FolderOwner"], *,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+                 wall_clock: Callable[[], float] = time.time,
+                 boot_clock: Callable[[], float] = boot_clock) -> None:
         self.client = client
+        self.boot_clock = boot_clock
         self.owners: list[FolderOwner] = []
         self.wall_clock = wall_clock
         self.state = "starting"  # starting | up | down
@@ -220,13 +280,23 @@ class PushChannel:
         self.stats = PushStats()
         self.subscription_id: str | None = None
         self.filters: list[str] = []
-        self._token: tuple[dict, float] | None = None  # (answer, trio time obtained)
+        # The ws token's age and the recovery window count on the boot clock: they run on at
+        # the service while the machine sleeps (trio's clock does not).
+        self._token: tuple[dict, float] | None = None  # (answer, boot clock when obtained)
+        # The auth module's login count when the ws token in hand was obtained: a later
+        # login means the token's OAuth session was replaced (ended).
+        self._token_logins: int | None = None
+        self._relogin = trio.Event()  # set when the auth module logs in again
+        auth = getattr(client, "auth", None)
+        if auth is not None and hasattr(auth, "on_login"):
+            auth.on_login.append(self._logged_in)
         self._wsc: str | None = None
         self._wsc_sequence = -1
         self._dropped_at: float | None = None
         self._recovery_timeout = 180.0
         self._idle_timeout = 1800.0
         self._ws = None
+        self._opened_at = float("-inf")  # trio time the last socket opened
         self._waiting: dict[str, tuple[trio.Event, list]] = {}  # messageId -> (done, [frame])
         self._last_received = 0.0
         self._last_sent = 0.0
@@ -344,16 +414,37 @@ class PushChannel:
                 "filters_refused": len(self._refused), "connects": s.connects, "recovered": s.recovered,
                 "recovery_failed": s.recovery_failed, "notifications": s.notifications, "syncs": s.syncs,
                 "resyncs": s.resyncs, "heartbeats": s.heartbeats, "ws_tokens": s.ws_tokens,
+                "attempts": s.attempts, "new_logins": s.new_logins, "wakeups": s.wakeups,
+                "final": self._final(),
                 "last_event": round(s.last_event, 1) if s.last_event else None}
+
+    def _final(self) -> bool:
+        """True when the channel cannot come back in this process: the auth module gave the
+        session up (credentials rejected); only a new mount with a good JWT helps."""
+        return bool(getattr(getattr(self.client, "auth", None), "failed", False))
+
+    def _logins(self) -> int:
+        return int(getattr(getattr(self.client, "auth", None), "logins", 0) or 0)
+
+    def _logged_in(self) -> None:
+        """The auth module logged in (a new OAuth session): a socket opened with a ws token
+        of the old one must move over (`_session_watch`)."""
+        self._relogin.set()
 
     def _set_state(self, state: str, why: str | None = None) -> None:
         if state == self.state:
             if state == "down" and why != self.why_down:
                 self.why_down = why  # a new reason is worth a line; the same one is not
-                log.warning("push channel still down: %s", why)
+                if self._final():
+                    log.error("push channel stays down until rcfs is mounted again: %s", why)
+                else:
+                    log.warning("push channel still down: %s", why)
             return
         previous, self.state, self.why_down, self.since = self.state, state, why, self.wall_clock()
-        if state == "down":
+        if state == "down" and self._final():
+            log.error("push channel down until rcfs is mounted again (%s): listings are re-checked on "
+                      "look after their TTL", why)
+        elif state == "down":
             log.warning("push channel down (%s): listings are re-checked on look after their TTL "
                         "until it is back", why)
         elif state == "up" and previous == "down":
@@ -372,17 +463,28 @@ class PushChannel:
             failures = 0
             while True:
                 try:
+                    self.stats.attempts += 1
                     await self._session()
                     failures = 0  # it was up: start the backoff again
-                except _Reconnect:
-                    failures = 0  # an expected end (idle/absolute timeout): recover at once
+                except _Reconnect as exc:
+                    # An expected end (idle/absolute timeout), or the OAuth session ended and a
+                    # new ws token (a new login) is due: at once, but a second in a row without
+                    # the channel coming up in between backs off like any failure.
+                    again = self.state == "down" and isinstance(exc, _SessionEnded)
+                    # A gateway that ends every socket at once must not make a loop of it.
+                    again = again or trio.current_time() - self._opened_at < SHORT_LIVED
+                    if isinstance(exc, _SessionEnded):
+                        self._set_state("down", str(exc))
+                    failures = failures + 1 if again else 0
                 except ChannelDown as exc:
                     # A socket that was up starts the backoff again from its first step.
                     failures = 1 if self.state == "up" else failures + 1
                     self._set_state("down", str(exc))
                 except AuthError as exc:
+                    # The auth module gave the session up (it says why, once, in the log) and
+                    # fails fast from now on: the attempts below cost no request.
                     self._set_state("down", f"the account's login was refused: {exc}")
-                    failures = max(failures, len(BACKOFF) - 1)
+                    failures = max(failures + 1, len(BACKOFF) - 1)
                 except ApiError as exc:
                     self._set_state("down", f"cannot get a ws token: {exc}")
                     failures += 1
@@ -397,20 +499,27 @@ class PushChannel:
                     self._waiting.clear()
                     self._heartbeat_due = None
                     if self._dropped_at is None:
-                        self._dropped_at = trio.current_time()
+                        self._dropped_at = self.boot_clock()
                 if failures:
                     delay = BACKOFF[min(failures, len(BACKOFF)) - 1]
                     await trio.sleep(delay * (0.75 + 0.5 * self._rng.random()))
 
     async def _url(self) -> str:
-        now = trio.current_time()
+        now = self.boot_clock()
         if self._token is not None:
             answer, got = self._token
             if now - got < TOKEN_REUSE * float(answer.get("expires_in") or 0):
                 return self._gateway_url(answer)
+        had = self._token_logins
         answer = await self.client.ws_token()
         self.stats.ws_tokens += 1
-        self._token = (answer, now)
+        self._token = (answer, self.boot_clock())
+        self._token_logins = self._logins()
+        if had is not None and self._token_logins > had:
+            self.stats.new_logins += 1
+            log.warning("the OAuth session behind the push channel ended (revoked, logged out, or ended "
+                        "by the service); rcfs logged in again with the JWT: new ws token, new gateway "
+                        "session, one sync of every listed folder")
         return self._gateway_url(answer)
 
     def _gateway_url(self, answer: dict) -> str:
@@ -424,7 +533,7 @@ class PushChannel:
                               "not wss (or has a query)")
         url = f"{uri}?access_token={answer['ws_access_token']}"
         if self._wsc and self._dropped_at is not None \
-                and trio.current_time() - self._dropped_at < self._recovery_timeout:
+                and self.boot_clock() - self._dropped_at < self._recovery_timeout:
             url += f"&wsc={self._wsc}"
         return url
 
@@ -438,6 +547,7 @@ class PushChannel:
         try:
             async with open_websocket_url(url, connect_timeout=CONNECT_TIMEOUT, disconnect_timeout=2.0) as ws:
                 self._ws = ws
+                self._opened_at = trio.current_time()
                 self.stats.connects += 1
                 try:
                     await self._serve(ws, recovering)
@@ -454,7 +564,7 @@ class PushChannel:
     def _as_down(self, exc: BaseException) -> ChannelDown | None:
         """The ChannelDown a failure of the socket means; None for anything else
         (cancellation, a bug), which must propagate."""
-        from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError
+        from trio_websocket import ConnectionClosed, ConnectionRejected, ConnectionTimeout, HandshakeError
 
         if isinstance(exc, BaseExceptionGroup):  # noqa: F821 - builtin from 3.11
             downs = [self._as_down(e) for e in exc.exceptions]
@@ -466,14 +576,22 @@ class PushChannel:
         if isinstance(exc, ConnectionRejected):
             status = getattr(exc, "status_code", None)
             if status in (401, 403):
-                self._token = None  # expired or used up: the next attempt gets a new one
+                # Expired, used up, or its OAuth session ended: the next attempt gets a new
+                # one (and the auth module a new login if the session is gone).
+                self._token = None
+                return _SessionEnded(f"the gateway refused the ws token (HTTP {status}): expired, "
+                                     "or its OAuth session ended; getting a new one")
             return ChannelDown(f"the gateway refused the connection (HTTP {status})")
+        if isinstance(exc, ConnectionTimeout):
+            return ChannelDown(f"no answer from the gateway within {CONNECT_TIMEOUT:g} s (network down?)")
         if isinstance(exc, HandshakeError):
-            return ChannelDown(f"cannot connect to the gateway ({type(exc).__name__})")
+            return ChannelDown(f"cannot connect to the gateway ({_network_cause(exc)})")
         if isinstance(exc, ConnectionClosed):
-            return ChannelDown(f"the gateway closed the socket (code {getattr(exc.reason, 'code', '?')})")
+            code = getattr(exc.reason, "code", None)
+            meaning = _CLOSE_CODES.get(code, "closed")
+            return ChannelDown(f"the gateway socket {meaning} (code {code if code is not None else '?'})")
         if isinstance(exc, (OSError, trio.BrokenResourceError, trio.ClosedResourceError)):
-            return ChannelDown(f"the connection broke ({type(exc).__name__})")
+            return ChannelDown(f"the connection to the gateway broke ({_network_cause(exc)})")
         return None
 
     async def _receive(self, ws, wait: float) -> list:
@@ -520,6 +638,8 @@ class PushChannel:
             nursery.start_soon(self._reader, ws)
             nursery.start_soon(self._heartbeats, ws)
             nursery.start_soon(self._refilterer, ws)
+            nursery.start_soon(self._session_watch)
+            nursery.start_soon(self._wake_watch, ws)
             if recovering and state == "Successful":
                 self.stats.recovered += 1
                 log.info("push session recovered; the gateway replays what was missed")
@@ -534,6 +654,43 @@ class PushChannel:
                 # Whatever happened while no subscription was live is only in the API.
                 for owner in self.owners:
                     self._queue(owner, None)
+
+    async def _wake_watch(self, ws) -> None:
+        """Notice a suspend (the boot clock ran ahead of trio's) and probe the socket at
+        once instead of when the next heartbeat happens to be due."""
+        boot, mono = self.boot_clock(), trio.current_time()
+        while True:
+            await trio.sleep(WAKE_TICK)
+            boot2, mono2 = self.boot_clock(), trio.current_time()
+            asleep = (boot2 - boot) - (mono2 - mono)
+            boot, mono = boot2, mono2
+            if asleep < WAKE_GAP:
+                continue
+            self.stats.wakeups += 1
+            log.info("the machine was asleep for about %d s: checking the push socket", round(asleep))
+            if self._heartbeat_due is None:
+                mid = str(uuid.uuid4())
+                self._heartbeat_due = (mid, mono2 + WAKE_PROBE)
+                self.stats.heartbeats += 1
+                await self._send(ws, [{"type": "Heartbeat", "messageId": mid}])
+            probe = self._heartbeat_due
+            with trio.move_on_after(WAKE_PROBE):
+                while self._heartbeat_due is probe:  # the reader clears it on the answer
+                    await trio.sleep(0.05)
+                continue
+            raise ChannelDown(f"no answer from the gateway after the machine slept (about {round(asleep)} s)")
+
+    async def _session_watch(self) -> None:
+        """Move to a new OAuth session as soon as the auth module logged in again: the
+        socket's ws token belongs to the old one, which has ended."""
+        while True:
+            await self._relogin.wait()
+            self._relogin = trio.Event()
+            if self._token_logins is not None and self._logins() > self._token_logins:
+                self._token = None
+                self._dropped_at = self.boot_clock()
+                raise _SessionEnded("the OAuth session behind the socket ended (rcfs logged in again); "
+                                    "moving to the new one")
 
     async def _refilterer(self, ws) -> None:
         while True:
@@ -626,8 +783,15 @@ class PushChannel:
                 if code in ("WSG-902", "WSG-903"):
                     # Expected ends: reconnect now and recover the session.
                     log.info("push socket ended by the gateway (%s); recovering the session", code)
-                    self._dropped_at = trio.current_time()
+                    self._dropped_at = self.boot_clock()
                     raise _Reconnect()
+                if meta.get("status") in (401, 403):
+                    # Not authorized any more: the OAuth session behind the ws token ended. The
+                    # status is what counts (production's code here is not documented).
+                    self._token = None
+                    self._dropped_at = self.boot_clock()
+                    raise _SessionEnded(f"the gateway ended the socket: its OAuth session is no longer "
+                                        f"valid ({code}); logging in again")
                 raise ChannelDown(f"the gateway sent error {code}")
 
     async def _heartbeats(self, ws) -> None:
@@ -717,5 +881,10 @@ class PushChannel:
 
 
 class _Reconnect(ChannelDown):
-    def __init__(self) -> None:
-        super().__init__("the gateway ended the socket (timeout); reconnecting")
+    def __init__(self, why: str = "the gateway ended the socket (timeout); reconnecting") -> None:
+        super().__init__(why)
+
+
+class _SessionEnded(_Reconnect):
+    """The socket's OAuth session ended (or its ws token is no good): reconnect at once
+    with a new ws token."""

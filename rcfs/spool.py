@@ -15,12 +15,14 @@ writing, before `close` succeeded) is swept at the next mount, nothing promised 
 States of an item, in the order they normally come:
 
     held       complete, but not to be sent: a hidden or temporary name (rsync's
-               `.name.XXXXXX`, editors' swap files) or inside a `.draft` folder
+               `.name.XXXXXX`, editors' swap files, sed's `sedXXXXXX`) or inside a
+               `.draft` folder. A temporary found `settling` or `queued` at the next
+               mount (rcfs stopped between a program's close and its rename) is held too
     empty      closed with no bytes (`touch`, `mktemp`, `: >`): kept, never sent while empty
     settling   closed, durable and promised, but sent only once it has been left alone for
                the settle time (`next_attempt` says until when): a rename, rewrite, truncate
                or touch starts the wait again, `rm` cancels it. A crash in this state sends
-               it once after the next mount
+               it once after the next mount (unless its name is a temporary's: held)
     queued     waiting for its turn (rate limits, backoff after a transient failure)
     sending    a POST is or was under way: `post_started` says when. After a crash in this
                state nobody knows whether the service got it, so the sender reconciles

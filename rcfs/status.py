@@ -151,19 +151,7 @@ def render(report: dict[str, Any], mountpoint: str = "") -> str:
                      f"{bg['sizes_learned']} sizes, {bg['types_learned']} types in {bg['requests']} requests")
     push = report.get("push")
     if push is not None:
-        if push["state"] == "off":
-            lines.append("push               off (--no-push): listings re-checked on look after their TTL")
-        else:
-            state = {"up": "up: listings trusted, changes arrive as events",
-                     "down": f"DOWN ({push.get('why') or '?'}): polling on look after the TTL, reconnecting",
-                     "starting": "connecting"}.get(push["state"], push["state"])
-            lines.append(f"push               {state}; {push['notifications']} events, {push['syncs']} syncs, "
-                         f"{push['connects']} connects ({push['recovered']} recovered), "
-                         f"{push['heartbeats']} heartbeats")
-            polling = push.get("filters_left_out", 0) + push.get("filters_refused", 0)
-            lines.append(f"push filters       {push.get('filters', 0)} in the subscription"
-                         + (f"; {polling} more not (over the cap or refused): those folders poll by TTL"
-                            if polling else ""))
+        lines += _push_lines(push, time.time())
     co = report.get("company")
     if co is not None:
         parts = []
@@ -185,6 +173,45 @@ def render(report: dict[str, Any], mountpoint: str = "") -> str:
     if fleet is not None:
         lines.extend(_render_fleet(fleet))
     return "\n".join(lines)
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
+def _push_lines(push: dict[str, Any], now: float) -> list[str]:
+    """The push channel as a user needs it: is it up, since when, and if not, why and
+    what rcfs does about it (rcfs.push)."""
+    if push["state"] == "off":
+        return ["push               off (--no-push): listings re-checked on look after their TTL"]
+    since = push.get("since")
+    for_how_long = f" for {_ago(now - since)}" if isinstance(since, (int, float)) else ""
+    if push["state"] == "up":
+        head = f"up{for_how_long}: listings trusted, changes arrive as events"
+    elif push["state"] == "down":
+        then = ("not retrying: remount once the credentials are fixed" if push.get("final")
+                else f"reconnecting ({push.get('attempts', '?')} attempts so far)")
+        head = (f"DOWN{for_how_long} ({push.get('why') or '?'}): listings re-checked on look after "
+                f"their TTL; {then}")
+    else:
+        head = "connecting"
+    last = push.get("last_event")
+    events = f"{push['notifications']} events" + (f" (last {_ago(now - last)} ago)" if last else "")
+    extra = "".join(f", {push[key]} {label}" for key, label in (("new_logins", "new logins"),
+                                                                 ("wakeups", "wake-ups after sleep"))
+                    if push.get(key))
+    polling = push.get("filters_left_out", 0) + push.get("filters_refused", 0)
+    return [f"push               {head}",
+            f"                   {events}, {push['syncs']} syncs, {push['connects']} connects "
+            f"({push['recovered']} recovered, {push.get('recovery_failed', 0)} not), "
+            f"{push['heartbeats']} heartbeats{extra}",
+            f"push filters       {push.get('filters', 0)} in the subscription"
+            + (f"; {polling} more not (over the cap or refused): those folders poll by TTL" if polling else "")]
 
 
 def _render_fleet(fleet: dict[str, Any]) -> list[str]:

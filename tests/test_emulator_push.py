@@ -365,6 +365,63 @@ def test_recovery_successful_replays_missed_events_failed_and_malformed(server):
     run(go())
 
 
+def revoke(server, token: str) -> None:
+    r = httpx.post(server.platform + "/restapi/oauth/revoke", data={"token": token}, timeout=10,
+                   headers={"Authorization": basic_auth(server.client_id, server.client_secret)})
+    assert r.status_code == 200, r.text
+
+
+def test_an_ended_oauth_session_takes_its_sockets_and_ws_tokens_with_it(start_emulator):
+    """A revoke (or an admin's logout) ends the OAuth session: the sockets opened with its ws
+    tokens get an Error (401, OAU-149) and are closed, those tokens are refused at the
+    upgrade, a recovery of its gateway session fails; another session's socket lives on."""
+    server = start_emulator(window=1.0, limit_auth=20)  # three logins and three ws tokens
+    mine, theirs = login(server), login(server)
+    t, other = ws_token(server, mine), ws_token(server, theirs)
+    url = f"{t['uri']}?access_token={t['ws_access_token']}"
+
+    async def go():
+        async with websockets.connect(url) as s, \
+                websockets.connect(f"{other['uri']}?access_token={other['ws_access_token']}") as o:
+            meta, _ = await recv(s)
+            wsc = meta["wsc"]["token"]
+            await recv(o)
+            await subscribe(s, [EXT_FILTER + "/message-store"])
+            await subscribe(o, [EXT_FILTER + "/message-store"])
+            revoke(server, mine)
+            meta, body = await recv(s)
+            assert meta["type"] == "Error" and meta["status"] == 401 and meta["wsc"] is None
+            assert body["errorCode"] == "OAU-149"
+            with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+                await asyncio.wait_for(s.recv(), RECV_TIMEOUT)
+            assert closed.value.rcvd.code == 1008
+            # The other session's socket still carries events.
+            fax = admin(server, "POST", "/_emulator/messages", {"type": "Fax"})["id"]
+            _, env = await recv_type(o, "ServerNotification")
+            assert env["body"]["changes"][0]["newMessageIds"] == [fax]
+            # The dead session's ws token opens nothing, neither fresh nor as a recovery.
+            for attempt in (url, f"{url}&wsc={wsc}"):
+                with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
+                    async with websockets.connect(attempt):
+                        pass
+                assert refused.value.response.status_code == 401
+            # A new login's ws token asking for the dead session back: Failed, subscribe again.
+            fresh = ws_token(server, login(server))
+            async with websockets.connect(f"{fresh['uri']}?access_token={fresh['ws_access_token']}&wsc={wsc}") as n:
+                _, details = await recv(n)
+                assert (details["recoveryState"], details["recoveryErrorCode"]) == ("Failed", "WSG-1005")
+            # An admin ending every session closes the other socket the same way.
+            assert admin(server, "POST", "/_emulator/sessions/end", {"which": "all"})["ended"] >= 1
+            meta, body = await recv_type(o, "Error")
+            assert (meta["status"], body["errorCode"]) == (401, "OAU-149")
+            with pytest.raises(websockets.exceptions.ConnectionClosed):
+                await asyncio.wait_for(o.recv(), RECV_TIMEOUT)
+
+    run(go())
+    counts = admin(server, "GET", "/_emulator/push")["counts"]
+    assert counts["closed_session_ended"] == 2 and counts["refused_upgrades"] == 2
+
+
 def test_recovery_replays_at_most_100_events(start_emulator):
     # A recovery window far beyond what 105 admin requests take on a loaded machine: this
     # test is about the buffer, not the clock (the window has its own test below).

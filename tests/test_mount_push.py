@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import shutil
 import stat
@@ -251,6 +252,174 @@ def test_inotify_watchers_see_a_pushed_file_created(start_emulator, tmp_path):
     # the announcement cost no API request beyond the one sync and the file read
     requests = api_requests(srv.stats())
     assert requests.get("message-list", 0) == 0 and requests.get("message-sync") == 1
+
+
+def listed_folders_up(srv, mp: Path) -> dict:
+    for top in ("faxes", "voicemail", "recordings", "mms"):
+        os.listdir(mp / top)
+    up(mp)
+    return push_status(mp)
+
+
+def test_an_ended_oauth_session_ends_in_a_new_login_a_new_channel_and_nothing_missed(start_emulator, tmp_path):
+    """An admin ends every session of the user (a logout, a password change): the gateway
+    closes the socket. rcfs logs in again with the JWT through its auth module, takes a new
+    ws token for the new session, subscribes again (the old gateway session went with the
+    old OAuth session) and syncs every listed folder once: the fax sent meanwhile appears."""
+    srv = start_emulator(window=1.0, ws_recovery_timeout=20)
+    mp = tmp_path / "m"
+    with mounted(mp, state_dir=tmp_path / "s", push=True, extra_args=LONG_TTL, **args_for(srv)):
+        before = listed_folders_up(srv, mp)
+        srv.reset_stats()
+        # The fax arrives while the channel is down: stored just before the new session's ws
+        # token is answered, i.e. after the old subscription died and before the new one.
+        fax = admin(srv, "POST", "/_emulator/messages", {"type": "Fax", "deliverBefore": "oauth-wstoken"})
+        assert admin(srv, "POST", "/_emulator/sessions/end", {"which": "all"})["ended"] == 1
+        wait_for("the fax sent while the session was dead", lambda: listed(mp, "faxes", fax["id"]), mp)
+        wait_for("a resync of every folder",
+                 lambda: push_status(mp)["resyncs"] - before["resyncs"] >= before["resyncs"], mp)
+        up(mp)
+        after = push_status(mp)
+        requests = api_requests(srv.stats())
+        # One refused refresh, one JWT grant; one new ws token (the old one died with its
+        # session); one new subscription; one incremental sync per listed folder.
+        assert requests.get("oauth-token") == 2, requests
+        assert requests.get("oauth-wstoken") == 2, requests  # the first one learns (401) the session died
+        assert requests.get("ws-subscription-create") == 1, requests
+        assert requests.get("message-sync") == 3 and requests.get("call-log") == 1, requests
+        assert requests.get("message-list", 0) == 0
+        # As many resyncs as the first subscription made (one per folder owner).
+        assert after["resyncs"] - before["resyncs"] == before["resyncs"]
+        assert after["connects"] - before["connects"] == 1
+        # At once: the socket's Error (401) made the next attempt take a new ws token, which
+        # made the auth module log in again; no attempt was wasted on the dead one.
+        assert after["attempts"] - before["attempts"] == 1 and after["new_logins"] == 1
+        gw = admin(srv, "GET", "/_emulator/push")
+        assert len(gw["connections"]) == 1 and gw["counts"]["closed_session_ended"] == 1
+        log = mount_log(mp)
+        assert "the OAuth session behind the push channel ended" in log, log[-3000:]
+        assert not re.search(r"(access_token|wsc)=(?!\*\*\*)", log)  # no ws token or wsc logged
+        assert "push channel back" in log
+        # Still live: the next event arrives by push.
+        vm = admin(srv, "POST", "/_emulator/messages", {"type": "VoiceMail"})
+        wait_for("a voicemail after the new login", lambda: listed(mp, "voicemail", vm["id"]), mp)
+
+
+def test_a_refused_login_leaves_the_channel_down_with_its_reason_in_status_and_no_hot_loop(start_emulator, tmp_path):
+    """The user's JWT is revoked and the session ended: rcfs cannot log in again. The log says
+    so once, `rcfs status` shows the channel down with the reason and that a remount is
+    needed, listings fall back to their TTL, and the channel does not hammer the Auth group."""
+    srv = start_emulator(window=1.0)
+    mp = tmp_path / "m"
+    with mounted(mp, state_dir=tmp_path / "s", push=True, extra_args=["--listing-ttl", "1"], **args_for(srv)):
+        listed_folders_up(srv, mp)
+        admin(srv, "POST", "/_emulator/config", {"jwt": "revoked"})
+        srv.reset_stats()
+        admin(srv, "POST", "/_emulator/sessions/end", {"which": "all"})
+        down = wait_for("the channel down for good", lambda: (lambda s: s["state"] == "down" and s["final"] and (
+            "login was refused" in (s["why"] or "")) and s)(push_status(mp)), mp)
+        assert "login was refused" in down["why"] and "JWT" in down["why"]
+        shown = subprocess.run([sys.executable, "-m", "rcfs", "status", str(mp)], capture_output=True, text=True,
+                               timeout=60)
+        line = [ln for ln in shown.stdout.splitlines() if ln.startswith("push  ")]  # (not "push filters")
+        assert len(line) == 1 and "DOWN for " in line[0] and "(the account's login was refused" in line[0], shown.stdout
+        assert "not retrying: remount once the credentials are fixed" in line[0]
+        # Polling fallback: the listing's TTL (1 s) applies again; the look reaches the API
+        # (and fails fast: the session is gone), the cached listing is still shown.
+        time.sleep(1.5)
+        assert os.listdir(mp / "faxes")
+        attempts = push_status(mp)["attempts"]
+        time.sleep(3)  # a bound: a hot loop would make hundreds of attempts here
+        assert push_status(mp)["attempts"] - attempts <= 1
+        requests = api_requests(srv.stats())
+        # The refused ws token, the refused refresh, the refused JWT grant: nothing more.
+        assert requests.get("oauth-token") == 2 and requests.get("oauth-wstoken") == 1, requests
+        log = mount_log(mp)
+        assert log.count("push channel down") == 1
+        assert log.count("push channel stays down until rcfs is mounted again: the account's login was refused") == 1
+        assert "credentials rejected: the JWT credential is no longer accepted" in log
+
+
+def suspended(srv, proc: subprocess.Popen, *, then=lambda: None):
+    """The machine sleeps: the mount process stops (SIGSTOP) until the gateway has idled its
+    socket out (WSG-902: no client frame for idleTimeout), `then()` runs meanwhile (the
+    test must not touch the mount: a stopped FUSE server would hang it), then SIGCONT."""
+    import signal
+
+    timeouts = lambda: admin(srv, "GET", "/_emulator/push")["counts"].get("timeouts_WSG-902", 0)  # noqa: E731
+    before = timeouts()
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + WAIT
+        while timeouts() == before:
+            assert time.monotonic() < deadline, "the gateway did not idle the stopped mount's socket out"
+            time.sleep(0.05)
+        return then()
+    finally:
+        proc.send_signal(signal.SIGCONT)
+
+
+def test_sleep_and_resume_within_the_recovery_window_recovers_and_replays(start_emulator, tmp_path):
+    # idle 3 s: rcfs heartbeats every second and allows a second for the answer (a loaded
+    # machine can be slower than a third of a second, and a false alarm is an extra recovery).
+    srv = start_emulator(window=1.0, ws_idle_timeout=3, ws_recovery_timeout=60, ws_token_ttl=600)
+    mp = tmp_path / "m"
+    with mounted(mp, state_dir=tmp_path / "s", push=True, extra_args=LONG_TTL, **args_for(srv)) as proc:
+        before = listed_folders_up(srv, mp)
+        srv.reset_stats()
+        counts = admin(srv, "GET", "/_emulator/push")["counts"]  # (cumulative: compared as deltas)
+        fax = suspended(srv, proc, then=lambda: admin(srv, "POST", "/_emulator/messages", {"type": "Fax"}))
+        wait_for("the fax that came while asleep", lambda: listed(mp, "faxes", fax["id"]), mp)
+        up(mp)
+        after = push_status(mp)
+        assert after["recovered"] == before["recovered"] + 1 and after["recovery_failed"] == before["recovery_failed"]
+        assert after["resyncs"] == before["resyncs"]  # the gateway replayed the event
+        requests = api_requests(srv.stats())
+        assert requests.get("message-sync") == 1, requests  # /faxes' one ISync for the replayed event
+        assert requests.get("ws-subscription-create", 0) == 0 and requests.get("message-list", 0) == 0
+        gw = admin(srv, "GET", "/_emulator/push")
+        delta = {k: gw["counts"].get(k, 0) - counts.get(k, 0) for k in ("timeouts_WSG-902", "recoveries_successful")}
+        assert delta == {"timeouts_WSG-902": 1, "recoveries_successful": 1}
+        assert len(gw["connections"]) == 1
+
+
+def test_sleep_and_resume_beyond_the_recovery_window_resubscribes_and_misses_nothing(start_emulator, tmp_path):
+    # Asleep longer than idleTimeout (2 s), recoveryTimeout (2 s) and the ws token's life (3 s).
+    srv = start_emulator(window=1.0, ws_idle_timeout=2, ws_recovery_timeout=2, ws_token_ttl=3)
+    mp = tmp_path / "m"
+    with mounted(mp, state_dir=tmp_path / "s", push=True, extra_args=LONG_TTL, **args_for(srv)) as proc:
+        before = listed_folders_up(srv, mp)
+        srv.reset_stats()
+        counts = admin(srv, "GET", "/_emulator/push")["counts"]  # (cumulative: compared as deltas)
+
+        def asleep():
+            fax = admin(srv, "POST", "/_emulator/messages", {"type": "Fax"})
+            vm = admin(srv, "POST", "/_emulator/messages", {"type": "VoiceMail"})
+            time.sleep(4)  # the machine sleeps on: past the recovery window and the ws token
+            return fax, vm
+
+        fax, vm = suspended(srv, proc, then=asleep)
+        wait_for("the fax that came while asleep", lambda: listed(mp, "faxes", fax["id"]), mp)
+        wait_for("the voicemail that came while asleep", lambda: listed(mp, "voicemail", vm["id"]), mp)
+        wait_for("a resync of every folder",
+                 lambda: push_status(mp)["resyncs"] - before["resyncs"] >= before["resyncs"], mp)
+        up(mp)
+        after = push_status(mp)
+        assert after["recovered"] == before["recovered"]
+        assert after["resyncs"] - before["resyncs"] == before["resyncs"]  # one per folder owner
+        requests = api_requests(srv.stats())
+        # A new ws token (the old one expired), no new login, a new subscription, one
+        # incremental sync per listed folder.
+        assert requests.get("oauth-wstoken") == 1 and requests.get("oauth-token", 0) == 0, requests
+        assert requests.get("ws-subscription-create") == 1, requests
+        assert requests.get("message-sync") == 3 and requests.get("call-log") == 1, requests
+        assert requests.get("message-list", 0) == 0
+        gw = admin(srv, "GET", "/_emulator/push")
+        delta = {k: gw["counts"].get(k, 0) - counts.get(k, 0) for k in ("timeouts_WSG-902", "recoveries_successful")}
+        assert delta == {"timeouts_WSG-902": 1, "recoveries_successful": 0} and len(gw["connections"]) == 1
+        # Still live afterwards.
+        fax2 = admin(srv, "POST", "/_emulator/messages", {"type": "Fax"})
+        wait_for("a fax after the resume", lambda: listed(mp, "faxes", fax2["id"]), mp)
 
 
 # company mode (issue 17 on top of issue 15) ----------------------------------------------------

@@ -168,19 +168,29 @@ def test_gio_copy_sends_once(mnt, srv, src):
     assert arrived["gio.png"]["attachments"][0]["fileName"] == "gio.png"
 
 
+# Editors' and programs' temporaries: sed -i, perl -i, mktemp, Python's tempfile, Qt/GLib, LibreOffice.
+TEMPORARY_NAMES = (".hidden.pdf", "draft.pdf~", "#autosave.pdf#", ".notes.txt.swp", "sedMiHPGu", "XXaPVt3c",
+                   "tmp.qADj3MbSXU", "tmp6pq3act_", "notes.pdf.aB3xYz", "lu12345abcde.tmp")
+# Names a person chose that only look like those: sent as usual.
+CHOSEN_NAMES = ("tmp.pdf", "tmp_scan.pdf", "sediment.pdf", "notes.pdf.backup")
+
+
 def test_hidden_temporary_and_swap_files_are_never_sent(mnt, srv, src):
     folder = recipient(mnt, "fax", "+14155550132")
     before = sent(srv)
-    for name in (".hidden.pdf", "draft.pdf~", "#autosave.pdf#", ".notes.txt.swp"):
+    for name in TEMPORARY_NAMES:
         (folder / name).write_bytes(pdf())
-        assert state(folder / name) == "held"
+        assert state(folder / name) == "held", name
     (folder / ".later.pdf").write_bytes(pdf("later"))
     os.rename(folder / ".later.pdf", folder / "later.pdf")  # now it is a plain name: sent
-    arrived = _arrived(srv, before, {"later.pdf": pdf("later")}, "Fax")
-    assert arrived["later.pdf"]["attachments"][0]["fileName"] == "later.pdf"
-    for name in (".hidden.pdf", "draft.pdf~", "#autosave.pdf#", ".notes.txt.swp"):
+    for name in CHOSEN_NAMES:
+        (folder / name).write_bytes(pdf(name))
+    arrived = _arrived(srv, before, {"later.pdf": pdf("later"), **{n: pdf(n) for n in CHOSEN_NAMES}}, "Fax")
+    assert {n: m["attachments"][0]["fileName"] for n, m in arrived.items()} == {n: n for n in arrived}
+    assert all(state(folder / name) == "held" for name in TEMPORARY_NAMES)  # however long they waited
+    for name in TEMPORARY_NAMES:
         os.unlink(folder / name)
-    assert len(sent_since(srv, before)) == 1
+    assert len(sent_since(srv, before)) == 1 + len(CHOSEN_NAMES)
 
 
 def test_a_draft_folder_goes_as_one_fax_with_its_options(mnt, srv, src):

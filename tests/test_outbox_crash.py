@@ -5,6 +5,7 @@ faxes at once against the Heavy quota."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -92,6 +93,83 @@ def test_kill_during_the_settle_time_sends_it_once_after_the_next_mount(start_em
         assert sorted(p.name for p in folder.iterdir()) == ["OPTIONS.txt", "STATUS.txt", "final.pdf"]
     news = sent_since(srv, before)
     assert [(a["fileName"], a["sha256"]) for m in news for a in m["attachments"]] == [("final.pdf", sha(pdf("settling")))]
+
+
+# Each program writes its temporary file, closes it and is killed (SIGKILL, by strace) as
+# it calls rename(2); then rcfs is killed -9: a crash between the close and the rename.
+KILLED_AT_RENAME = ["strace", "-f", "-o", "/dev/null", "-e", "inject=rename,renameat,renameat2:signal=SIGKILL"]
+TEMPORARY_WRITERS = {
+    # what -> (shell command, glob of the temporary it leaves); S: a source folder, F: the recipient
+    "sed -i OPTIONS.txt": ('sed -i "s/^#resolution = $/resolution = Low/" "$F/OPTIONS.txt"', "sed??????"),
+    "Python's tempfile + os.replace": (
+        '"$PY" -c "import os, sys, tempfile; fd, t = tempfile.mkstemp(dir=sys.argv[2]); '
+        'os.write(fd, open(sys.argv[1], \'rb\').read()); os.close(fd); '
+        'os.replace(t, os.path.join(sys.argv[2], \'report.pdf\'))" "$S/report.pdf" "$F"', "tmp????????"),
+    "mktemp, fill, mv": ('t=$(mktemp -p "$F") && cat "$S/scan.pdf" > "$t" && mv "$t" "$F/scan.pdf"',
+                         "tmp.??????????"),
+}
+
+
+def test_a_temporary_left_by_a_crash_before_its_rename_is_held_never_sent(start_emulator, tmp_path):
+    """sed -i, Python's atomic replace and mktemp each closed their temporary file, then
+    everything stopped before the rename: the next mount sends none of them under its
+    temporary name (sed's would fax the options text) and says in STATUS.txt what to do.
+    A plain file closed in the same moment is still sent, once. Renaming a held temporary
+    sends it; rm removes it."""
+    srv = start_emulator(window=2.0, send_delay=0.3)
+    state_dir = tmp_path / "state"
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "report.pdf").write_bytes(pdf("python atomic"))
+    (src / "scan.pdf").write_bytes(pdf("mktemp"))
+    before = sent(srv)
+    temps: dict[str, str] = {}
+    with mounted(tmp_path / "a", state_dir=state_dir, extra_args=["--outbox-settle", "600"], **creds(srv)) as proc:
+        folder = recipient(tmp_path / "a", "fax", TO)
+        env = dict(os.environ, S=str(src), F=str(folder), PY=sys.executable)
+        for what, (command, pattern) in TEMPORARY_WRITERS.items():
+            done = subprocess.run([*KILLED_AT_RENAME, "sh", "-c", command], env=env, capture_output=True)
+            assert done.returncode != 0, f"{what}: strace did not stop it at its rename"
+            [left] = [p.name for p in folder.glob(pattern)]  # closed, never renamed
+            temps[what] = left
+        (folder / "letter.pdf").write_bytes(pdf("letter"))  # a plain file, closed, settling
+        assert state(folder / "letter.pdf") == "settling"
+        kill_hard(proc, tmp_path / "a")
+    assert sent_since(srv, before) == []
+    # sed's temporary journalled as an rcfs that did not know its name wrote it: settling.
+    [journal] = [p for p in state_dir.glob("*/outbox/items/*.json")
+                 if json.loads(p.read_text())["path"] == [temps["sed -i OPTIONS.txt"]]]
+    entry = json.loads(journal.read_text())
+    journal.write_text(json.dumps(dict(entry, state="settling", next_attempt=time.time() + 600)))
+    with mounted(tmp_path / "b", state_dir=state_dir, extra_args=["--outbox-settle", "1"], **creds(srv)):
+        folder = tmp_path / "b" / "outbox" / "fax" / TO
+        assert wait_state(folder / "letter.pdf", timeout=150) == "delivered"
+        wait_until(lambda: os.getxattr(tmp_path / "b", "user.rc.outbox_waiting") == b"0",
+                   what="nothing waiting", timeout=150)
+        news = sent_since(srv, before)
+        assert [(a["fileName"], a["sha256"]) for m in news for a in m["attachments"]] == \
+            [("letter.pdf", sha(pdf("letter")))]
+        status = (folder / "STATUS.txt").read_text()
+        for what, name in temps.items():
+            assert state(folder / name) == "held", what
+            line = next(line for line in status.splitlines() if f"  {name}  " in line)
+            assert "held, not sent: a temporary file's name" in line and "rename it (mv) to send it, or rm it" in line
+        assert "1 delivered, 3 held" in status
+        log = mount_log(tmp_path / "b")
+        assert all(f"{name} to {TO} has a temporary file's name" in log for name in temps.values())
+        # What to do, done by hand: sed's rename (its edit of the options), rm of mktemp's,
+        # and the Python temporary renamed: sent under its new name, with those options.
+        assert "\nresolution = Low\n" not in (folder / "OPTIONS.txt").read_text()  # sed never finished
+        os.rename(folder / temps["sed -i OPTIONS.txt"], folder / "OPTIONS.txt")
+        assert "\nresolution = Low\n" in (folder / "OPTIONS.txt").read_text()
+        os.unlink(folder / temps["mktemp, fill, mv"])
+        os.rename(folder / temps["Python's tempfile + os.replace"], folder / "report.pdf")
+        assert wait_state(folder / "report.pdf", timeout=150) == "delivered"
+        assert sorted(p.name for p in folder.iterdir()) == ["OPTIONS.txt", "STATUS.txt", "letter.pdf", "report.pdf"]
+    news = sent_since(srv, before)
+    assert [(a["fileName"], a["sha256"]) for m in news for a in m["attachments"]] == \
+        [("letter.pdf", sha(pdf("letter"))), ("report.pdf", sha(pdf("python atomic")))]
+    assert news[1]["faxResolution"] == "Low"
 
 
 def test_kill_while_rewriting_a_settling_item_sends_what_its_last_close_promised(start_emulator, tmp_path):

@@ -85,7 +85,8 @@ def test_python_atomic_write_sends_once_under_the_final_name(mnt, srv):
     fd, tmp = tempfile.mkstemp(dir=folder)
     with os.fdopen(fd, "wb") as fh:
         fh.write(pdf("atomic"))
-    assert state(tmp) == "settling" and sent_since(srv, before) == []
+    # Python's temporary name (tmpXXXXXXXX) is held, never sent under it, however long it waits.
+    assert state(tmp) == "held" and sent_since(srv, before) == []
     os.replace(tmp, folder / "report.pdf")  # no EBUSY: it was not sent
     msg = _one_sent(srv, before, "the report")
     assert _files(msg) == [("report.pdf", sha(pdf("atomic")))]
@@ -100,8 +101,9 @@ def test_mktemp_makes_an_empty_file_that_is_filled_then_sent_once(mnt, srv, tmp_
     made = subprocess.run(["mktemp", "-p", str(folder)], capture_output=True, text=True)
     assert made.returncode == 0, made.stderr
     tmp = made.stdout.strip()
-    assert os.path.getsize(tmp) == 0 and state(tmp) == "empty"
-    assert "empty: not sent while empty" in (folder / "STATUS.txt").read_text()
+    # mktemp's name (tmp.XXXXXXXXXX) is a temporary's: held, and STATUS.txt says what to do.
+    assert os.path.getsize(tmp) == 0 and state(tmp) == "held"
+    assert "held, not sent: a temporary file's name" in (folder / "STATUS.txt").read_text()
     src = tmp_path / "scan.pdf"
     src.write_bytes(pdf("mktemp"))
     subprocess.run(f"cat '{src}' > '{tmp}' && mv '{tmp}' '{folder}/scan.pdf'", shell=True, check=True)

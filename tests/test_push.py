@@ -100,7 +100,7 @@ async def test_events_reach_the_owners_that_want_them_and_filters_can_change(sta
     assert channel.stats.ws_tokens == 1
 
 
-async def test_a_refused_token_and_an_unreachable_gateway_end_in_a_log_line(start_emulator, caplog):
+async def test_a_refused_login_ends_in_a_log_line_a_reason_and_no_hot_loop(start_emulator, caplog):
     srv = start_emulator(window=1.0)
     owner = Owner("faxes", [EXT + "/message-store"], {"Fax"})
     async with RingCentralClient(creds(srv)) as client:
@@ -108,21 +108,26 @@ async def test_a_refused_token_and_an_unreachable_gateway_end_in_a_log_line(star
         async with trio.open_nursery() as nursery:
             await nursery.start(channel.run)
             await until(lambda: channel.healthy, "channel up")
-            # Every session ends (an admin logout): the socket is dropped, the ws token and
-            # the login are refused; rcfs says so and keeps trying (capped backoff).
+            # The user's JWT is revoked and every session ends (an admin logout): the socket
+            # is closed, the ws token and the refresh are refused, and so is the JWT grant.
             await admin(srv, "POST", "/_emulator/config", {"jwt": "revoked"})
+            await admin(srv, "POST", "/_emulator/stats/reset")
             await admin(srv, "POST", "/_emulator/sessions/end", {"which": "all"})
-            await admin(srv, "POST", "/_emulator/push", {"drop": True})
-            await until(lambda: channel.state == "down", "channel down")
+            await until(lambda: channel.status()["final"] and "login was refused" in (channel.why_down or ""),
+                        "channel down for good")
             assert not owner.trusted(trio.current_time())  # the TTLs apply again
-            await until(lambda: "login" in (channel.why_down or "") or "HTTP 401" in (channel.why_down or ""),
-                        "a reason")
-            # The credential is fixed: the channel comes back by itself and resyncs.
-            await admin(srv, "POST", "/_emulator/config", {"jwt": srv.jwt})
-            await until(lambda: channel.healthy, "channel back")
-            assert owner.resyncs == 2
+            assert "login was refused" in channel.why_down and "JWT" in channel.why_down
+            attempts = channel.stats.attempts
+            await trio.sleep(3)  # a bound: a hot loop would make hundreds of attempts here
+            assert channel.stats.attempts - attempts <= 1
+            assert channel.state == "down"
             nursery.cancel_scope.cancel()
-    assert any("push channel down" in r.getMessage() for r in caplog.records)
+    stats = await admin(srv, "GET", "/_emulator/stats")
+    # One ws token refused (401), one refresh refused, one JWT grant refused; nothing after.
+    assert stats["requests"]["oauth-token"] == 2 and stats["requests"]["oauth-wstoken"] == 1
+    text = [r.getMessage() for r in caplog.records]
+    assert sum("push channel down" in t for t in text) == 1  # said once, not per attempt
+    assert any("credentials rejected" in t and r.levelno == logging.ERROR for t, r in zip(text, caplog.records))
 
 
 async def test_other_mailboxes_join_and_leave_the_subscription_within_the_cap(start_emulator, caplog):
@@ -234,3 +239,110 @@ def test_notices_classify_the_real_bodies():
     assert not n.account_level and n.extension_id == "2" and n.for_extension("2") and not n.for_extension("3")
     n = notice_from({"event": "/restapi/v1.0/account/1/extension/2/presence", "body": "odd"})
     assert n.kind == "other" and n.body == {}
+
+
+async def test_a_new_login_moves_the_channel_to_the_new_oauth_session(start_emulator, caplog):
+    """The auth module logged in again (say an API request met the session's end first):
+    the socket belongs to the old OAuth session, which a gateway may stop serving without a
+    word, so the channel moves over at once: new ws token, recovery refused for another
+    session (WSG-1003), a new subscription and one resync per owner."""
+    srv = start_emulator(window=1.0, limit_auth=20)
+    owner = Owner("faxes", [EXT + "/message-store"], {"Fax"})
+    async with RingCentralClient(creds(srv)) as client:
+        channel = PushChannel(client, [owner])
+        async with trio.open_nursery() as nursery:
+            await nursery.start(channel.run)
+            await until(lambda: channel.healthy and owner.resyncs == 1, "channel up")
+            await client.auth._login()  # what a refused refresh leads to (rcfs.api.auth)
+            await until(lambda: channel.stats.new_logins == 1 and channel.healthy and owner.resyncs == 2,
+                        "channel on the new session")
+            gw = await admin(srv, "GET", "/_emulator/push")
+            assert gw["counts"]["recoveries_failed"] == 1 and len(gw["connections"]) == 1
+            assert channel.stats.ws_tokens == 2 and channel.stats.attempts == 2
+            fax = await admin(srv, "POST", "/_emulator/messages", {"type": "Fax"})
+            await until(lambda: any(n.body["changes"][0]["newMessageIds"] == [fax["id"]] for n in owner.notices),
+                        "the fax by push on the new socket")
+            nursery.cancel_scope.cancel()
+    assert any("OAuth session behind the socket ended" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_suspend_seen_on_the_boot_clock_probes_the_socket_at_once(start_emulator, monkeypatch):
+    """trio's clock stands still while the machine sleeps; the boot clock does not. Here the
+    boot clock jumps 10 minutes while the gateway has gone silent (a black hole, as a socket
+    whose server side is gone): the channel probes at once instead of at its next regular
+    heartbeat (a minute away with this idle timeout), finds it dead and recovers."""
+    import rcfs.push as push
+
+    monkeypatch.setattr(push, "WAKE_TICK", 0.2)
+    monkeypatch.setattr(push, "WAKE_PROBE", 1.0)
+    srv = start_emulator(window=1.0, ws_idle_timeout=3600, ws_recovery_timeout=60, ws_token_ttl=600)
+    owner = Owner("faxes", [EXT + "/message-store"], {"Fax"})
+    slept = [0.0]
+    async with RingCentralClient(creds(srv)) as client:
+        channel = PushChannel(client, [owner], boot_clock=lambda: push.boot_clock() + slept[0])
+        async with trio.open_nursery() as nursery:
+            await nursery.start(channel.run)
+            await until(lambda: channel.healthy and owner.resyncs == 1, "channel up")
+            await admin(srv, "POST", "/_emulator/push", {"stall": 120})
+            fax = await admin(srv, "POST", "/_emulator/messages", {"type": "Fax"})
+            slept[0] = 600.0  # the machine slept ten minutes
+            await until(lambda: channel.stats.recovered == 1 and owner.notices, "recovered after the wake-up")
+            assert [n.body["changes"][0]["newMessageIds"] for n in owner.notices] == [[fax["id"]]]
+            assert channel.stats.wakeups == 1 and owner.resyncs == 1  # replayed: nothing to resync
+            # The ws token is 10 minutes old on the boot clock (8 minutes is its reuse limit):
+            # a new one, rather than one the gateway would refuse after a real sleep.
+            assert channel.stats.ws_tokens == 2
+            gw = await admin(srv, "GET", "/_emulator/push")
+            assert gw["counts"]["frames_lost_in_stall"] == 1  # the one probe, into the black hole
+            assert gw["counts"].get("heartbeats", 0) == 0  # no regular heartbeat was due
+            nursery.cancel_scope.cancel()
+
+
+def test_status_says_whether_push_is_up_since_when_and_if_not_why_and_what_next():
+    from rcfs.status import _push_lines
+
+    base = {"notifications": 3, "syncs": 2, "connects": 2, "recovered": 1, "recovery_failed": 0,
+            "heartbeats": 7, "attempts": 2, "new_logins": 0, "wakeups": 0, "final": False, "since": 1000.0,
+            "last_event": 1100.0}
+    up = _push_lines({**base, "state": "up", "why": None}, now=1160.0)
+    assert up == ["push               up for 2 min: listings trusted, changes arrive as events",
+                  "                   3 events (last 60 s ago), 2 syncs, 2 connects (1 recovered, 0 not), "
+                  "7 heartbeats",
+                  "push filters       0 in the subscription"]
+    down = _push_lines({**base, "state": "down", "why": "the gateway closed the socket (code 1011)", "attempts": 5,
+                        "wakeups": 1}, now=1042.0)
+    assert down[0] == ("push               DOWN for 42 s (the gateway closed the socket (code 1011)): listings "
+                       "re-checked on look after their TTL; reconnecting (5 attempts so far)")
+    assert down[1].endswith("7 heartbeats, 1 wake-ups after sleep")
+    final = _push_lines({**base, "state": "down", "why": "the account's login was refused: …", "final": True,
+                         "new_logins": 1}, now=4600.0)
+    assert final[0].endswith("not retrying: remount once the credentials are fixed")
+    assert "DOWN for 60 min" in final[0] and final[1].endswith(", 1 new logins")
+
+
+async def test_an_unreachable_gateway_is_a_clear_reason_and_a_capped_backoff(start_emulator, caplog):
+    srv = start_emulator(window=1.0)
+    owner = Owner("faxes", [EXT + "/message-store"], {"Fax"})
+    async with RingCentralClient(creds(srv)) as client:
+        channel = PushChannel(client, [owner])
+        async with trio.open_nursery() as nursery:
+            await nursery.start(channel.run)
+            await until(lambda: channel.healthy, "channel up")
+            srv.stop()  # the service (or the network to it) is gone
+            reasons: list[str] = []
+
+            def seen() -> bool:
+                if channel.why_down and channel.why_down not in reasons:
+                    reasons.append(channel.why_down)
+                return any("Connection refused" in r for r in reasons)
+
+            await until(seen, "a reason naming the refused connection")
+            start = channel.stats.attempts
+            await trio.sleep(4)  # a bound: backoff 0.5, 1, 2, 4 s... (jittered) allows at most 4 here
+            assert channel.stats.attempts - start <= 4
+            assert not owner.trusted(trio.current_time())
+            nursery.cancel_scope.cancel()
+    assert reasons[0].startswith("the gateway socket was lost") or reasons[0].startswith("the gateway socket was closed")
+    assert any(r.startswith("cannot connect to the gateway (") and "Connection refused" in r for r in reasons)
+    text = [r.getMessage() for r in caplog.records if r.name == "rcfs.push"]
+    assert sum(t.startswith("push channel down") for t in text) == 1

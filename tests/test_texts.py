@@ -415,3 +415,52 @@ def test_another_users_texts_are_shown_read_only_in_company_mode(start_emulator,
                 (texts / "+14155550123.txt").open("a").close()
         assert any(os.listdir(users / u / "texts") for u in os.listdir(users))
         assert sent_since(srv, before) == []
+
+
+def read_offset(pid: int, path: Path) -> int | None:
+    """The file offset of `pid`'s descriptor open on `path` (/proc fdinfo), None if none."""
+    fds = Path(f"/proc/{pid}/fd")
+    try:
+        for fd in fds.iterdir():
+            try:
+                # "(deleted)": the kernel dropped the name's cache entry (rcfs invalidated
+                # it); the descriptor still reads the same inode.
+                if os.readlink(fd).removesuffix(" (deleted)") == str(path):
+                    info = (Path(f"/proc/{pid}/fdinfo") / fd.name).read_text()
+                    return int(info.split("pos:", 1)[1].split()[0])
+            except OSError:
+                continue
+    except OSError:
+        return None
+    return None
+
+
+def test_tail_f_shows_a_pushed_text_with_listings_trusted_for_an_hour(start_emulator, tmp_path):
+    """With the push channel (rcfs.push) and a listing TTL far beyond the test, only a push
+    event can grow the transcript that `tail -f` follows."""
+    import json
+    srv = start_emulator()
+    mp = tmp_path / "m"
+    with mounted(mp, state_dir=tmp_path / "state", push=True, extra_args=["--listing-ttl", "3600"], **creds(srv)):
+        conv = mp / "texts" / "+16505550198.txt"
+        conv.read_bytes()  # listed once
+        wait_until(lambda: (lambda s: s["state"] == "up" and s["pending"] == 0)(
+            json.loads(os.getxattr(mp, "user.rc.status"))["push"]), what="the push channel up", timeout=60)
+        size = conv.stat().st_size
+        tail = subprocess.Popen(["tail", "-n", "0", "-f", str(conv)], stdout=subprocess.PIPE)
+        try:
+            # tail has the transcript open and stands at its end (its offset, not a guessed
+            # delay): whatever is appended from now on is what it prints.
+            wait_until(lambda: read_offset(tail.pid, conv) == size, what="tail at the transcript's end",
+                       timeout=60)
+            srv.reset_stats()
+            srv.admin("POST", "/_emulator/messages", {"type": "SMS", "from": "+16505550198", "text": "pushed to you"})
+            lines = read_lines(tail.stdout, 1, timeout=60)
+            assert lines[0].endswith("+16505550198 → me    pushed to you\n")
+        finally:
+            tail.terminate()
+            tail.wait(timeout=10)
+            tail.stdout.close()
+        # What grew it was the event: one incremental sync, no listing.
+        requests = srv.stats()["requests"]
+        assert requests.get("message-list", 0) == 0 and requests.get("message-sync", 0) >= 1

@@ -264,6 +264,9 @@ class TokenManager:
         self._old_secrets: list[str] = []
         self.logins = 0
         self.refreshes = 0
+        # Called (no arguments) after every successful JWT grant, i.e. a new OAuth session:
+        # the push channel's socket belongs to the session it was opened with (rcfs.push).
+        self.on_login: list[Callable[[], None]] = []
         self._relogin_at: float | None = None  # when a refused refresh last led to a JWT grant
 
     def __repr__(self) -> str:
@@ -450,6 +453,11 @@ class TokenManager:
         self.logins += 1
         await self._adopt(TokenSet.from_response(body, self._clock()))
         log.info("logged in to %s (JWT grant)", self._creds.server_url)
+        for listener in self.on_login:
+            try:
+                listener()
+            except Exception:  # noqa: BLE001 - a listener's bug must not fail the login
+                log.exception("a login listener failed")
 
     async def _adopt(self, tokens: TokenSet) -> None:
         self._tokens = tokens

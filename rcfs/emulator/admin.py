@@ -32,7 +32,8 @@
     POST /_emulator/sessions/end   end OAuth sessions as an admin logout or a password
                                    change does: JSON {"which": "all"|"oldest"|"newest"}
                                    (default all) → {"ended": n}; their access tokens answer
-                                   401 and their refresh tokens 400 invalid_grant from now on
+                                   401 and their refresh tokens 400 invalid_grant from now on,
+                                   and their push sockets are closed (gateway.py)
     POST /_emulator/messages       inject an inbound message (for sync tests): JSON
                                    {"type": "SMS"|"Fax"|"VoiceMail", "from": "+1…",
                                     "text": "…" (SMS), "also": ["+1…"] (SMS: the other

@@ -18,7 +18,8 @@ Behaviour (CONTRACT §2):
   10, 0 turns it off): the old refresh token may be presented again and returns the
   *same* new pair until `refresh_grace` seconds after the new access token was first
   used, or for at most an hour if it never is. Outside the grace it is refused.
-* `POST /restapi/oauth/revoke` (form `token`, access or refresh) ends the whole session.
+* `POST /restapi/oauth/revoke` (form `token`, access or refresh) ends the whole session,
+  and with it the push sockets opened with its ws tokens (gateway.py).
 * Sessions also end without a revoke (production: admin logout, password change, the
   parallel-session cap): `TokenTable.end_sessions` (admin endpoint) and
   `config.session_cap` (a new session beyond the cap for one user and app ends the
@@ -108,6 +109,9 @@ class TokenTable:
         self._by_access: dict[str, Session] = {}
         self._by_refresh: dict[str, Session] = {}
         self._by_previous_refresh: dict[str, Session] = {}
+        # Called with each session that ends (revoke, admin end, session cap): the
+        # gateway closes the sockets opened with it (gateway.Gateway._oauth_session_ended).
+        self.on_end: list[Callable[[Session], None]] = []
 
     # ttl rules -----------------------------------------------------------
     def access_ttl(self, requested: int | None) -> int:
@@ -217,6 +221,8 @@ class TokenTable:
         if session.previous_refresh is not None:
             self._by_previous_refresh.pop(session.previous_refresh, None)
         self.sessions.pop(session.id, None)
+        for observer in self.on_end:
+            observer(session)
 
     def validate(self, token: str) -> Session:
         """The live session of an access token. Raises `TokenProblem`."""

@@ -45,6 +45,10 @@ Facts from shared/ringcentral/PUSH-AND-ADMIN.md §A; tags [D]/[L]/[I] as there.
   recoveryTimeout 180, idleTimeout 1800, absoluteTimeout 86400, ws token 600 s), so a
   `--window 1` emulator times out idle sockets after 30 s; the `ws_*` settings set one
   directly.
+* An OAuth session that ends (`/restapi/oauth/revoke`, `POST /_emulator/sessions/end`, the
+  session cap) takes its sockets with it: `Error` 401 `OAU-149`, close 1008; its ws
+  tokens are refused at the upgrade (401) and its gateway sessions cannot be recovered.
+  Production's behaviour here is not documented: chosen as the most plausible [I].
 
 Switches (admin, no auth): `POST /_emulator/push` `{"drop": true}` closes every socket
 as a lost connection would (code 1011, no Error frame), `{"stall": seconds}` makes every
@@ -159,6 +163,7 @@ class Gateway:
         self._observed: set[int] = set()
         for ext in emu.company.extensions.values():
             self._observe(ext.store)
+        emu.tokens.on_end.append(self._oauth_session_ended)
 
     def _observe(self, store: Store) -> None:
         if id(store) not in self._observed:
@@ -235,6 +240,26 @@ class Gateway:
             return None  # its OAuth session ended (revoked, logged out)
         found.used = True
         return found
+
+    def _oauth_session_ended(self, oauth: Session) -> None:
+        """The OAuth session behind some sockets ended (revoke, admin logout, session cap):
+        what production does is not documented; this gateway sends an `Error` (status 401,
+        `OAU-149`, the code the API answers a revoked token with) and closes the socket
+        (1008), forgets the gateway sessions (a later `wsc` naming one is `Failed`,
+        WSG-1005) and the ws tokens issued to it (their upgrade is refused with 401) [I;
+        tests/spec_departures.py]."""
+        for key in [k for k, t in self.tokens.items() if t.oauth_session == oauth.id]:
+            del self.tokens[key]
+        for sid, session in list(self.sessions.items()):
+            if session.oauth_session != oauth.id:
+                continue
+            del self.sessions[sid]
+            conn = session.connection
+            if conn is not None and conn.closing is None:
+                conn.closing = (1008, "OAU-149")
+                conn.stalled_until = 0.0
+                conn.wake.set()
+                self.counts["closed_session_ended"] += 1
 
     # notifications ---------------------------------------------------------------------
     def _store_changed(self, store: Store, change: str, msg: Message) -> None:
@@ -522,10 +547,14 @@ class Gateway:
             if conn.closing is not None:
                 code, error = conn.closing
                 if error is not None:
-                    text = {"WSG-902": "Idle timeout expired", "WSG-903": "Absolute timeout expired"}[error]
+                    status, text = {"WSG-902": (400, "Idle timeout expired"),
+                                    "WSG-903": (400, "Absolute timeout expired"),
+                                    "OAU-149": (401, "Token is invalid: its OAuth session has ended")}[error]
+                    # A session whose OAuth session ended cannot be recovered: no wsc.
+                    wsc = None if error == "OAU-149" else self._wsc(session)
                     await self._send(conn.websocket, [{"type": "Error", "messageId": str(uuid.uuid4()),
-                                                       "status": 400, "headers": {"RCRequestId": _request_id()},
-                                                       "wsc": self._wsc(session)},
+                                                       "status": status, "headers": {"RCRequestId": _request_id()},
+                                                       "wsc": wsc},
                                                       {"errorCode": error, "message": text}])
                 with anyio.move_on_after(2):
                     await conn.websocket.close(code)

@@ -33,7 +33,11 @@ the wait again; the name it has when the wait ends is the name it is sent under;
 cancels it; a rename onto OPTIONS.txt is an options edit. Programs that write a
 temporary file and rename it (sed -i, Python's atomic replace, mktemp, office suites)
 thus send what they meant, once, under the final name. Hidden and temporary names
-(rsync's `.name.XXXXXX`, `name~`, `#name#`, swap files) are held however long they wait.
+(rsync's `.name.XXXXXX`, `name~`, `#name#`, swap files, and the names programs give
+their temporaries: sed's `sedXXXXXX`, mktemp's `tmp.XXXXXXXXXX`, Python's `tmpXXXXXXXX`,
+`spooled.is_temporary`) are held however long they wait, and never sent under that
+name: after a crash between such a program's close and its rename, the temporary stays
+held (STATUS.txt says so) until it is renamed (then sent) or removed.
 A file written again gets a new spool part (copy on write): until that writer closes,
 the journal still promises the earlier content, so a crash never sends half a rewrite.
 The sender (`rcfs.sender`) does the rest. The write, check and spool steps are shared
@@ -220,6 +224,20 @@ class OutboxOwner(SpooledOwner):
             except (KeyError, ValueError, Refused) as exc:
                 log.error("outbox: cannot place item %s (%s); it stays in the spool", item.id, exc)
                 continue
+            if item.kind == "file" and item.state in ("held", "settling", "queued") \
+                    and any(is_temporary(n) for n in item.path):
+                # A program's temporary file, closed but never renamed: rcfs (or the
+                # program) stopped between the two (sed -i's `sedXXXXXX` of OPTIONS.txt).
+                # What it meant to send is unknown, so nothing is: it is held, visibly,
+                # until renamed or removed. (Its journal says `held` already, unless an
+                # rcfs that did not know the name as a temporary's wrote it.)
+                if item.state != "held":
+                    item.state = "held"
+                    item.history.append([time.time(), "held", "a temporary file's name after a restart: not sent"])
+                    self.spool.save(item)
+                log.warning("outbox: %s to %s has a temporary file's name (a program stopped before "
+                            "renaming it?): held, not sent; rename it to send it, or rm it",
+                            "/".join(item.path), item.recipient)
             if item.state == "settling":
                 # Promised before the crash or unmount: it goes out after what is left of
                 # its wait (never longer than this mount's settle time).
@@ -380,7 +398,9 @@ class OutboxOwner(SpooledOwner):
     def _describe(self, item: Item) -> str:
         when = dt.datetime.fromtimestamp(item.sent_at or item.created).strftime("%Y-%m-%d %H:%M:%S")
         name = "/".join(item.path) + ("/" if item.kind == "bundle" else "")
-        what = {"held": "held (draft or temporary name: not sent until renamed)",
+        what = {"held": "held: a draft, sent once renamed without .draft" if item.kind == "bundle" else
+                        "held, not sent: a temporary file's name (left by a program that stopped before "
+                        "renaming it?): rename it (mv) to send it, or rm it",
                 "writing": "being written",
                 "empty": "empty: not sent while empty (write into it to send it)",
                 "settling": f"settling: sent once left alone for {self.settle:g} s "

@@ -16,8 +16,9 @@ that "written here, sent from the spool" is one piece of code with two users:
                             owner's `_accept` journals it) and `_drop` (forget a refused
                             file: node, part and journal; owners may restore what a refused
                             rewrite would have replaced: `replaces`, `displaced`).
-    is_temporary            the names held back as temporaries (rsync, GIO, editors' backups
-                            and swap files), for the outbox and /greetings alike.
+    is_temporary            the names held back as temporaries (rsync, GIO, sed -i, perl -i,
+                            mktemp, Python's tempfile, Qt, editors' backups and swap files),
+                            for the outbox and /greetings alike.
 
 The channel of a writer (`fax`, `mms`, `greeting`) picks its row of `rcfs.mime`'s table.
 """
@@ -41,14 +42,30 @@ from .base import FolderOwner, Refused
 
 log = logging.getLogger(__name__)
 
-# Names that are never sent until renamed: hidden files (rsync's and GIO's temporaries,
-# vim's .swp), backups, and what downloaders and editors write while they work.
+# Names that are never sent until renamed: hidden files (rsync's `.NAME.XXXXXX`, GIO's
+# `.goutputstream-XXXXXX`, Emacs' `.#NAME`, vim's `.NAME.swp`, LibreOffice's lock), backups,
+# and what downloaders and editors write while they work (LibreOffice's `luXXXX.tmp`).
 _TEMP_NAME = re.compile(r"(^\.)|(~$)|(^#.*#$)|(\.(swp|swx|swo|tmp|temp|part|partial|crdownload|kate-swp|bak)$)",
                         re.IGNORECASE)
+# The names programs give the temporary file they write and then rename (the X's are
+# random; the case matters): each exactly as its program makes it, so a name a person
+# chose (`tmp.pdf`, `sediment.pdf`, `tmp_scan.pdf`) does not match. Without this, a crash
+# between such a program's close and its rename would send the temporary under its
+# temporary name after the next mount (`sed -i OPTIONS.txt` faxing the options).
+_PROGRAM_TEMP = re.compile(
+    r"sed[A-Za-z0-9]{6}"  # GNU sed -i
+    r"|XX[A-Za-z0-9]{6}"  # perl -i (5.28 and later)
+    r"|tmp[a-z0-9_]{8}"  # Python's tempfile (mkstemp, NamedTemporaryFile) with no prefix or suffix
+    r"|tmp\.[A-Za-z0-9]{10}"  # mktemp, mktemp -p DIR
+    # Qt's QSaveFile and GLib's g_file_set_contents: NAME.EXT.XXXXXX. The six random
+    # characters must hold a letter and a capital or digit (all lowercase: a word).
+    r"|.+\.[^.]+\.(?=[a-z0-9]*[A-Z0-9])(?=[A-Z0-9]*[A-Za-z])[A-Za-z0-9]{6}")
 
 
 def is_temporary(name: str) -> bool:
-    return bool(_TEMP_NAME.search(name))
+    """A name that is held, never sent (or uploaded) under it: the one definition for the
+    outbox and /greetings (README, "What works as a writer")."""
+    return bool(_TEMP_NAME.search(name)) or bool(_PROGRAM_TEMP.fullmatch(name))
 
 
 # How a log line or an error names one message of a channel.
