@@ -10,6 +10,7 @@ mounted-but-dead (reads fail loudly) rather than silently empty, because a mirro
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import datetime as dt
 import errno
@@ -161,6 +162,31 @@ def set_read_ahead(target: str, kb: int) -> None:
         log.debug("could not raise the read-ahead of %s (needs root): %s", target, exc)
 
 
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+
+
+def keep_block_memory(block_size: int, cache_bytes: int) -> bool:
+    """Let glibc keep the memory of freed cache blocks for the next ones (mallopt).
+
+    Why: by default glibc serves a block-sized allocation from a fresh mmap, or trims
+    the heap top once a block is freed, so a new block often lands in pages the kernel
+    must fault in and zero again: every 4 KiB is a page fault inside the socket read that
+    fills it, about a seventh of rcfs' CPU in a cold streamed read (perf, bench-results/
+    anchors-read.md). Blocks come from the heap, and up to the cache's size of freed
+    heap stays mapped for reuse. Bounded: the cache itself is bounded by --cache-size.
+    False when the C library has no mallopt (musl); rcfs then runs as before, slower.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    # glibc refuses an mmap threshold above 32 MiB (HEAP_MAX_SIZE / 2 on 64-bit).
+    mmap_ok = mallopt(M_MMAP_THRESHOLD, min(32 << 20, 2 * block_size + (64 << 10))) == 1
+    trim_ok = mallopt(M_TRIM_THRESHOLD, min(cache_bytes, 1 << 30)) == 1
+    return mmap_ok and trim_ok
+
+
 async def _raise_read_ahead(ops: Operations, target: str, kb: int) -> None:
     # The kernel sets the mount's read-ahead when it gets the reply to INIT, so ours
     # must come after that reply has gone out.
@@ -220,6 +246,8 @@ async def run_mount(opts: MountOptions, ready: Callable[[], None] = lambda: None
     still pending at the end go to the handlers outside; `on_stop` (called once the
     stop has begun: a signal, an unmount from outside, an error) tells them rcfs is
     already stopping. `on_again(signum)`: a signal after the first, while serving."""
+    if not keep_block_memory(opts.block_size, opts.cache_bytes):
+        log.info("could not tune the allocator (no glibc mallopt): cache blocks may cost page faults")
     with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
         try:
             await _serve(opts, ready, signals, on_stop, on_again)

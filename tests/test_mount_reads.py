@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import mmap
 import os
 import random
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -166,6 +168,59 @@ def test_sequential_read_resumes_after_resets_with_one_request_each(big_mount):
     assert h.hexdigest() == _sha(media.read(0, media.size))
     assert stats["requests"].get("recording-content", 0) == 1 + resets_seen, stats
     assert stats["rate_limited"] == 0
+
+
+def test_freed_block_memory_is_reused_without_page_faults():
+    """rcfs.mount.keep_block_memory: after 64 blocks of 1 MiB are freed, the next 64 land in
+    the same, still mapped memory. Without it glibc hands that memory back (munmap, or a
+    trimmed heap) and every 4 KiB of the next blocks is a page fault again: 16,383 here,
+    the cost a cold read paid in its socket reads (bench-results/anchors-read.md)."""
+    script = (
+        "import resource, sys\n"
+        "from rcfs.mount import keep_block_memory\n"
+        "assert keep_block_memory(1 << 20, 256 << 20)\n"
+        "faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+        "blocks = [bytearray(1 << 20) for _ in range(64)]\n"
+        "del blocks\n"
+        "before = faults()\n"
+        "blocks = [bytearray(1 << 20) for _ in range(64)]\n"
+        "print(faults() - before)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60)
+    assert int(out.stdout) < 64 * 256 // 16, out.stdout  # 16,384 pages were refilled
+
+
+def _read_whole(path: Path) -> bytes:
+    with open(path, "rb", buffering=0) as fh:
+        data = fh.read()
+        os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)  # the next read asks rcfs again
+    return data
+
+
+def test_reading_a_file_larger_than_the_cache_keeps_the_other_files_cached(big_mount):
+    """Drop-behind (rcfs.reader): a sequential read of a recording larger than the whole
+    block cache (400 MB through 256 MiB) lets go of the blocks it has passed, so it leaves
+    the cache almost as it found it: a voicemail read before is still cached after it
+    (its re-read costs no request), and the cache grew by a few MiB, not up to 256."""
+    srv, store, mnt = big_mount
+    big = _recording(mnt, store, (350_000_000, 450_000_000))
+    big_media = store.recordings[os.getxattr(big, "user.rc.id").decode()].media
+    small = next(p for p in _files(mnt, ("voicemail",)) if p.suffix != ".txt")
+    small_media = emulator_media(store, small)
+    assert _read_whole(small) == small_media.read(0, small_media.size)
+    cached_before = json.loads(os.getxattr(mnt, "user.rc.status"))["cache"]["bytes"]  # other tests' files too
+    srv.reset_stats()
+    h = hashlib.sha256()
+    with open(big, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    assert h.hexdigest() == _sha(big_media.read(0, big_media.size))
+    cache = json.loads(os.getxattr(mnt, "user.rc.status"))["cache"]
+    assert cache["bytes"] <= cached_before + (8 << 20), (cached_before, cache)  # was: all 256 MiB
+    assert _read_whole(small) == small_media.read(0, small_media.size)
+    requests = srv.stats()["requests"]
+    assert requests.get("recording-content", 0) == 1, requests
+    assert requests.get("message-content", 0) == 0, requests  # the voicemail was still cached
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

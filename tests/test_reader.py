@@ -659,6 +659,48 @@ async def test_memory_stays_bounded_during_a_long_sequential_read() -> None:
         assert reader.stats.peak_buffered_bytes <= 2 * MiB
 
 
+async def test_drop_behind_a_sequential_reader_of_a_file_larger_than_the_cache() -> None:
+    """Blocks more than `seek_tolerance` behind a sequential reader of a file larger than
+    the cache are let go; a small file cached before stays; a file that fits keeps its
+    blocks (LRU as before)."""
+    cache = 8 * MiB
+    data, small = content(24 * MiB), content(512 * KiB, seed=2)
+    client = FakeClient({URL: data, URL + "/small": small})
+    reader = Reader(client, block_size=1 * MiB, cache_bytes=cache, small_file_max=1 * MiB)  # type: ignore[arg-type]
+    async with running(reader):
+        s = await reader.open(Source("msg:small", URL + "/small", len(small)))
+        assert await reader.read(s, 0, len(small)) == small
+        reader.close(s)
+        h = await reader.open(Source("rec:big", URL, len(data)))
+        step = 128 * KiB
+        for off in range(0, len(data), step):
+            assert await reader.read(h, off, step) == data[off : off + step]
+            # never more than the 2 MiB of seek tolerance (+ the block being read) behind
+            held = [b for (key, b) in reader._cache.keys() if key == "rec:big"]
+            assert not held or min(held) >= (off - 2 * MiB) // MiB - 1, (off, held)
+        reader.close(h)
+        assert ("msg:small", 0) in reader._cache  # the other file was not pushed out
+        s = await reader.open(Source("msg:small", URL + "/small", len(small)))
+        before = client.count()
+        assert await reader.read(s, 0, len(small)) == small
+        assert client.count() == before  # still cached: no request
+
+
+async def test_no_drop_behind_while_another_handle_reads_the_file() -> None:
+    client, reader, data = make(24 * MiB, cache_bytes=16 * MiB)
+    async with running(reader):
+        a = await reader.open(Source("rec:23", URL, len(data)))
+        b = await reader.open(Source("rec:23", URL, len(data)))
+        step = 128 * KiB
+        for off in range(0, 12 * MiB, step):
+            assert await reader.read(a, off, step) == data[off : off + step]
+        # b has not started: every block a passed is still there for it
+        assert all(("rec:23", i) in reader._cache for i in range(12))
+        for off in range(0, 12 * MiB, step):
+            assert await reader.read(b, off, step) == data[off : off + step]
+        assert client.count() == 1
+
+
 async def test_many_streams_share_the_readahead_budget() -> None:
     cache = 8 * MiB
     files = {f"{URL}/{i}": content(16 * MiB, seed=i) for i in range(4)}

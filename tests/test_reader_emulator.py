@@ -197,3 +197,52 @@ async def test_close_stops_the_http_stream() -> None:
         h = await reader.open(Source(key, url, len(data)), priority=Priority.FOREGROUND)
         off = len(data) - 1000
         assert await reader.read(h, off, 5000) == data[off:]
+
+
+async def test_a_streamed_body_comes_from_the_socket_past_h11_and_the_connection_is_reused(monkeypatch) -> None:
+    """rcfs.api.tuning.RawBody: after its first piece, a media body is read from the socket
+    directly (h11 is asked for events only at the start and the end, not once per piece),
+    the bytes are exact, and the connection goes back to the pool for the next request.
+    A body cut short still ends in NetworkError, and the next request still works."""
+    import h11
+
+    emu = make_emu()
+    rec = max(emu.store.recordings.values(), key=lambda r: r.media.size)
+    rec.media = media.audio_mp3_sized(11, 24 * MiB)
+    data = rec.media.read(0, rec.media.size)
+    events = {"n": 0}
+    next_event = h11.Connection.next_event
+
+    def counting(self):  # type: ignore[no-untyped-def]
+        events["n"] += 1
+        return next_event(self)
+
+    monkeypatch.setattr(h11.Connection, "next_event", counting)
+    async with stack(emu) as (reader, rc):
+        url = emu.recording_content_uri(rec.id)  # (the emulator knows its address once serving)
+        assert (await rc.fetch(url, start=0, end=9)).data == data[:10]  # logs in: its events are not counted
+        for start in (0, 5 * MiB + 7):
+            events["n"] = 0
+            got, pieces = bytearray(), 0
+            async with rc.stream(url, start=start) as s:
+                async for piece in s.aiter_bytes():
+                    got += piece
+                    pieces += 1
+            assert bytes(got) == data[start:]
+            # Many socket reads, and h11 asked about the headers, the first piece and the end
+            # (waiting for data included), not about every piece.
+            assert events["n"] <= 10 < pieces, (events, pieces)
+        from urllib.parse import urlsplit
+
+        media_port = urlsplit(emu.media_base).port
+        media_conns = [c for c in rc._http._transport._pool.connections if c._origin.port == media_port]
+        assert len(media_conns) == 1  # the fetch and both streams ran on one kept-alive connection
+
+        emu.config.faults.truncate_rate = 1.0
+        with pytest.raises(NetworkError):
+            async with rc.stream(url, start=0) as s:
+                async for piece in s.aiter_bytes():
+                    pass
+        emu.config.faults.truncate_rate = 0.0
+        async with rc.stream(url, start=len(data) - 1000) as s:
+            assert b"".join([p async for p in s.aiter_bytes()]) == data[-1000:]

@@ -45,6 +45,7 @@ import time
 from typing import Any, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from urllib.parse import urlsplit
 
+import httpcore
 import httpx
 import trio
 
@@ -454,6 +455,7 @@ class _ResponseStream(Stream):
         self._stats = stats
         self._scrub = scrub
         self._pieces: AsyncIterator[bytes] | None = None
+        self._raw: tuning.RawBody | None | bool = None  # None: not looked for yet; False: not possible
         self._batching = _SocketBatching(response, _content_length(response.headers))
 
     def __repr__(self) -> str:
@@ -487,16 +489,22 @@ class _ResponseStream(Stream):
         if self._pieces is None:
             raise StopAsyncIteration
         while True:
+            if self._raw is None and self.received:
+                # The first piece came through httpx, headers and whatever h11 had buffered
+                # with them: the rest can come straight from the socket (tuning.RawBody).
+                self._raw = tuning.raw_body(self._response) or False
+            raw = self._raw if self._raw and self._raw.remaining else None
             try:
                 with trio.fail_after(self._piece_timeout):
-                    piece = await self._pieces.__anext__()
+                    # (Once a raw body is all in, httpx's iterator ends the answer cleanly.)
+                    piece = await (raw.read() if raw is not None else self._pieces.__anext__())
             except StopAsyncIteration:
                 raise
             except trio.TooSlowError:
                 raise NetworkError(
                     f"stream stalled: no data for {self._piece_timeout:g} s after {self.received} bytes"
                 ) from None
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, httpcore.NetworkError, httpcore.TimeoutException, tuning.BodyCut) as exc:
                 raise NetworkError(
                     self._scrub(f"stream dropped after {self.received} bytes: {type(exc).__name__}: {exc}")
                 ) from None

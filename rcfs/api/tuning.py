@@ -8,7 +8,8 @@ Why: a streamed recording is hundreds of MB, and on the machines rcfs is measure
 CPU spent per byte decides the read speed (scripts/bench). Stock httpcore reads the
 socket 64 KiB at a time, and h11 copies every body byte three times (into its receive
 buffer, then twice while cutting a piece out of it) before httpcore copies it once more
-into `bytes`.
+into `bytes`. And past its first piece, a media body need not climb through httpx,
+httpcore and h11 at all (`RawBody`, used by rcfs.api.client's media streams).
 """
 
 from __future__ import annotations
@@ -149,6 +150,66 @@ def _install_pass_through_buffer() -> bool:
         return False  # pragma: no cover - another h11 layout
     _connection.ReceiveBuffer = cls
     return True
+
+
+class RawBody:
+    """The rest of a Content-Length body, read straight from the connection's socket.
+
+    Why: each piece of a streamed body otherwise climbs through about fifteen Python
+    frames (httpx's, httpcore's and h11's generators and event objects) on its way to the
+    reader; a socket read through this takes two. h11 stays in step: every byte read here
+    is taken off its ContentLengthReader's count, so once the body is in, the caller goes
+    back to httpx's iterator, h11 answers EndOfMessage and the connection returns to the
+    pool as usual. Stopped half-way (cancelled, timed out, closed), h11 still expects the
+    rest and httpcore closes the connection, as it does for any body not read to its end.
+    A socket read that ends the connection early (b"") raises BodyCut: what h11 would
+    report as "peer closed connection without sending complete message body".
+    """
+
+    __slots__ = ("_stream", "_reader")
+
+    def __init__(self, stream: object, reader: object) -> None:
+        self._stream = stream  # httpcore's network stream (its read is capped, see _cap_reads)
+        self._reader = reader  # h11's ContentLengthReader of this answer
+
+    @property
+    def remaining(self) -> int:
+        return self._reader._remaining  # type: ignore[attr-defined, no-any-return]
+
+    async def read(self, max_bytes: int = SOCKET_READ_BYTES) -> bytes:
+        data: bytes = await self._stream.read(min(max_bytes, self.remaining))  # type: ignore[attr-defined]
+        if not data:
+            raise BodyCut(f"peer closed connection without sending complete message body "
+                          f"({self.remaining} bytes missing)")
+        self._reader._remaining -= len(data)  # type: ignore[attr-defined]
+        return data
+
+
+class BodyCut(Exception):
+    """The connection ended before the body did (RawBody.read)."""
+
+
+def raw_body(response: object) -> RawBody | None:
+    """A RawBody for the rest of `response`'s body (an httpx.Response being streamed), or
+    None when that is not safe: another library layout, a body without Content-Length
+    (chunked), bytes h11 holds but has not handed out, or nothing left to read."""
+    try:
+        import h11
+        from h11._readers import ContentLengthReader
+
+        core = response.stream._stream._httpcore_stream._stream  # type: ignore[attr-defined]
+        conn = core._connection
+        state = conn._h11_state
+        reader = state._reader
+        buffered = len(state._receive_buffer)
+        stream = conn._network_stream
+    except (AttributeError, ImportError):
+        return None
+    if (type(reader) is not ContentLengthReader or state.their_state is not h11.SEND_BODY or buffered
+            or not isinstance(getattr(reader, "_remaining", None), int) or reader._remaining <= 0
+            or not callable(getattr(stream, "read", None))):
+        return None
+    return RawBody(stream, reader)
 
 
 def install() -> dict[str, bool]:

@@ -320,16 +320,12 @@ def routes(emu: Emulator) -> list[BaseRoute]:
 
     async def messages(request: Request, session: Session | None) -> Response:
         body = await _json(emu, request)
-        number = body.get("extension")
-        if number is None:
-            store = emu.main_store
-        else:
-            ext = emu.company.by_number(str(number))
-            if ext is None:
-                raise _bad(emu, f"no extension numbered [{number}]")
-            if body.get("deliverBefore") is not None:
-                raise _bad(emu, "[deliverBefore] is for the signed-in user's mailbox only")
-            store = ext.store
+        try:
+            store = emu.store_of_number(body.get("extension"))
+        except ValueError as exc:
+            raise _bad(emu, str(exc)) from None
+        if store is not emu.main_store and body.get("deliverBefore") is not None:
+            raise _bad(emu, "[deliverBefore] is for the signed-in user's mailbox only")
         with emu.addressing(store):  # that extension's mailbox, its ids and URIs
             msg = inject_message(emu, body)
             return JSONResponse(emu.render_message(msg), status_code=201)

@@ -201,6 +201,16 @@ class Emulator:
         the signed-in one's); outside a request, the super admin's."""
         return _ADDRESSED.get() or self.main_store
 
+    def store_of_number(self, number: object) -> Store:
+        """The mailbox of the extension numbered `number` (an admin request's
+        `"extension"`; None: the signed-in super admin's). ValueError if there is none."""
+        if number is None:
+            return self.main_store
+        ext = self.company.by_number(str(number))
+        if ext is None:
+            raise ValueError(f"no extension numbered [{number}]")
+        return ext.store
+
     @contextlib.contextmanager
     def addressing(self, store: Store):
         """Render as if the request addressed `store` (another extension's mailbox)."""

@@ -724,14 +724,7 @@ def place_call(emu: Emulator, body: dict) -> dict:
     gateway's timer, `Gateway.run_due`). Returns the answer JSON."""
     from . import media
 
-    number = body.get("extension")
-    if number is None:
-        store = emu.main_store
-    else:
-        ext = emu.company.by_number(str(number))
-        if ext is None:
-            raise ValueError(f"no extension numbered [{number}]")
-        store = ext.store
+    store = emu.store_of_number(body.get("extension"))
     direction = body.get("direction", "Inbound")
     if direction not in ("Inbound", "Outbound"):
         raise ValueError("[direction] must be Inbound or Outbound")

@@ -199,6 +199,9 @@ def rcfs_system(name: str = "rcfs", *extra: str, checkout: Path = ROOT) -> Syste
     """rcfs as `python -m rcfs mount`, from this checkout or from `checkout` (another git
     worktree: `--compare-with` measures an older rcfs side by side in the same run; the
     package in the working directory is the one `-m` imports, this venv's libraries)."""
+    # An older checkout may predate --no-push (and has no push channel to turn off then).
+    push_off = ["--no-push"] if "--no-push" in (checkout / "rcfs" / "cli.py").read_text() else []
+
     @contextlib.contextmanager
     def mount(bench: Bench, emu: Emulator, case: str = "") -> Iterator[Mounted]:
         d = fresh_dir(bench, "rcfs-")
@@ -207,7 +210,7 @@ def rcfs_system(name: str = "rcfs", *extra: str, checkout: Path = ROOT) -> Syste
         # --no-background: the idle-time learner's probes would land in the request counts;
         # --no-push: so would the push channel's ws token and subscription
         argv = [sys.executable, "-m", "rcfs", "mount", str(d / "mnt"), "--state-dir", str(d / "state"),
-                "--no-background", "--no-push", *extra]
+                "--no-background", *push_off, *extra]
         with fuse_process(bench, name, argv, d / "mnt", env=env, emu=emu, cwd=checkout) as m:
             yield m
     return System(name, mount)
@@ -753,10 +756,13 @@ def main() -> None:
     parser.add_argument("--random-reads", type=int)
     parser.add_argument("--window", type=float, help="rate-limit window for case 6 (real: 60 s)")
     parser.add_argument("--cases", default="1,2,3,4,5,6", help="comma-separated subset of 1-6 (7 comes with 1 and 5)")
+    parser.add_argument("--systems", help="comma-separated name prefixes of the systems to run besides curl and rcfs "
+                        "(e.g. 'rcfs@,ceiling' for a short try of case 1); default: all")
     parser.add_argument("--out", type=Path)
-    parser.add_argument("--compare-with", type=Path, metavar="DIR",
+    parser.add_argument("--compare-with", type=Path, metavar="DIR", action="append", default=[],
                         help="also run the rcfs of this checkout (e.g. `git worktree add --detach DIR main`) "
-                             "in cases 1, 2 and 4, named rcfs@<its commit>: before and after in one run")
+                             "in cases 1, 2 and 4, named rcfs@<its commit>: before and after in one run "
+                             "(may be given more than once)")
     args = parser.parse_args()
     q = args.quick
     args.runs = args.runs or (1 if q else 3)
@@ -776,27 +782,35 @@ def main() -> None:
     rclone_off, rclone_full, httpdirfs = rclone_system("off"), rclone_system("full"), httpdirfs_system()
     anchors = [rclone_off, rclone_full, httpdirfs]
     before: list[System] = []
-    if args.compare_with:
-        commit = subprocess.run(["git", "-C", str(args.compare_with), "rev-parse", "--short", "HEAD"],
+    for checkout in args.compare_with:
+        commit = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"],
                                 capture_output=True, text=True, check=True).stdout.strip()
-        before = [rcfs_system(f"rcfs@{commit}", checkout=args.compare_with.resolve())]
+        before.append(rcfs_system(f"rcfs@{commit}", checkout=checkout.resolve()))
+    if args.systems:
+        prefixes = [p.strip() for p in args.systems.split(",") if p.strip()]
+        wanted = lambda sysm: any(sysm.name.startswith(p) for p in prefixes)  # noqa: E731
+        rcfs_paged = rcfs_paged if wanted(rcfs_paged) else None
+        anchors, before = [a for a in anchors if wanted(a)], [b for b in before if wanted(b)]
+    else:
+        wanted = lambda sysm: True  # noqa: E731
     try:
         with emulator("--scale", "bench", "--faxes", "110", "--plain-view", "true",
                       *(x for g, n in UNLIMITED.items() for x in (f"--limit-{g}", str(n)))) as emu:
             acct = describe_account(emu, q)
             files = {"big.bin": acct.big_size, "mid.bin": acct.mid_size}
-            ceilings = [ceiling_system(False, files), ceiling_system(True, files)]
+            all_ceilings = [ceiling_system(False, files), ceiling_system(True, files)]
+            ceilings = [c for c in all_ceilings if wanted(c)]
             print(f"== account: big {acct.big} ({acct.big_size} B), {len(acct.small)} small files "
                   f"({acct.small_bytes} B)", flush=True)
             if "1" in cases:
                 print("== case 1", flush=True)
-                sections.append("### 1. Cold sequential read\n\n" + case1(bench, acct, [rcfs, *before, rcfs_paged, *anchors], ceilings))
+                sections.append("### 1. Cold sequential read\n\n" + case1(bench, acct, [rcfs, *before, *filter(None, [rcfs_paged]), *anchors], ceilings))
             if "2" in cases:
                 print("== case 2", flush=True)
-                sections.append("### 2. Time to first byte\n\n" + case2(bench, acct, [rcfs, *before, *anchors], ceilings[0]))
+                sections.append("### 2. Time to first byte\n\n" + case2(bench, acct, [rcfs, *before, *anchors], all_ceilings[0]))
             if "4" in cases:
                 print("== case 4", flush=True)
-                sections.append("### 4. Random 4 KiB reads\n\n" + case4(bench, acct, [rcfs, *before, *anchors], ceilings[1]))
+                sections.append("### 4. Random 4 KiB reads\n\n" + case4(bench, acct, [rcfs, *before, *anchors], all_ceilings[1]))
             if "5" in cases:
                 print("== case 5", flush=True)
                 sections.append("### 5. cp -r of the small files, 30 ms per request\n\n"
