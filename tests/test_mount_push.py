@@ -229,12 +229,21 @@ def test_inotify_watchers_see_a_pushed_file_created(start_emulator, tmp_path):
             vm = admin(srv, "POST", "/_emulator/messages", {"type": "VoiceMail"})
             seen = []  # every event until the new file's CREATE (others: logged, not wanted)
             deadline = time.monotonic() + WAIT
+            # Raw reads, not readline(): several events can arrive in one chunk (the first
+            # sync's announcements can land after the watch starts), and lines left in a
+            # file object's buffer are invisible to select(): the wait would time out with
+            # the wanted event already read.
+            pending = b""
             while not any(e == "CREATE" and f"_{vm['id']}." in n for e, n in seen):
                 ready, _, _ = select.select([watch.stdout], [], [], max(0.0, deadline - time.monotonic()))
                 assert ready, f"no CREATE within {WAIT} s; events {seen}\n{mount_log(mp)[-3000:]}"
-                event, _, name = watch.stdout.readline().rstrip("\n").partition(" ")
-                seen.append((event, name))
-            name = seen[-1][1]
+                chunk = os.read(watch.stdout.fileno(), 65536)
+                assert chunk, f"inotifywait ended; events {seen}"
+                *lines, pending = (pending + chunk).split(b"\n")
+                for line in lines:
+                    event, _, name = os.fsdecode(line).partition(" ")
+                    seen.append((event, name))
+            name = next(n for e, n in seen if e == "CREATE" and f"_{vm['id']}." in n)
             assert set(os.listdir(mp / "voicemail")) - before == {name.strip()}
             # Nothing was created anywhere: the folder still refuses writes, the file reads.
             with pytest.raises(PermissionError):
