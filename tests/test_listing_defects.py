@@ -28,6 +28,7 @@ import trio
 from fusehelp import fuse_required, mount_log, mounted
 from rcfs.api import Credentials, Priority, RetryPolicy, RingCentralClient
 from rcfs.emulator import seed
+from rcfs.emulator.admin import inject_message
 from rcfs.emulator.app import Emulator
 from rcfs.emulator.config import EmulatorConfig
 from rcfs.emulator.server import serve
@@ -280,6 +281,25 @@ async def test_size_learned_after_the_node_was_replaced_lands_on_the_live_node(t
         assert len(data) == expected.size
         assert (await m.ops.getattr(inode, CTX)).st_size == expected.size
         assert live.size == expected.size
+
+
+async def test_a_push_resync_during_the_first_listing_announces_only_what_is_new(tmp_path):
+    """The push channel comes up (one sync of every folder being listed) while a folder's
+    first listing is still under way: the names that listing brings are no news to an
+    inotify watcher (seen in a fresh Debian run: 60 IN_CREATEs for a folder's existing
+    voicemail, as if an open file manager's files had all just arrived); a fax that
+    arrives afterwards is."""
+    async with _model(tmp_path) as m:
+        changes: list[tuple[set[str], set[str]]] = []
+        m.owner.on_change = lambda folder, added, removed: changes.append((set(added), set(removed)))
+        m.owner._start_load()  # the first `ls`: its listing is in flight (no checkpoint yet)
+        await m.owner.resync()  # what rcfs.push does for each folder once subscribed
+        assert m.owner.listed and len(m.folder.children) > 10
+        assert changes == []
+        msg = inject_message(m.emu, {"type": "Fax"})
+        await m.owner.resync()
+        [(added, removed)] = changes
+        assert removed == set() and len(added) == 1 and f"_{msg.id}." in next(iter(added))
 
 
 def test_readdir_of_100000_entries_visits_each_node_a_bounded_number_of_times(tmp_path, monkeypatch):

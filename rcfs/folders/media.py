@@ -150,13 +150,19 @@ class RemoteMediaOwner(FolderOwner):
         A folder never listed is left alone: its first look lists it whole."""
         if not self.listed and self._load is None:
             return
-        before = set(self.folder.children)
+        # What the kernel may know already. During a first listing that is nothing yet:
+        # the names it brings reach the `ls` that asked for them and are no news to an
+        # inotify watcher (announcing them gave an open file manager an IN_CREATE for
+        # every file of the folder), so `before` is taken once that listing is done.
+        before = set(self.folder.children) if self.listed else None
         for _ in range(3):  # bounded: a load under way asked before the change
             if self._load is None:
                 break
             await self._load.done.wait()
         if not self.listed:
             return  # the first listing failed: the next look tries again
+        if before is None:
+            before = set(self.folder.children)
         self.invalidate()
         load = self._load or self._start_load()
         await load.done.wait()
