@@ -287,9 +287,7 @@ class PushChannel:
         # login means the token's OAuth session was replaced (ended).
         self._token_logins: int | None = None
         self._relogin = trio.Event()  # set when the auth module logs in again
-        auth = getattr(client, "auth", None)
-        if auth is not None and hasattr(auth, "on_login"):
-            auth.on_login.append(self._logged_in)
+        client.auth.on_login.append(self._logged_in)
         self._wsc: str | None = None
         self._wsc_sequence = -1
         self._dropped_at: float | None = None
@@ -421,10 +419,10 @@ class PushChannel:
     def _final(self) -> bool:
         """True when the channel cannot come back in this process: the auth module gave the
         session up (credentials rejected); only a new mount with a good JWT helps."""
-        return bool(getattr(getattr(self.client, "auth", None), "failed", False))
+        return self.client.auth.failed
 
     def _logins(self) -> int:
-        return int(getattr(getattr(self.client, "auth", None), "logins", 0) or 0)
+        return self.client.auth.logins
 
     def _logged_in(self) -> None:
         """The auth module logged in (a new OAuth session): a socket opened with a ws token
