@@ -224,14 +224,11 @@ def test_ctrl_c_unmounts_cleanly(start_emulator, tmp_path):
 
 
 def _named_copy(binary: str, name: str, where: Path) -> Path:
-    """A name for `binary` whose process name (/proc/PID/comm) is `name`: a symlink (the
-    kernel names a process after the path it exec'd). Not a copy: exec'ing a file just
-    written can fail with ETXTBSY while a fork elsewhere in the test process still
-    holds its write descriptor (a failure seen once in a whole-suite run)."""
+    """A copy of `binary` whose process name (/proc/PID/comm) is `name`."""
     import shutil as _shutil
 
     target = where / name
-    target.symlink_to(_shutil.which(binary))
+    _shutil.copy(_shutil.which(binary), target)
     return target
 
 
