@@ -249,7 +249,10 @@ def test_thumbnailers_are_recognised_as_background_readers(tmp_path):
             long_named = subprocess.Popen([str(_named_copy("sleep", name, tmp_path)), "5"])
             try:
                 deadline = time.monotonic() + 5
-                while Path(f"/proc/{long_named.pid}/comm").read_text().strip() != name[:15]:
+                # comm changes early in exec, argv (/proc/PID/cmdline) only once the new
+                # program's stack is set up: wait for both (a whole-suite run read in between).
+                while (Path(f"/proc/{long_named.pid}/comm").read_text().strip() != name[:15]
+                       or name.encode() not in Path(f"/proc/{long_named.pid}/cmdline").read_bytes()):
                     assert time.monotonic() < deadline
                     time.sleep(0.01)
                 assert reader_priority(long_named.pid) == Priority.BACKGROUND, name
