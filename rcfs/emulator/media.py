@@ -466,27 +466,33 @@ class StreamedAudio:
                 _chunk_cache[key] = data
         return data
 
-    def _spans(self, offset: int, length: int) -> Iterator[bytes | memoryview]:
-        """[offset, offset+length) clipped, as the header part and per-chunk parts; a
-        part that is a whole chunk is the cached bytes object itself."""
+    def _layout(self, offset: int, length: int) -> Iterator[tuple[int, int, int]]:
+        """[offset, offset+length) clipped, as (chunk index, start within it, length)
+        parts; index -1 is the header."""
         start, end = _clip(self.size, offset, length)
         hlen = len(self.header)
         pos = start
         if pos < hlen and pos < end:
-            yield self.header[pos:min(end, hlen)]
+            yield -1, pos, min(end, hlen) - pos
             pos = min(end, hlen)
         while pos < end:
             index, within = divmod(pos - hlen, CHUNK)
             take = min(CHUNK - within, end - pos)
-            chunk = self._chunk(index)
-            yield chunk if take == CHUNK else memoryview(chunk)[within:within + take]
+            yield index, within, take
             pos += take
 
     def read(self, offset: int, length: int) -> bytes:
         """Bytes [offset, offset+length) clipped to the size, generated on demand."""
-        parts = list(self._spans(offset, length))
+        parts: list[bytes | memoryview] = []
+        for index, within, take in self._layout(offset, length):
+            if index < 0:
+                parts.append(self.header[within:within + take])
+            elif take == CHUNK:
+                parts.append(self._chunk(index))
+            else:
+                parts.append(memoryview(self._chunk(index))[within:within + take])
         if len(parts) == 1 and type(parts[0]) is bytes:
-            return parts[0]  # a whole chunk or header part: no copy
+            return parts[0]  # a whole chunk (or header part): no copy
         return b"".join(parts)
 
     def pieces(self, offset: int, length: int) -> Iterator[bytes]:
@@ -494,9 +500,17 @@ class StreamedAudio:
 
         A piece covering a whole chunk is the cached chunk itself, so a server can hand
         it to the socket without a copy (h11 passes a lone bytes body through as is).
+        Between pieces the stream holds no chunk (no local names one), so however many
+        streams are under way, the cache bound is what bounds generated memory; each
+        holds only the piece its consumer is sending.
         """
-        for part in self._spans(offset, length):
-            yield part if type(part) is bytes else bytes(part)
+        for index, within, take in self._layout(offset, length):
+            if index < 0:
+                yield self.header[within:within + take]
+            elif take == CHUNK:
+                yield self._chunk(index)
+            else:
+                yield self._chunk(index)[within:within + take]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(seed={self.seed}, size={self.size}, {self.duration:.1f}s)"
