@@ -406,9 +406,10 @@ def _random_pool(kind: str) -> bytearray:
 
 
 # Chunks are keyed by (kind, seed, index), independent of the object's size, so equal
-# seeds share chunks; the bound keeps many concurrent large reads in a few tens of MB.
-# (Regenerating a chunk is cheap now; the cache serves Range requests that start where
-# the previous one ended, mid-chunk, and concurrent readers of one recording.)
+# seeds share chunks; the bound (12 MiB, plus 13 MiB for the two pools) keeps many
+# concurrent large reads in a few tens of MB. (A chunk is cheap to make again; the
+# cache serves a Range request that starts mid-chunk where the previous one ended, and
+# concurrent readers of one recording.)
 _chunk_cache: cachetools.LRUCache[tuple, bytes] = cachetools.LRUCache(32)
 _chunk_lock = threading.Lock()
 
@@ -418,8 +419,9 @@ class StreamedAudio:
 
     Subclasses provide `_pool()` (their prepared pool), `_stamp_at` (where in each
     `_STAMP_EVERY` bytes the stamp goes) and, for a restricted alphabet,
-    `_alphabet_table` (a `bytes.translate` table that maps random bytes into it). The byte at body offset k depends
-    only on the seed and k, so reads at any offset agree with each other.
+    `_alphabet_table` (a `bytes.translate` table that maps random bytes into it). The
+    byte at body offset k depends only on the seed and k, so reads at any offset agree
+    with each other.
     """
 
     kind = "audio"
