@@ -247,6 +247,32 @@ def test_ranges_reassemble_and_match_over_loopback(start_emulator):
     assert last.status_code == 416 and last.headers["content-range"] == f"bytes */{size}"
 
 
+def test_connections_are_counted_per_host_and_each_new_one_pays_the_handshake(start_emulator):
+    """Production is HTTPS: a new connection costs a TCP and a TLS handshake before its
+    first answer (`handshake_ms`), a kept-alive one does not. The counts are how tests
+    see whether a client reuses its connections."""
+    srv = start_emulator(rate_limits=False)
+    token = srv.token()
+    headers = {"Authorization": f"Bearer {token}", "Range": "bytes=0-9"}
+    uri, _ = first_recording(srv, token, min_size=100_000)
+    srv.configure(faults={"handshake_ms": 300})
+    srv.reset_stats()
+    with httpx.Client(headers=headers, timeout=30) as kept:
+        began = time.monotonic()
+        assert kept.get(uri).status_code == 206
+        first = time.monotonic() - began
+        for _ in range(3):
+            assert kept.get(uri).status_code == 206
+    assert first >= 0.3  # (a lower bound only: the first answer waited out the handshake)
+    assert srv.stats()["connections"] == {"media": 1}
+    for _ in range(2):  # a new client each time: a new connection each time
+        assert httpx.get(uri, headers=headers, timeout=30).status_code == 206
+    assert srv.stats()["connections"] == {"media": 3}
+    srv.configure(faults={"handshake_ms": 0})
+    httpx.get(srv.platform + EXT, headers={"Authorization": f"Bearer {token}"}, timeout=30).raise_for_status()
+    assert srv.stats()["connections"] == {"media": 3, "platform": 1}
+
+
 @pytest.mark.skipif(shutil.which("curl") is None or shutil.which("file") is None, reason="needs curl and file")
 def test_curl_downloads_real_media_with_the_query_token(start_emulator, tmp_path):
     srv = start_emulator()

@@ -17,7 +17,7 @@
                                    rate_limits, max_bytes_per_response, access_token_ttl,
                                    refresh_token_ttl, refresh_grace, password_grant,
                                    send_delay, failing_numbers, report_delay,
-                                   report_failures, report_archive_max_bytes, faults {latency_ms,
+                                   report_failures, report_archive_max_bytes, faults {latency_ms, handshake_ms,
                                    error_rate, reset_rate, truncate_rate, chunk_delay_ms, force_429,
                                    seed, send_force_503, send_force_429, send_drop_answer,
                                    send_answer_delay_ms, cut_at}; and (issue 9) compress_json, session_cap,
@@ -119,7 +119,7 @@ _BOOLS = ("rate_limits", "password_grant", "compress_json", "chunked_media", "un
           "ignore_range")
 _SHARES = ("foreign_media_rate",)  # numbers within [0, 1]
 _STRINGS = ("foreign_media_base", "jwt")
-_FAULTS = {"latency_ms": float, "error_rate": float, "reset_rate": float, "truncate_rate": float,
+_FAULTS = {"latency_ms": float, "handshake_ms": float, "error_rate": float, "reset_rate": float, "truncate_rate": float,
            "chunk_delay_ms": float, "force_429": int, "cut_at": float, "seed": int,
            "send_force_503": int, "send_force_429": int, "send_drop_answer": int,
            "send_answer_delay_ms": float}

@@ -126,10 +126,24 @@ class Stats:
     # Every rate-limited request in arrival order (`GET /_emulator/requests`): tests of
     # several clients sharing one budget read who was answered what, and when.
     log: collections.deque = dataclasses.field(default_factory=lambda: collections.deque(maxlen=20000))
+    # New connections by host ("platform" or "media"), told apart by the client's address
+    # and port: whether a client keeps its connections alive shows here, and nowhere else.
+    connections: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    peers: set = dataclasses.field(default_factory=set)
+
+    def new_connection(self, host: str, client: tuple | None, server: tuple | None) -> bool:
+        """Note the connection a request came on; True the first time it is seen."""
+        key = (client, server)
+        if client is None or key in self.peers:
+            return False
+        self.peers.add(key)
+        self.connections[host] += 1
+        return True
 
     def reset(self) -> None:
         """Zero every counter."""
         self.media_log.clear()
+        self.connections.clear()  # (peers stay known: a kept-alive connection is not new)
         self.log.clear()
         self.requests.clear()
         self.groups.clear()
@@ -148,6 +162,7 @@ class Stats:
             "rate_limited": self.rate_limited,
             "bytes_served": self.bytes_served,
             "faults": dict(self.faults),
+            "connections": dict(self.connections),
             "media_requests": [list(entry) for entry in self.media_log],
         }
 
@@ -570,6 +585,12 @@ class Emulator:
             if name.endswith("-content"):
                 self.stats.media_log.append((name, request.url.path, request.headers.get("range", "")))
             faults = self.config.faults
+            # (admin requests, which have no group, are the test's own: not counted)
+            host = "media" if auth == "media" or name.startswith("plain-") else "platform"
+            fresh = group is not None and self.stats.new_connection(
+                host, request.scope.get("client"), request.scope.get("server"))
+            if fresh and faults.handshake_ms > 0:
+                await anyio.sleep(faults.handshake_ms / 1000.0)
             if group is not None and faults.latency_ms > 0:
                 await anyio.sleep(faults.latency_ms / 1000.0)
             if group is not None and self.fault_hits(faults.error_rate):

@@ -12,6 +12,9 @@ class Faults:
     """Fault switches; all off by default. Rates are probabilities in [0, 1] per request."""
 
     latency_ms: float = 0.0  # added before every answer
+    # Added before the first answer on each new connection: production is HTTPS, so a new
+    # connection costs a TCP and a TLS handshake (two round trips) before its first request.
+    handshake_ms: float = 0.0
     error_rate: float = 0.0  # share of requests answered 503 (CMN-201)
     reset_rate: float = 0.0  # share of media bodies cut by a connection reset mid-body
     truncate_rate: float = 0.0  # share of media bodies that end early with a clean close

@@ -81,6 +81,8 @@ _HELP = {
     "send_delay": "seconds a sent fax/SMS stays Queued",
     "failing_numbers": "comma-separated numbers whose sends end SendingFailed",
     "latency_ms": "fault: milliseconds added before every API answer",
+    "handshake_ms": "fault: milliseconds added before the first answer on each new connection "
+                    "(production's TCP and TLS handshakes)",
     "error_rate": "fault: share of API requests answered 503 CMN-201 (0..1)",
     "reset_rate": "fault: share of media bodies cut by a connection abort (0..1)",
     "truncate_rate": "fault: share of media bodies ended early (0..1)",

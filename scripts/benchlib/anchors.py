@@ -147,6 +147,12 @@ def diff(after: dict[str, int], before: dict[str, int], *, skip_auth: bool = Tru
     return out
 
 
+# "30 ms latency": 30 ms before every answer, and a new connection's TCP and TLS 1.3
+# handshakes (two more round trips) before its first: production's media host is HTTPS.
+WAN = {"latency_ms": 30, "handshake_ms": 60}
+LOOPBACK = {"latency_ms": 0, "handshake_ms": 0}
+
+
 def configure(emu: Emulator, **changes) -> None:
     emu.admin("POST", "/_emulator/config", changes)
 
@@ -481,7 +487,7 @@ def case2(bench: Bench, acct: Account, systems: list[System], ceiling: System) -
             try:
                 if sysm is None:
                     r["0"].append(curl_time(url_of(acct, a), "-r", "0-0"))
-                    configure(acct.emu, faults={"latency_ms": 30})
+                    configure(acct.emu, faults=WAN)
                     r["30"].append(curl_time(url_of(acct, b), "-r", "0-0"))
                     continue
                 with sysm.mount(bench, acct.emu, "case2") as m:
@@ -494,12 +500,12 @@ def case2(bench: Bench, acct: Account, systems: list[System], ceiling: System) -
                                    timeout=300)
                     drop_caches()
                     r["0"].append(first_byte_seconds(m.root / a))
-                    configure(acct.emu, faults={"latency_ms": 30})
+                    configure(acct.emu, faults=WAN)
                     r["30"].append(first_byte_seconds(m.root / b))
             except Exception as exc:
                 bench.notes.append(f"case 2, {name}, run {run + 1}: {exc!r}")
             finally:
-                configure(acct.emu, faults={"latency_ms": 0})
+                configure(acct.emu, faults=LOOPBACK)
     c0, c30 = median(res["curl"]["0"]), median(res["curl"]["30"])
     rows = []
     for name, r in res.items():
@@ -629,7 +635,7 @@ def copy_case(bench: Bench, acct: Account, systems: list[System], *, case: str, 
             try:
                 drop_caches()
                 budget(acct.emu, limits, window if window is not None else 60.0)
-                configure(acct.emu, faults={"latency_ms": 30})
+                configure(acct.emu, faults=WAN)
                 stats0 = acct.emu.admin("GET", "/_emulator/stats")
                 if sysm is None:
                     urls = [url_of(acct, p) for p in acct.small]
@@ -670,10 +676,11 @@ def copy_case(bench: Bench, acct: Account, systems: list[System], *, case: str, 
             except Exception as exc:
                 bench.notes.append(f"case {case}, {name}, run {run + 1}: {exc!r}")
             finally:
-                configure(acct.emu, faults={"latency_ms": 0})
+                configure(acct.emu, faults=LOOPBACK)
                 budget(acct.emu, UNLIMITED, 60.0)
                 shutil.rmtree(dest, ignore_errors=True)
-    best_anchor = min((median(r["wall"]) for n, r in res.items() if n not in ("rcfs", "curl")), default=float("nan"))
+    best_anchor = min((median(r["wall"]) for n, r in res.items() if n != "curl" and not n.startswith("rcfs")),
+                      default=float("nan"))
     if res.get("rcfs", {}).get("wall"):
         w = median(res["rcfs"]["wall"])
         if window is None:
@@ -761,7 +768,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--compare-with", type=Path, metavar="DIR", action="append", default=[],
                         help="also run the rcfs of this checkout (e.g. `git worktree add --detach DIR main`) "
-                             "in cases 1, 2 and 4, named rcfs@<its commit>: before and after in one run "
+                             "in cases 1, 2, 4, 5 and 6, named rcfs@<its commit>: before and after in one run "
                              "(may be given more than once)")
     args = parser.parse_args()
     q = args.quick
@@ -814,11 +821,11 @@ def main() -> None:
             if "5" in cases:
                 print("== case 5", flush=True)
                 sections.append("### 5. cp -r of the small files, 30 ms per request\n\n"
-                                + copy_case(bench, acct, [rcfs, *anchors], case="5", window=None))
+                                + copy_case(bench, acct, [rcfs, *before, *anchors], case="5", window=None))
             if "6" in cases:
                 print("== case 6", flush=True)
                 sections.append(f"### 6. The same under the real budget, window {args.window:g} s\n\n"
-                                + copy_case(bench, acct, [rcfs, *anchors], case="6", window=args.window))
+                                + copy_case(bench, acct, [rcfs, *before, *anchors], case="6", window=args.window))
         if "3" in cases:
             print("== case 3", flush=True)
             ls_systems = [(rcfs, ()), (rclone_off, ()), (rclone_off, ("--http-no-head",)), (rclone_full, ()),
