@@ -4,6 +4,7 @@ wave), deterministic bytes, and read(offset, length) that agrees with itself eve
 from __future__ import annotations
 
 import array
+import contextlib
 import functools
 import hashlib
 import io
@@ -282,3 +283,133 @@ def test_chunk_cache_does_not_change_bytes(which: str) -> None:
     backward = [obj.read(s, 200) for s in reversed(spots)][::-1]
     assert forward == backward
     assert len(set(forward)) == len(forward)
+
+
+# ------------------------------------------------------- streamed audio: what it is for
+
+def test_audio_headers_unchanged() -> None:
+    """The ID3 tag and the WAV header are pinned: the bytes before the body are what
+    rcfs and the MIME checks saw before chunks were cut from prepared pools."""
+    headers = [o.header for o in (media.audio_mp3(14, 20), media.audio_mp3_sized(15, 300 * 1024 * 1024),
+                                  media.audio_wav(16, 5), media.audio_wav_sized(18, 1 << 30, "audio/x-wav"))]
+    assert hashlib.sha256(b"".join(headers)).hexdigest() == (
+        "2e38dafe6138de7b8a7f1f7ef33c21da1430ae7311474bc37262fdfd08542124")
+
+
+_DIGESTS_OF_SPOTS = """
+import hashlib, sys
+from rcfs.emulator import media
+for obj in (media.audio_mp3_sized(41, 2 * 1024**3), media.audio_wav_sized(42, 3 * 1024**3)):
+    for spot in (0, 1000, obj.size // 3, obj.size - 5000):
+        print(hashlib.sha256(obj.read(spot, 1 << 20)).hexdigest())
+"""
+
+
+def test_audio_bytes_are_the_same_in_every_process() -> None:
+    """Bytes depend on (seed, offset) alone: no hash randomisation, no id(), no state."""
+    runs = set()
+    for hash_seed in ("0", "4242"):
+        out = subprocess.run([sys.executable, "-c", _DIGESTS_OF_SPOTS], capture_output=True, text=True,
+                             timeout=120, check=True, env={"PYTHONHASHSEED": hash_seed, "PATH": ""})
+        runs.add(out.stdout)
+    here = io.StringIO()
+    with contextlib.redirect_stdout(here):
+        exec(_DIGESTS_OF_SPOTS, {})
+    assert runs == {here.getvalue()} and len(set(here.getvalue().split())) == 8
+
+
+@pytest.mark.parametrize("make", [lambda: media.audio_mp3_sized(51, 200 * 1024 * 1024),
+                                  lambda: media.audio_wav_sized(52, 200 * 1024 * 1024)], ids=["mp3", "wav"])
+def test_every_mib_block_of_a_200_mib_recording_is_distinct(make) -> None:
+    """A block served at the wrong place must show in a checksum."""
+    obj = make()
+    digests = {hashlib.sha256(obj.read(off, 1 << 20)).digest() for off in range(0, obj.size, 1 << 20)}
+    assert len(digests) == 200
+
+
+@pytest.mark.parametrize("which", sorted(LARGE))
+def test_blocks_at_the_same_place_of_every_chunk_differ(which: str) -> None:
+    """Chunks are cut from a small pool, so in a 2-3 GiB object many start at the same
+    slot; their stamps still make every 4 KiB block different."""
+    obj = LARGE[which]()
+    chunks = (obj.size - len(obj.header)) // media.CHUNK
+    for within in (0, 12345, media.CHUNK - 4096):
+        offsets = [len(obj.header) + i * media.CHUNK + within for i in range(chunks)]
+        digests = {hashlib.sha256(obj.read(off, 4096)).digest() for off in offsets}
+        assert len(digests) == len(offsets), within
+
+
+def test_mp3_frames_stay_valid_across_chunks() -> None:
+    """Every frame of several chunks, far into a large file, has the frame head and
+    silent side info; `file` calls a body cut at a chunk boundary MPEG audio."""
+    mp3 = LARGE["mp3"]()
+    tag = len(mp3.header)
+    for first_chunk in (0, 1000, (mp3.size - tag) // media.CHUNK - 3):
+        start = tag + first_chunk * media.CHUNK
+        body = mp3.read(start, 3 * media.CHUNK)
+        assert len(body) == 3 * media.CHUNK
+        for frame in range(0, len(body), media.MP3_FRAME):
+            assert body[frame:frame + 21] == b"\xff\xfb\x94\xc4" + bytes(17), (first_chunk, frame)
+        assert file_mime(body[media.CHUNK:]) == "audio/mpeg"  # a body cut at the chunk boundary
+
+
+def test_wav_body_stays_quiet_across_chunks() -> None:
+    """Pool bytes and stamps alike are in the quiet alphabet, whatever the chunk."""
+    wav = LARGE["wav"]()
+    allowed = set(range(0, 8)) | set(range(0xF8, 0x100))
+    for first_chunk in (0, 2000, (wav.size - 44) // media.CHUNK - 3):
+        body = wav.read(44 + first_chunk * media.CHUNK, 3 * media.CHUNK)
+        assert set(body) <= allowed
+        samples = array.array("h", body)
+        if sys.byteorder == "big":
+            samples.byteswap()
+        assert max(abs(s) for s in samples) <= 2048 and len(set(samples)) > 200
+
+
+@settings(max_examples=100, deadline=None)
+@given(which=st.sampled_from(sorted(LARGE)), where=st.floats(0, 1), n=st.integers(0, 3 * media.CHUNK))
+def test_pieces_are_the_read_cut_at_chunk_boundaries(which: str, where: float, n: int) -> None:
+    obj = LARGE[which]()
+    a = int(where * obj.size)
+    pieces = list(media.pieces(obj, a, n))
+    assert b"".join(pieces) == obj.read(a, n)
+    assert all(type(p) is bytes and p for p in pieces)
+    ends = a
+    for piece in pieces[:-1]:
+        ends += len(piece)
+        assert ends == len(obj.header) or (ends - len(obj.header)) % media.CHUNK == 0
+
+
+def test_whole_chunks_are_served_uncopied() -> None:
+    """A piece (or read) that is exactly one chunk is the cached chunk itself: the media
+    route hands it to h11 and the socket without copying 384 KiB."""
+    obj = LARGE["mp3"]()
+    at = len(obj.header) + 7 * media.CHUNK
+    pieces = list(obj.pieces(at, 2 * media.CHUNK))
+    assert [len(p) for p in pieces] == [media.CHUNK] * 2
+    assert pieces[0] is obj._chunk(7) and pieces[1] is obj._chunk(8)
+    assert obj.read(at, media.CHUNK) is obj._chunk(7)
+    static = media.from_bytes(bytes(range(256)) * 10_000, "application/octet-stream")
+    assert [len(p) for p in media.pieces(static, 5, 2_100_000)] == [1 << 20, 1 << 20, 2_100_000 - (2 << 20)]
+
+
+def test_memory_stays_bounded_with_many_concurrent_readers() -> None:
+    """Hundreds of large recordings read at once: the chunk cache stays bounded and a
+    stream between two pieces holds no chunk (what a response holds is the one piece
+    it is sending, as it held one 1 MiB read before)."""
+    objs = [media.audio_mp3_sized(1000 + i, 2 * 1024**3) if i % 2 else media.audio_wav_sized(1000 + i, 2 * 1024**3)
+            for i in range(200)]
+    for obj in objs[:2]:
+        obj.read(0, 1)  # the per-kind pools exist before measuring
+    tracemalloc.start()
+    try:
+        for round_ in range(3):
+            streams = [obj.pieces(round_ * 5 * media.CHUNK + 1000, 4 * media.CHUNK) for obj in objs]
+            for _ in range(5):  # interleaved, as concurrent responses are
+                for stream in streams:
+                    assert next(stream)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 * 1024 * 1024
+    assert len(media._chunk_cache) <= media._chunk_cache.maxsize

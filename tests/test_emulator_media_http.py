@@ -126,6 +126,88 @@ async def test_unknown_content_is_404_and_bytes_are_counted(emu, emulator_client
     assert emu.stats.requests["recording-content"] == 2
 
 
+# Streamed audio through the routes: the body comes in chunk-aligned pieces now, so the
+# edges (a range starting mid-chunk, a cap or a cut landing mid-chunk) are what to check.
+AUDIO = {"A1": media.audio_mp3_sized(61, 3 * media.CHUNK + 2_400_777), "W1": media.audio_wav_sized(62, 3_333_334)}
+
+
+@pytest.fixture
+def audio_emu() -> Emulator:
+    store = Store()
+    for rid, obj in AUDIO.items():
+        store.recordings[rid] = Recording(id=rid, media=obj, duration=int(obj.duration))
+    return Emulator(build_config(), store)
+
+
+def _edges(obj: media.StreamedAudio) -> list[str]:
+    hlen, chunk = len(obj.header), media.CHUNK
+    return [f"bytes=0-{hlen - 1}", f"bytes=0-{hlen + 9}", f"bytes={hlen}-{hlen + chunk - 1}",
+            f"bytes={hlen + chunk - 5}-{hlen + 3 * chunk + 4}", "bytes=-1000", f"bytes={obj.size - chunk - 1}-",
+            "bytes=1-"]
+
+
+@pytest.mark.parametrize("rec", sorted(AUDIO))
+async def test_streamed_audio_ranges_match_read(audio_emu, emulator_client, rec):
+    obj = AUDIO[rec]
+    async with api_client(audio_emu, emulator_client) as c:
+        whole = await fetch(audio_emu, c, rec=rec)
+        assert whole.status_code == 200 and whole.content == obj.read(0, obj.size)
+        for header in _edges(obj):
+            r = await fetch(audio_emu, c, header, rec=rec)
+            start, end = parse_range(header, obj.size)
+            assert r.status_code == 206 and r.content == obj.read(start, end - start + 1), header
+            assert r.headers["content-length"] == str(end - start + 1)
+        head = await c.head(audio_emu.recording_content_uri(rec))
+        assert head.status_code == 200 and head.content == b""
+        assert head.headers["content-length"] == str(obj.size)
+
+
+@pytest.mark.parametrize("rec", sorted(AUDIO))
+async def test_streamed_audio_byte_cap_and_chunked_answers(audio_emu, emulator_client, rec):
+    obj = AUDIO[rec]
+    audio_emu.config.max_bytes_per_response = (1 << 20) + 5  # ends mid-chunk
+    async with api_client(audio_emu, emulator_client) as c:
+        pieces, offset = [], 0
+        while offset < obj.size:
+            r = await fetch(audio_emu, c, f"bytes={offset}-", rec=rec)
+            assert r.status_code == 206 and len(r.content) == min((1 << 20) + 5, obj.size - offset)
+            pieces.append(r.content)
+            offset += len(r.content)
+        audio_emu.config.max_bytes_per_response = None
+        audio_emu.config.chunked_media = True
+        chunked = await fetch(audio_emu, c, f"bytes={len(obj.header) + 3}-", rec=rec)
+    assert b"".join(pieces) == obj.read(0, obj.size)
+    assert "content-length" not in chunked.headers
+    assert chunked.content == obj.read(len(obj.header) + 3, obj.size)
+
+
+@pytest.mark.parametrize("cut_at", [0.0, 0.3, 0.99])
+async def test_streamed_audio_truncated_where_cut_at_says(audio_emu, emulator_client, cut_at):
+    obj = AUDIO["A1"]
+    audio_emu.config.faults.truncate_rate = 1.0
+    audio_emu.config.faults.cut_at = cut_at
+    async with api_client(audio_emu, emulator_client) as c:
+        r = await fetch(audio_emu, c, "bytes=1000-", rec="A1")
+    length = obj.size - 1000
+    assert r.headers["content-length"] == str(length)
+    assert r.content == obj.read(1000, int(length * cut_at))
+    assert audio_emu.stats.bytes_served == int(length * cut_at)
+
+
+async def test_chunk_delay_pauses_once_per_mib_sent(audio_emu, emulator_client):
+    """The slow-link fault keeps its meaning (a pause between 1 MiB pieces) although
+    audio now goes out in 384 KiB chunks: 3.5 MiB pause 3 times, not 9."""
+    obj = AUDIO["A1"]
+    assert 3 << 20 < obj.size < 4 << 20
+    async with api_client(audio_emu, emulator_client) as c:
+        audio_emu.config.faults.chunk_delay_ms = 100
+        started = time.monotonic()
+        r = await fetch(audio_emu, c, rec="A1")
+        elapsed = time.monotonic() - started
+    assert r.content == obj.read(0, obj.size)
+    assert 0.3 <= elapsed < 0.75, elapsed
+
+
 def test_parse_range_unit():
     assert parse_range(None, 10) is None
     assert parse_range("bytes=2-4", 10) == (2, 4)

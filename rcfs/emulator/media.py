@@ -38,7 +38,7 @@ import mimetypes
 import random
 import struct
 import threading
-from typing import Callable, Protocol
+from typing import Callable, Iterator, Protocol
 
 import cachetools
 
@@ -372,44 +372,61 @@ def image_gif(seed: int) -> RenderedMedia:
 
 CHUNK = 1024 * 384  # a whole number of MP3 frames and of WAV samples
 
-_POOL_BYTES = 4 * 1024 * 1024
+# MPEG-1 Layer III, 128 kbit/s, 48 kHz, mono, no CRC, no padding: 144*128000/48000 =
+# 384-byte frames of 1152 samples (24 ms). The 17-byte mono side info is all zeros:
+# main_data_begin 0 and part2_3_length 0 in both granules, i.e. silence, and the rest
+# of each frame is ancillary data that decoders skip.
+MP3_FRAME = 384
+MP3_FRAME_SECONDS = 1152 / 48000
+_MP3_FRAME_HEAD = bytes([0xFF, 0xFB, 0x94, 0xC4]) + bytes(17)
+
+# Each kind cuts its chunks from its own pool of fixed random bytes, prepared once per
+# process in the kind's final form (WAV bytes already in the quiet alphabet, MP3 bytes
+# already carrying a frame head at every frame boundary). A chunk is the pool slice at
+# a seeded, frame-aligned slot plus the chunk's own stamps: one copy and a few strided
+# writes, no per-byte work (generating the bytes cost the emulator more CPU than
+# serving them, and on a 2-core machine it competes with the filesystem under test).
+_POOL_SLOTS = 1 << 14
+_POOL_BYTES = _POOL_SLOTS * MP3_FRAME + CHUNK  # 6.4 MiB per kind
+
+# The pool is small, so two chunks may start at the same slot; the stamps keep every
+# block unique. Every `_STAMP_EVERY` bytes (8 MP3 frames) a chunk carries a
+# `_STAMP_LEN`-byte stamp derived from (kind, seed, chunk index). A stamp plus the gap
+# to the next fits in 4 KiB, so any 4 KiB of a body holds a whole stamp of its own:
+# a block served at the wrong place (or from the wrong object) never matches.
+_STAMP_EVERY = 8 * MP3_FRAME
+_STAMP_LEN = 16
+_STAMPS_PER_CHUNK = CHUNK // _STAMP_EVERY
+assert CHUNK % _STAMP_EVERY == 0 and _STAMP_EVERY + _STAMP_LEN <= 4096
 
 
-@functools.lru_cache(maxsize=1)
-def _pool() -> bytes:
-    """Fixed random bytes that chunks are cut from (one per process, always the same)."""
-    return random.Random(b"rcfs-media-pool").randbytes(_POOL_BYTES + CHUNK)
+def _random_pool(kind: str) -> bytearray:
+    """`_POOL_BYTES` fixed random bytes for `kind` (the same in every process)."""
+    return bytearray(random.Random(f"rcfs-media-pool:{kind}".encode()).randbytes(_POOL_BYTES))
 
 
 # Chunks are keyed by (kind, seed, index), independent of the object's size, so equal
-# seeds share chunks; the bound keeps many concurrent large reads in a few tens of MB.
-_chunk_cache: cachetools.LRUCache[tuple, bytes] = cachetools.LRUCache(48)
+# seeds share chunks; the bound (12 MiB, plus 13 MiB for the two pools) keeps many
+# concurrent large reads in a few tens of MB. (A chunk is cheap to make again; the
+# cache serves a Range request that starts mid-chunk where the previous one ended, and
+# concurrent readers of one recording.)
+_chunk_cache: cachetools.LRUCache[tuple, bytes] = cachetools.LRUCache(32)
 _chunk_lock = threading.Lock()
-
-
-def _chunk_bytes(kind: str, seed: int, index: int, alphabet: bytes) -> bytearray:
-    """CHUNK pseudo-random bytes for chunk `index`: a seeded slice of the pool, passed
-    through a seeded substitution table whose outputs come from `alphabet`.
-
-    Pool slices at random offsets under a random 256-entry table give content that
-    differs chunk to chunk and block to block, at bytes.translate speed.
-    """
-    rng = _derive(kind, seed, index)
-    start = rng.randrange(_POOL_BYTES)
-    perm = list(range(256))
-    rng.shuffle(perm)
-    table = bytes(alphabet[p % len(alphabet)] for p in perm)
-    return bytearray(_pool()[start:start + CHUNK].translate(table))
 
 
 class StreamedAudio:
     """Audio of any size: `header` then a body generated chunk by chunk.
 
-    Subclasses provide `_make_chunk(index)`; the byte at body offset k depends only on
-    the seed and k, so reads at any offset agree with each other.
+    Subclasses provide `_pool()` (their prepared pool), `_stamp_at` (where in each
+    `_STAMP_EVERY` bytes the stamp goes) and, for a restricted alphabet,
+    `_alphabet_table` (a `bytes.translate` table that maps random bytes into it). The
+    byte at body offset k depends only on the seed and k, so reads at any offset agree
+    with each other.
     """
 
     kind = "audio"
+    _stamp_at = 0
+    _alphabet_table: bytes | None = None
 
     def __init__(self, seed: int, header: bytes, size: int, content_type: str,
                  extension: str, duration: float) -> None:
@@ -420,8 +437,26 @@ class StreamedAudio:
         self.extension = extension
         self.duration = duration  # seconds
 
-    def _make_chunk(self, index: int) -> bytes:
+    @staticmethod
+    def _pool() -> memoryview:
         raise NotImplementedError
+
+    def _make_chunk(self, index: int) -> bytes:
+        """CHUNK bytes for chunk `index`: a pool slice at a seeded slot, stamped."""
+        # shake_128, not hash() or random: the same bytes in every process and version.
+        derived = hashlib.shake_128(f"{self.kind}:{self.seed}:{index}".encode()).digest(
+            _STAMP_LEN * _STAMPS_PER_CHUNK + 4)
+        slot = int.from_bytes(derived[-4:], "little") % _POOL_SLOTS
+        data = bytearray(self._pool()[slot * MP3_FRAME:slot * MP3_FRAME + CHUNK])
+        stamps = derived[:-4]
+        if self._alphabet_table is not None:
+            stamps = stamps.translate(self._alphabet_table)
+        # Byte j of all the chunk's stamps in one strided write (stamp k is made of
+        # stamps[k], stamps[_STAMPS_PER_CHUNK + k], ...).
+        for j in range(_STAMP_LEN):
+            run = stamps[j * _STAMPS_PER_CHUNK:(j + 1) * _STAMPS_PER_CHUNK]
+            data[self._stamp_at + j::_STAMP_EVERY] = run
+        return bytes(data)
 
     def _chunk(self, index: int) -> bytes:
         key = (self.kind, self.seed, index)
@@ -433,34 +468,54 @@ class StreamedAudio:
                 _chunk_cache[key] = data
         return data
 
-    def read(self, offset: int, length: int) -> bytes:
-        """Bytes [offset, offset+length) clipped to the size, generated on demand."""
+    def _layout(self, offset: int, length: int) -> Iterator[tuple[int, int, int]]:
+        """[offset, offset+length) clipped, as (chunk index, start within it, length)
+        parts; index -1 is the header."""
         start, end = _clip(self.size, offset, length)
-        parts: list[bytes | memoryview] = []
         hlen = len(self.header)
         pos = start
         if pos < hlen and pos < end:
-            parts.append(self.header[pos:min(end, hlen)])
+            yield -1, pos, min(end, hlen) - pos
             pos = min(end, hlen)
         while pos < end:
             index, within = divmod(pos - hlen, CHUNK)
             take = min(CHUNK - within, end - pos)
-            parts.append(memoryview(self._chunk(index))[within:within + take])
+            yield index, within, take
             pos += take
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Bytes [offset, offset+length) clipped to the size, generated on demand."""
+        parts: list[bytes | memoryview] = []
+        for index, within, take in self._layout(offset, length):
+            if index < 0:
+                parts.append(self.header[within:within + take])
+            elif take == CHUNK:
+                parts.append(self._chunk(index))
+            else:
+                parts.append(memoryview(self._chunk(index))[within:within + take])
+        if len(parts) == 1 and type(parts[0]) is bytes:
+            return parts[0]  # a whole chunk (or header part): no copy
         return b"".join(parts)
+
+    def pieces(self, offset: int, length: int) -> Iterator[bytes]:
+        """`read(offset, length)` as consecutive pieces that end on chunk boundaries.
+
+        A piece covering a whole chunk is the cached chunk itself, so a server can hand
+        it to the socket without a copy (h11 passes a lone bytes body through as is).
+        Between pieces the stream holds no chunk (no local names one), so however many
+        streams are under way, the cache bound is what bounds generated memory; each
+        holds only the piece its consumer is sending.
+        """
+        for index, within, take in self._layout(offset, length):
+            if index < 0:
+                yield self.header[within:within + take]
+            elif take == CHUNK:
+                yield self._chunk(index)
+            else:
+                yield self._chunk(index)[within:within + take]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(seed={self.seed}, size={self.size}, {self.duration:.1f}s)"
-
-
-# MPEG-1 Layer III, 128 kbit/s, 48 kHz, mono, no CRC, no padding: 144*128000/48000 =
-# 384-byte frames of 1152 samples (24 ms). The 17-byte mono side info is all zeros:
-# main_data_begin 0 and part2_3_length 0 in both granules, i.e. silence, and the rest
-# of each frame is ancillary data that decoders skip.
-MP3_FRAME = 384
-MP3_FRAME_SECONDS = 1152 / 48000
-_MP3_FRAME_HEAD = bytes([0xFF, 0xFB, 0x94, 0xC4]) + bytes(17)
-_MP3_FRAMES_PER_CHUNK = CHUNK // MP3_FRAME
 
 
 def _id3_frames(seed: int) -> bytes:
@@ -488,23 +543,22 @@ class Mp3Audio(StreamedAudio):
     """Silent, header-valid CBR MP3 whose frames carry seeded ancillary bytes."""
 
     kind = "mp3"
+    # The stamps go in ancillary data, past each frame's head and side info.
+    _stamp_at = len(_MP3_FRAME_HEAD)
 
     def __init__(self, seed: int, frames: int, tag_size: int) -> None:
         super().__init__(seed, _id3_tag(seed, tag_size), tag_size + frames * MP3_FRAME,
                          "audio/mpeg", ".mp3", frames * MP3_FRAME_SECONDS)
         self.frames = frames
 
-    def _make_chunk(self, index: int) -> bytes:
-        data = _chunk_bytes(self.kind, self.seed, index, bytes(range(256)))
-        # Stamp the header and side info into every frame: one strided write per byte.
+    @staticmethod
+    @functools.cache
+    def _pool() -> memoryview:
+        """Random bytes with an MP3 frame head at every frame boundary."""
+        pool = _random_pool("mp3")
         for i, value in enumerate(_MP3_FRAME_HEAD):
-            data[i::MP3_FRAME] = _constant_run(value, _MP3_FRAMES_PER_CHUNK)
-        return bytes(data)
-
-
-@functools.lru_cache(maxsize=64)
-def _constant_run(value: int, n: int) -> bytes:
-    return bytes([value]) * n
+            pool[i::MP3_FRAME] = bytes([value]) * (_POOL_BYTES // MP3_FRAME)
+        return memoryview(bytes(pool))
 
 
 _MP3_TAG = 128  # default tag size for duration-based MP3s
@@ -544,6 +598,8 @@ class WavAudio(StreamedAudio):
     """RIFF/WAVE PCM with quiet seeded noise."""
 
     kind = "wav"
+    # The pool and the stamps are random bytes mapped into the quiet alphabet.
+    _alphabet_table = bytes(_WAV_ALPHABET[b % len(_WAV_ALPHABET)] for b in range(256))
 
     def __init__(self, seed: int, data_len: int, content_type: str) -> None:
         if data_len % 2 or data_len + 36 > 0xFFFFFFFF:
@@ -551,8 +607,11 @@ class WavAudio(StreamedAudio):
         super().__init__(seed, _wav_header(data_len), _WAV_HEADER + data_len, content_type,
                          ".wav", data_len / WAV_BYTES_PER_SECOND)
 
-    def _make_chunk(self, index: int) -> bytes:
-        return bytes(_chunk_bytes(self.kind, self.seed, index, _WAV_ALPHABET))
+    @staticmethod
+    @functools.cache
+    def _pool() -> memoryview:
+        """Random bytes mapped into the quiet alphabet."""
+        return memoryview(bytes(_random_pool("wav")).translate(WavAudio._alphabet_table))
 
 
 def audio_wav(seed: int, seconds: float, content_type: str = "audio/wav") -> WavAudio:
@@ -566,6 +625,25 @@ def audio_wav_sized(seed: int, size: int, content_type: str = "audio/wav") -> Wa
     if size < _WAV_HEADER + 2:
         raise ValueError(f"a WAV needs at least {_WAV_HEADER + 2} bytes")
     return WavAudio(seed, (size - _WAV_HEADER) & ~1, content_type)
+
+
+def pieces(media: MediaObject, offset: int, length: int, step: int = 1 << 20) -> Iterator[bytes]:
+    """Bytes [offset, offset+length) of `media`, clipped to its size, as consecutive pieces.
+
+    Streamed audio gives its own chunk-aligned pieces (whole chunks uncopied); other
+    objects are read `step` bytes at a time.
+    """
+    own = getattr(media, "pieces", None)
+    if own is not None:
+        yield from own(offset, length)
+        return
+    end = offset + length
+    while offset < end:
+        data = media.read(offset, min(step, end - offset))
+        if not data:
+            return
+        yield data
+        offset += len(data)
 
 
 def sha256(media: MediaObject, block: int = 1 << 20) -> str:

@@ -13,8 +13,9 @@ caps every answer: when the body would be longer, the answer is 206 with that ma
 even for a request without Range. `contentDisposition=Inline|Attachment` (and
 `contentDispositionFilename`) add a `Content-Disposition` header.
 
-Bodies stream from `media.read()` in 1 MiB chunks, so a multi-gigabyte recording never
-sits in memory; a client that disconnects stops the stream.
+Bodies stream from `media.pieces()` (streamed audio: its 384 KiB chunks, passed to the
+socket uncopied; anything else: 1 MiB reads), so a multi-gigabyte recording never sits in
+memory; a client that disconnects stops the stream.
 
 Faults (`config.faults`, drawn per media response): `reset_rate` aborts the response
 after half the body (the ASGI app raises `ConnectionAbort`; hypercorn drops the
@@ -44,6 +45,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from .auth import Session
+from . import media as media_objects
 from .media import MediaObject
 
 if TYPE_CHECKING:
@@ -51,7 +53,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1 << 20
+PAUSE_EVERY = 1 << 20  # the chunk_delay_ms fault pauses once per MiB sent
 _RANGE = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
 
 
@@ -148,19 +150,17 @@ class MediaBody(Response):
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(watch, tg.cancel_scope)
-            offset, sent = self.start, 0
+            sent, next_pause = 0, PAUSE_EVERY
             delay = self.emu.config.faults.chunk_delay_ms / 1000.0
-            while sent < limit:
-                if delay > 0 and sent:
+            for data in media_objects.pieces(self.media, self.start, limit):
+                if delay > 0 and sent >= next_pause:
                     await anyio.sleep(delay)
-                data = self.media.read(offset, min(CHUNK, limit - sent))
-                if not data:
-                    log.warning("media object ended early at %d of %d bytes", offset, self.start + limit)
-                    break
+                    next_pause += PAUSE_EVERY
                 await send({"type": "http.response.body", "body": data, "more_body": True})
                 sent += len(data)
-                offset += len(data)
                 self.emu.stats.bytes_served += len(data)
+            if sent < limit:
+                log.warning("media object ended early at %d of %d bytes", self.start + sent, self.start + limit)
             tg.cancel_scope.cancel()
         if disconnected:
             return
