@@ -59,6 +59,7 @@ import enum
 import itertools
 import logging
 from contextlib import AbstractAsyncContextManager
+from functools import partial
 from typing import Callable, NoReturn, Protocol
 
 import cachetools
@@ -102,8 +103,10 @@ def _piece(block: bytes | bytearray | None, start: int, stop: int) -> Bytes:
 class ContentClient(Protocol):
     """The part of `RingCentralClient` the reader uses."""
 
-    async def fetch(self, url: str, *, start: int, end: int, priority: Priority) -> Chunk:
-        """One ranged GET of bytes `start..end` (inclusive)."""
+    async def fetch(self, url: str, *, start: int, end: int, priority: Priority,
+                    on_piece: Callable[[int, bytes], None] | None = None) -> Chunk:
+        """One ranged GET of bytes `start..end` (inclusive); `on_piece(offset, piece)`
+        sees the body's pieces as they arrive."""
         ...
 
     def stream(
@@ -965,7 +968,8 @@ class Reader:
                 self._st.fetches += 1
                 credit = _SlotWaitCredit(owner)
                 try:
-                    chunk = await self._client.fetch(f.url, start=pos, end=stop - 1, priority=priority)
+                    chunk = await self._client.fetch(f.url, start=pos, end=stop - 1, priority=priority,
+                                                     on_piece=partial(self._fetched_piece, f, owner))
                 except RangeNotSatisfiable as exc:
                     self._learn_size(f, exc.total if exc.total is not None and exc.total <= pos else pos)
                     break
@@ -1002,6 +1006,14 @@ class Reader:
             error = BadResponse(f"internal error fetching {f.key}")
         finally:
             self._release(f, claims, error, remember_failure=remember_failure)
+
+    def _fetched_piece(self, f: _File, owner: _Fetch, offset: int, piece: bytes) -> None:
+        """A piece of a fetch's body, as it arrives: the blocks it fills wake their readers
+        now, not when the whole range is in (a small file is one fetch of up to
+        `small_file_max`: on a slow link, its first byte would wait for its last). The
+        Chunk the fetch returns writes the same bytes again, which changes nothing."""
+        self._write(f, offset, piece)
+        owner.progress_at = trio.current_time()
 
     async def _retry_pause(self, f: _File, owner: _Fetch | _Stream, pos: int, failures: int,
                            exc: ApiError) -> None:

@@ -13,7 +13,7 @@ import dataclasses
 import math
 import random
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 import pytest
 import trio
@@ -136,13 +136,16 @@ class FakeClient:
             raise RangeNotSatisfiable("range not satisfiable", total=total)
         return data, total
 
-    async def fetch(self, url: str, *, start: int, end: int, priority: Priority) -> Chunk:
+    async def fetch(self, url: str, *, start: int, end: int, priority: Priority,
+                    on_piece: Callable[[int, bytes], None] | None = None) -> Chunk:
         data, total = await self._answer(Req("fetch", url, start, end, priority))
         if self.ignore_range:
             return Chunk(data, 0, len(data), "audio/mpeg")
         stop = min(end + 1, len(data))
         if self.short is not None:
             stop = min(stop, start + self.short)
+        if on_piece is not None:  # (the whole answer as one piece)
+            on_piece(start, data[start:stop])
         return Chunk(data[start:stop], start, total, "audio/mpeg")
 
     @asynccontextmanager

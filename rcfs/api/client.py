@@ -803,8 +803,13 @@ class RingCentralClient:
         start: int = 0,
         end: int | None = None,
         priority: Priority = Priority.FOREGROUND,
+        on_piece: Callable[[int, bytes], None] | None = None,
     ) -> Chunk:
         """One ranged GET of media: bytes [start, end] (inclusive), or [start, EOF) if end is None.
+
+        `on_piece(offset, piece)`, when given, sees every kept piece of the body as it
+        arrives (file offset, bytes), before the Chunk of them all is returned: a reader
+        waiting for the first bytes of the range need not wait for its last.
 
         206 → Chunk at the Content-Range start (may be shorter than asked); 416 →
         RangeNotSatisfiable with the size when the server said. The body is read as it
@@ -839,11 +844,15 @@ class RingCentralClient:
                                 continue
                             piece = piece[skip:]
                             skip = 0
-                        if want is not None and len(data) + len(piece) >= want:
-                            data += piece[: want - len(data)]
+                        last = want is not None and len(data) + len(piece) >= want
+                        if last:
+                            piece = piece[: want - len(data)]
+                        if on_piece is not None:
+                            on_piece(start + len(data), piece)
+                        data += piece
+                        if last:
                             await s.finish()  # (a 206 of exactly the range: keep the connection)
                             break
-                        data += piece
                     else:
                         complete = True
                 except NetworkError as exc:  # the body dropped (the request itself was retried in _request)
