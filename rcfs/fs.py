@@ -111,6 +111,9 @@ def _handler(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     async def wrapper(self: "Operations", *args: Any) -> Any:
+        if self.before_first_request is not None:
+            hook, self.before_first_request = self.before_first_request, None
+            hook()
         try:
             return await fn(self, *args)
         except pyfuse3.FUSEError:
@@ -171,6 +174,11 @@ class Operations(pyfuse3.Operations):
         self._attr_memo: dict[int, tuple[File, int | None, float, pyfuse3.EntryAttributes]] = {}
         self._next_fh = itertools.count(1)
         self.initialized = trio.Event()  # set once the kernel's INIT request arrived
+        # Run once, before the first request after INIT is answered: the kernel holds every
+        # request until it has processed INIT's reply, so mount settings the kernel sets
+        # from that reply (the read-ahead) can be changed here for good, before any file
+        # is opened (a file keeps the read-ahead it was opened with). Must not raise.
+        self.before_first_request: Callable[[], None] | None = None
         # Announcing new entries to inotify watchers (see `folder_changed`): the mount's
         # resolved path (set by rcfs.mount; None: no announcements), the names being
         # announced, the announcing threads' kernel ids, and the folders whose mode shows

@@ -14,6 +14,7 @@ import ctypes
 import dataclasses
 import datetime as dt
 import errno
+import functools
 import hashlib
 import json
 import logging
@@ -185,14 +186,6 @@ def keep_block_memory(block_size: int, cache_bytes: int) -> bool:
     mmap_ok = mallopt(M_MMAP_THRESHOLD, min(32 << 20, 2 * block_size + (64 << 10))) == 1
     trim_ok = mallopt(M_TRIM_THRESHOLD, min(cache_bytes, 1 << 30)) == 1
     return mmap_ok and trim_ok
-
-
-async def _raise_read_ahead(ops: Operations, target: str, kb: int) -> None:
-    # The kernel sets the mount's read-ahead when it gets the reply to INIT, so ours
-    # must come after that reply has gone out.
-    await ops.initialized.wait()
-    await trio.sleep(0.2)
-    set_read_ahead(target, kb)
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -378,7 +371,7 @@ async def _serve(opts: MountOptions, ready: Callable[[], None], signals: AsyncIt
                     log.info("push is off (--no-push): listings are re-checked on look after their TTL")
                 nursery.start_soon(_notify_when_serving, ops, str(opts.mountpoint))
                 if opts.read_ahead_kb:
-                    nursery.start_soon(_raise_read_ahead, ops, target, opts.read_ahead_kb)
+                    ops.before_first_request = functools.partial(set_read_ahead, target, opts.read_ahead_kb)
                 log.info("mounted %s on %s", opts.credentials.server_url, opts.mountpoint)
                 ready()
                 await pyfuse3.main()
