@@ -3,8 +3,10 @@ media, and the bytes each must read back as (found through its xattrs)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
+from typing import Any, Iterator
 
 RCFS_OWN = ("STATUS.txt", "OPTIONS.txt", "status.txt")  # written by rcfs, not account media
 MEDIA_TOPS = ("faxes", "voicemail", "recordings", "mms", "greetings")
@@ -32,3 +34,20 @@ def emulator_media(store, path: Path):
 def expected_bytes(store, path: Path) -> bytes:
     media = emulator_media(store, path)
     return media.read(0, media.size)
+
+
+@contextlib.contextmanager
+def mounted_account(base: Path, **options: Any) -> Iterator[tuple[Any, Any, Path]]:
+    """An emulator started with `options`, the same account rebuilt here (for expected
+    bytes) and a mount of it at `base`/m: (server, store, mountpoint), stopped at the end."""
+    from conftest import build_config, spawn_emulator
+    from fusehelp import mounted
+    from rcfs.emulator import seed
+
+    srv = spawn_emulator(base, **options)
+    try:
+        with mounted(base / "m", state_dir=base / "s", server_url=srv.platform, client_id=srv.client_id,
+                     client_secret=srv.client_secret, jwt=srv.jwt):
+            yield srv, seed.build_store(build_config(**options)), base / "m"
+    finally:
+        srv.stop()

@@ -14,10 +14,8 @@ import os
 
 import pytest
 
-from accounthelp import emulator_media, expected_bytes
-from conftest import build_config, spawn_emulator
-from fusehelp import fuse_required, mounted
-from rcfs.emulator import seed
+from accounthelp import emulator_media, expected_bytes, mounted_account
+from fusehelp import fuse_required
 
 pytestmark = fuse_required
 
@@ -27,14 +25,8 @@ SLOW_LINK_PAUSE_MS = 3000  # per MiB sent: the rest of the answer is seconds beh
 
 @pytest.fixture(scope="module")
 def account(tmp_path_factory):
-    base = tmp_path_factory.mktemp("firstbyte")
-    srv = spawn_emulator(base, **EMU_OPTIONS)
-    try:
-        with mounted(base / "m", state_dir=base / "s", server_url=srv.platform, client_id=srv.client_id,
-                     client_secret=srv.client_secret, jwt=srv.jwt):
-            yield srv, seed.build_store(build_config(**EMU_OPTIONS)), base / "m"
-    finally:
-        srv.stop()
+    with mounted_account(tmp_path_factory.mktemp("firstbyte"), **EMU_OPTIONS) as account:
+        yield account
 
 
 def test_the_first_bytes_of_a_small_file_come_before_the_rest_of_its_answer(account):

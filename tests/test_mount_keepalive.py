@@ -14,10 +14,8 @@ import os
 
 import pytest
 
-from accounthelp import expected_bytes
-from conftest import build_config, spawn_emulator
-from fusehelp import fuse_required, mounted
-from rcfs.emulator import seed
+from accounthelp import expected_bytes, mounted_account
+from fusehelp import fuse_required
 
 pytestmark = fuse_required
 
@@ -26,14 +24,8 @@ EMU_OPTIONS = dict(window=1.0, limit_medium=1000, limit_heavy=1000)
 
 @pytest.fixture(scope="module")
 def account(tmp_path_factory):
-    base = tmp_path_factory.mktemp("keepalive")
-    srv = spawn_emulator(base, **EMU_OPTIONS)
-    try:
-        with mounted(base / "m", state_dir=base / "s", server_url=srv.platform, client_id=srv.client_id,
-                     client_secret=srv.client_secret, jwt=srv.jwt):
-            yield srv, seed.build_store(build_config(**EMU_OPTIONS)), base / "m"
-    finally:
-        srv.stop()
+    with mounted_account(tmp_path_factory.mktemp("keepalive"), **EMU_OPTIONS) as account:
+        yield account
 
 
 def _sample(mnt):
