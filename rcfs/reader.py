@@ -1254,7 +1254,6 @@ class Reader:
                                 st.progress_at = trio.current_time()
                                 st.failures = 0
                             if f.size is not None and st.pos >= f.size:
-                                await s.finish()  # the answer's end too: its connection is reused
                                 return
                             if not await self._wait_for_room(st):
                                 return

@@ -169,11 +169,6 @@ class Stream:
         that ends exactly there can be kept as it is). Hints only: pieces may still be
         smaller. The default ignores them."""
 
-    async def finish(self) -> None:
-        """The consumer has every byte it wants: end the answer cleanly if nothing of it
-        is left on the wire, so that its connection can be reused. The default does
-        nothing."""
-
 
 @dataclasses.dataclass
 class ClientStats:
@@ -478,11 +473,11 @@ class _ResponseStream(Stream):
             except (httpx.HTTPError, RuntimeError):
                 pass
 
-    async def finish(self) -> None:
-        """End the answer cleanly once its whole body is in, so that its connection goes
-        back to the pool instead of being closed.
+    async def _finish(self) -> None:
+        """End the answer cleanly if its whole body is in, so that its connection goes
+        back to the pool instead of being closed (`_media` does this on every exit).
 
-        Why: a caller that stops iterating at its last wanted byte leaves the end of the
+        Why: a consumer that stops iterating at its last wanted byte leaves the end of the
         HTTP message unread, and httpcore closes such a connection; in production the next
         file then pays a new TCP and TLS handshake. With the body all in, the end costs no
         socket read (h11 knows the length). A body with bytes still on the wire (a 200 to
@@ -851,7 +846,6 @@ class RingCentralClient:
                             on_piece(start + len(data), piece)
                         data += piece
                         if last:
-                            await s.finish()  # (a 206 of exactly the range: keep the connection)
                             break
                     else:
                         complete = True
@@ -910,6 +904,7 @@ class RingCentralClient:
             with trio.CancelScope(shield=True) as scope:
                 scope.deadline = trio.current_time() + 5.0
                 if handle is not None:
+                    await handle._finish()  # a body all in: its connection is reused
                     await handle._close_pieces()
             await self._close_response(resp)
 
